@@ -1,0 +1,5 @@
+"""``python -m stereoq`` (used under ``torchrun``)."""
+
+from stereoq.cli import main
+
+main()

@@ -1,0 +1,45 @@
+"""The ``stereoq`` console script: one Typer app, one module per command."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from stereoq.cli import calops
+from stereoq.cli.output import print_error
+from stereoq.errors import StereoqError
+
+app = typer.Typer(
+    name="stereoq",
+    help="StereoNet from raw stereo data to a deployable integer model and depth maps.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+
+@app.callback()
+def _root() -> None:
+    """StereoNet from raw stereo data to a deployable integer model and depth maps."""
+
+
+for module in (calops,):
+    module.register(app)
+
+
+def main() -> None:
+    """Entry point: user mistakes end in one line on stderr and a non-zero exit code.
+
+    Typer reports usage errors itself (exit 2); ``StereoqError`` from core code is printed here.
+    """
+    try:
+        app()
+    except StereoqError as err:
+        print_error(str(err))
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        print_error("interrupted")
+        sys.exit(130)

@@ -1,0 +1,37 @@
+"""Options shared by several commands, and option validation with pydantic."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import BaseModel, ValidationError
+
+from stereoq.errors import StereoqError
+
+M = TypeVar("M", bound=BaseModel)
+
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Config file (YAML) or shipped config name. Default: stereonet_synthetic.",
+    ),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config value: KEY.PATH=VALUE (repeatable)."),
+]
+
+
+def validate_options(model: type[M], **values: Any) -> M:
+    """Validate a command's options; a bad value ends in one line naming the option."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        name = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "options"
+        raise StereoqError(
+            f"option {name}: {first['msg'].removeprefix('Value error, ')}", exit_code=2
+        ) from None

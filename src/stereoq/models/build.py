@@ -1,0 +1,32 @@
+"""Assemble the configured StereoNet and loss from registered parts."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from stereoq.models.stereonet import StereoNet
+from stereoq.settings.model import ModelConfig
+
+
+def build_model(cfg: ModelConfig) -> StereoNet:
+    """Assemble the configured StereoNet (float, freshly initialised)."""
+    neck_ = cfg.neck.registry.build(cfg.neck.type, **cfg.neck.params())
+    head_ = cfg.head.registry.build(
+        cfg.head.type,
+        num_candidates=cfg.num_candidates,
+        gwc_channels=neck_.gwc_channels,
+        concat_channels=neck_.concat_channels,
+        **cfg.head.params(),
+    )
+    refinement_ = cfg.refinement.registry.build(
+        cfg.refinement.type, levels=cfg.refine_levels, **cfg.refinement.params()
+    )
+    post = cfg.postprocess.registry.build(
+        cfg.postprocess.type, maxdisp=cfg.maxdisp, **cfg.postprocess.params()
+    )
+    return StereoNet(neck_, head_, refinement_, post, cfg.maxdisp)
+
+
+def build_loss(cfg: ModelConfig) -> nn.Module:
+    """The configured training loss, masking pixels outside 0 < gt < maxdisp."""
+    return cfg.loss.registry.build(cfg.loss.type, maxdisp=cfg.maxdisp, **cfg.loss.params())

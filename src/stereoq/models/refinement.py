@@ -1,0 +1,68 @@
+"""Edge-aware hierarchical refinement (StereoNet, Khamis et al. 2018)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, PositiveInt
+from torch import Tensor, nn
+
+from stereoq.models.blocks import BasicBlock, conv_bn_relu
+from stereoq.registry import REFINEMENTS
+
+
+def resize(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear resize of (B, C, H, W) to ``size``; a no-op when the size already matches."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class RefinementLevel(nn.Module):
+    """Predicts a disparity offset from the upsampled disparity and the left image."""
+
+    def __init__(self, channels: int, num_blocks: int) -> None:
+        super().__init__()
+        self.stem = conv_bn_relu(4, channels)
+        self.blocks = nn.Sequential(*[BasicBlock(channels, channels) for _ in range(num_blocks)])
+        self.offset = conv_bn_relu(channels, 1, 3, relu=False)
+
+    def forward(self, disp: Tensor, image: Tensor) -> Tensor:
+        """(B, 1, H, W) disparity, (B, 3, H, W) image -> (B, 1, H, W) offset."""
+        return self.offset(self.blocks(self.stem(torch.cat([disp, image], dim=1))))
+
+
+@REFINEMENTS.register("edge_aware_refinement")
+class EdgeAwareRefinement(nn.Module):
+    """``levels`` refinement steps, each doubling resolution up to the input size."""
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        channels: PositiveInt = 32
+        num_blocks: PositiveInt = 6
+
+    def __init__(self, levels: int, channels: int, num_blocks: int) -> None:
+        super().__init__()
+        self.levels = nn.ModuleList(RefinementLevel(channels, num_blocks) for _ in range(levels))
+
+    def forward(self, coarse: Tensor, left: Tensor) -> list[Tensor]:
+        """Coarse (B, 1, H/2^L, W/2^L) -> refined disparities; the last entry is an offset.
+
+        Returns L tensors: the refined disparity at 1/2^(L-1) ... 1/2, then the full-resolution
+        offset that post-processing adds to the upsampled 1/2 disparity.
+        """
+        height, width = left.shape[-2:]
+        n = len(self.levels)
+        outputs: list[Tensor] = []
+        disp = coarse
+        for i, level in enumerate(self.levels):
+            scale = 2 ** (n - 1 - i)
+            size = (height // scale, width // scale)
+            up = resize(disp, size)
+            offset = level(up, resize(left, size))
+            if i == n - 1:
+                outputs.append(offset)
+            else:
+                disp = F.relu(up + offset)
+                outputs.append(disp)
+        return outputs

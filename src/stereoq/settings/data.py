@@ -1,0 +1,37 @@
+"""The ``data`` section: where samples come from and how they are transformed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
+
+
+class SyntheticConfig(BaseModel):
+    """Generated stereo scenes with exact ground truth (the embedded default source)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    train_count: PositiveInt = 1000
+    val_count: PositiveInt = 64
+    height: PositiveInt = 256
+    width: PositiveInt = 512
+    max_disp: PositiveFloat = 64.0
+    seed: NonNegativeInt = 0
+
+
+class DataConfig(BaseModel):
+    """Data source and input pipeline shared by training, evaluation and calibration."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    source: Literal["synthetic", "sceneflow", "lmdb"] = "synthetic"
+    root: Path | None = Field(default=None, description="SceneFlow dataset root (raw layout)")
+    lmdb_dir: Path | None = Field(
+        default=None, description="directory holding train_lmdb/ and test_lmdb/ from `pack`"
+    )
+    synthetic: SyntheticConfig = SyntheticConfig()
+    train_crop: tuple[PositiveInt, PositiveInt] | None = (256, 512)
+    color: Literal["yuv444", "rgb"] = "yuv444"
+    mean: float = 128.0
+    std: PositiveFloat = 128.0
+    num_workers: NonNegativeInt = 0

@@ -1,0 +1,99 @@
+"""The ``stages`` section: the recipe of float training, calibration, QAT and int_infer."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    model_validator,
+)
+
+
+class OptimizerConfig(BaseModel):
+    """Weight decay applies to conv/linear weights only, never to BN parameters or biases."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 4e-5
+    momentum: NonNegativeFloat = 0.9
+
+
+class SchedulerConfig(BaseModel):
+    """LR schedule by epoch: linear warmup, then cosine decay or step decay."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["cosine", "step", "constant"] = "cosine"
+    warmup_epochs: NonNegativeInt = 10
+    min_lr_ratio: NonNegativeFloat = 0.0
+    milestones: list[PositiveInt] = Field(default_factory=list)
+    gamma: PositiveFloat = 0.1
+
+
+class TrainRecipe(BaseModel):
+    """One training stage (float or QAT)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    epochs: PositiveInt = 200
+    batch_size: PositiveInt = 16
+    optimizer: OptimizerConfig = OptimizerConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    crop: bool = Field(default=True, description="random crops (data.train_crop) in training")
+    grad_clip: PositiveFloat | None = None
+    val_batch_size: PositiveInt = 1
+
+    @model_validator(mode="after")
+    def _check_warmup(self) -> TrainRecipe:
+        if self.scheduler.warmup_epochs > self.epochs:
+            raise ValueError(
+                f"scheduler.warmup_epochs ({self.scheduler.warmup_epochs}) exceeds "
+                f"epochs ({self.epochs})"
+            )
+        return self
+
+
+class CalibrationRecipe(BaseModel):
+    """Post-training calibration of the int8 model (BN folded, percentile observers)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    batches: PositiveInt = 20
+    batch_size: PositiveInt = 1
+    observer: Literal["percentile", "minmax"] = "percentile"
+    percentile: float = Field(default=99.985, gt=50.0, le=100.0)
+    bins: PositiveInt = 8192
+
+
+class IntInferRecipe(BaseModel):
+    """Conversion of a fake-quantized model into the integer model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    source: Literal["qat", "calibration"] = "qat"
+
+
+def _qat_default() -> TrainRecipe:
+    return TrainRecipe(
+        epochs=40,
+        batch_size=4,
+        crop=False,
+        optimizer=OptimizerConfig(lr=5e-5),
+        scheduler=SchedulerConfig(type="cosine", warmup_epochs=0),
+    )
+
+
+class StagesConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    float_: TrainRecipe = Field(default_factory=TrainRecipe, alias="float")
+    calibration: CalibrationRecipe = CalibrationRecipe()
+    qat: TrainRecipe = Field(default_factory=_qat_default)
+    int_infer: IntInferRecipe = IntInferRecipe()
+
+    def recipe(self, stage: str) -> TrainRecipe:
+        """The training recipe of ``float`` or ``qat``."""
+        return self.float_ if stage == "float" else self.qat
