@@ -51,9 +51,7 @@ class MultiScaleSmoothL1(nn.Module):
             target = resize_nearest(gt, tuple(pred.shape[-2:]))
             mask = valid_mask(target, self.maxdisp)
             if mask.any():
-                total = total + weight * F.smooth_l1_loss(
-                    pred[mask], target[mask], beta=self.beta
-                )
+                total = total + weight * F.smooth_l1_loss(pred[mask], target[mask], beta=self.beta)
             else:
                 total = total + 0.0 * pred.sum()
         return total

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 import torch
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import Tensor, nn
 
 from stereoq.models.blocks import conv_bn_relu, make_stage
@@ -50,4 +50,3 @@ class StereoNetNeck(nn.Module):
         s4 = self.stage4(s3)
         gwc = torch.cat([s3, s4], dim=1)
         return gwc, self.concat_feature(gwc)
-

@@ -68,4 +68,3 @@ class DeployGraph(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         raw = self.model.raw(x)
         return raw[-2], raw[-1]
-

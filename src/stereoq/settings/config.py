@@ -36,7 +36,7 @@ class ExperimentConfig(BaseModel):
 def shipped_configs() -> list[str]:
     """Names of the configs that ship with the package."""
     folder = resources.files("stereoq") / "configs"
-    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
 def _read(source: str) -> tuple[str, dict[str, Any]]:

@@ -7,7 +7,6 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 import stereoq.models  # noqa: F401  (registers the built-in components)
-
 from stereoq.registry import HEADS, LOSSES, NECKS, POSTPROCESS, REFINEMENTS, Registry
 
 
@@ -29,12 +28,14 @@ class Component(BaseModel):
         except ValidationError as err:
             first = err.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
-            raise ValueError(f"{where}: {first['msg']}") from None
+            msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+            raise ValueError(f"{where}: {msg}") from None
         return self
 
     def params(self) -> dict[str, Any]:
         """The validated parameters with the class's defaults filled in."""
-        return self.registry.get(self.type).Params.model_validate(self.model_extra or {}).model_dump()
+        params_model = self.registry.get(self.type).Params
+        return params_model.model_validate(self.model_extra or {}).model_dump()
 
 
 class NeckSection(Component):

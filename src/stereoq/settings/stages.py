@@ -31,7 +31,7 @@ class SchedulerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     type: Literal["cosine", "step", "constant"] = "cosine"
-    warmup_epochs: NonNegativeInt = 10
+    warmup_epochs: NonNegativeInt = 0
     min_lr_ratio: NonNegativeFloat = 0.0
     milestones: list[PositiveInt] = Field(default_factory=list)
     gamma: PositiveFloat = 0.1
@@ -87,12 +87,32 @@ def _qat_default() -> TrainRecipe:
     )
 
 
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = (
+            _merge(out[key], value)
+            if isinstance(value, dict) and isinstance(out.get(key), dict)
+            else value
+        )
+    return out
+
+
 class StagesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
     float_: TrainRecipe = Field(default_factory=TrainRecipe, alias="float")
     calibration: CalibrationRecipe = CalibrationRecipe()
     qat: TrainRecipe = Field(default_factory=_qat_default)
     int_infer: IntInferRecipe = IntInferRecipe()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _qat_defaults(cls, data: object) -> object:
+        """A partial ``qat`` section keeps the QAT defaults for the keys it leaves out."""
+        if isinstance(data, dict) and isinstance(data.get("qat"), dict):
+            base = _qat_default().model_dump()
+            data = {**data, "qat": _merge(base, data["qat"])}
+        return data
 
     def recipe(self, stage: str) -> TrainRecipe:
         """The training recipe of ``float`` or ``qat``."""

@@ -1,0 +1,78 @@
+from pathlib import Path
+
+import pytest
+
+from stereoq.errors import StereoqError
+from stereoq.settings import load_config
+from stereoq.settings.config import shipped_configs
+
+
+def test_shipped_configs_load_and_match_reference() -> None:
+    assert {"stereonet_sceneflow", "stereonet_synthetic"} <= set(shipped_configs())
+    ref = load_config("stereonet_sceneflow")
+    assert ref.model.neck.params()["out_channels"] == [32, 32, 64, 128, 128, 16]
+    assert ref.model.maxdisp == 192 and ref.model.refine_levels == 4
+    assert ref.model.num_candidates == 12
+    assert ref.model.loss.params()["weights"] == [0.3, 0.3, 0.5, 0.5, 1.0]
+    assert ref.stages.float_.optimizer.weight_decay == pytest.approx(4e-5)
+    assert ref.stages.float_.scheduler.warmup_epochs == 10
+    assert ref.data.train_crop == (256, 512)
+    assert (ref.data.mean, ref.data.std, ref.data.color) == (128.0, 128.0, "yuv444")
+
+
+def test_default_is_synthetic() -> None:
+    assert load_config().name == "stereonet_synthetic"
+    assert load_config().data.source == "synthetic"
+
+
+def test_overrides_apply(tiny_config: Path) -> None:
+    cfg = load_config(
+        str(tiny_config),
+        overrides={"stages.float.epochs": 7},
+        sets=["model.maxdisp=32", "data.train_crop=[32, 64]"],
+    )
+    assert cfg.stages.float_.epochs == 7
+    assert cfg.model.maxdisp == 32
+    assert cfg.data.train_crop == (32, 64)
+
+
+@pytest.mark.parametrize(
+    ("sets", "expected"),
+    [
+        (["bogus=1"], "bogus: unknown key"),
+        (["model.neck.foo=3"], "model.neck: foo: unknown key"),
+        (["model.neck.type=resnet9000"], "unknown neck 'resnet9000'"),
+        (["model.maxdisp=abc"], "model.maxdisp: Input should be a valid integer"),
+        (["model.maxdisp=-16"], "model.maxdisp: Input should be greater than 0"),
+        (["model.maxdisp=100"], "multiple of 2**refine_levels"),
+        (["model.loss.weights=[1.0, 1.0]"], "loss.weights has 2 entries"),
+        (["stages.float.scheduler.warmup_epochs=500"], "exceeds epochs"),
+        (["data.source=kitti"], "data.source: Input should be"),
+    ],
+)
+def test_bad_values_name_the_key(tiny_config: Path, sets: list[str], expected: str) -> None:
+    with pytest.raises(StereoqError) as info:
+        load_config(str(tiny_config), sets=sets)
+    assert expected in str(info.value)
+    assert info.value.exit_code == 2
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(StereoqError, match="no such file"):
+        load_config(str(tmp_path / "absent.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(StereoqError, match="not valid YAML"):
+        load_config(str(bad))
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(StereoqError, match="top level must be a mapping"):
+        load_config(str(listy))
+
+
+def test_yaml_tags_are_not_executed(tmp_path: Path) -> None:
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(StereoqError, match="not valid YAML"):
+        load_config(str(evil))
