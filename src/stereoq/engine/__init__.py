@@ -1,0 +1,1 @@
+"""Training and evaluation: one loop for every training stage, metrics, checkpoints."""
