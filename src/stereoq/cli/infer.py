@@ -1,0 +1,171 @@
+"""``stereoq infer``: disparity, depth, pictures and point clouds from rectified stereo pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from pydantic import BaseModel, ConfigDict, Field
+
+from stereoq.cli.common import ConfigOpt, SetOpt, validate_options
+from stereoq.cli.output import console, print_table, write_json
+from stereoq.errors import StereoqError
+
+MODEL_INPUT_KEYS = {"imgl": "imgl", "imgr": "imgr", "baseline": "baseline", "f": "f"}
+
+
+class InferOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    config: str | None = None
+    sets: list[str] = Field(default_factory=list)
+    imgl: str = Field(min_length=1)
+    imgr: str | None = None
+    baseline: float = Field(gt=0, allow_inf_nan=False, description="metres")
+    f: float = Field(gt=0, allow_inf_nan=False, description="pixels")
+    cx: float | None = Field(default=None, allow_inf_nan=False)
+    cy: float | None = Field(default=None, allow_inf_nan=False)
+    save_path: Path
+    stage: Literal["float", "calibration", "qat", "int_infer", "deployed"] = "float"
+    max_size: int | None = Field(default=None, ge=16, le=16384)
+    ply: bool = False
+    ply_ascii: bool = False
+
+
+def parse_model_inputs(text: str) -> dict[str, str]:
+    """``imgl:PATH,imgr:PATH,baseline:B,f:F`` -> {"imgl": PATH, ...} (the reference CLI's form)."""
+    values: dict[str, str] = {}
+    for item in text.split(","):
+        key, sep, value = item.partition(":")
+        key = key.strip()
+        if not sep or key not in MODEL_INPUT_KEYS or not value.strip():
+            raise StereoqError(
+                f"--model-inputs {text!r}: expected imgl:PATH,imgr:PATH,baseline:B,f:F "
+                f"(bad item {item!r})",
+                exit_code=2,
+            )
+        if key in values:
+            raise StereoqError(f"--model-inputs: {key} given twice", exit_code=2)
+        values[key] = value.strip()
+    return values
+
+
+def merge_inputs(explicit: dict[str, object], model_inputs: str | None) -> dict[str, object]:
+    """Explicit options plus ``--model-inputs``; the same value given both ways is an error."""
+    merged = dict(explicit)
+    if model_inputs is None:
+        return merged
+    for key, value in parse_model_inputs(model_inputs).items():
+        if merged.get(key) is not None:
+            raise StereoqError(
+                f"--model-inputs: {key} is also given as --{key}; give it once", exit_code=2
+            )
+        merged[key] = value
+    return merged
+
+
+def infer(
+    imgl: Annotated[
+        str | None,
+        typer.Option(help="Left image, a folder of pairs, or a quoted glob of left images."),
+    ] = None,
+    imgr: Annotated[
+        str | None,
+        typer.Option(help="Right image (a folder or glob when --imgl is one; optional then)."),
+    ] = None,
+    baseline: Annotated[
+        float | None, typer.Option(help="Stereo baseline in metres (depth comes out in metres).")
+    ] = None,
+    f: Annotated[float | None, typer.Option("--f", help="Focal length in pixels.")] = None,
+    save_path: Annotated[
+        Path | None, typer.Option(help="Output folder (one sub-folder per pair for several).")
+    ] = None,
+    stage: Annotated[
+        str,
+        typer.Option(help="Model: float | calibration | qat | int_infer | deployed (ONNX Runtime)"),
+    ] = "float",
+    model_inputs: Annotated[
+        str | None,
+        typer.Option(help="Reference form: imgl:PATH,imgr:PATH,baseline:B,f:F (instead of those)."),
+    ] = None,
+    cx: Annotated[
+        float | None, typer.Option(help="Principal point x in px for --ply (default: centre).")
+    ] = None,
+    cy: Annotated[
+        float | None, typer.Option(help="Principal point y in px for --ply (default: centre).")
+    ] = None,
+    ply: Annotated[bool, typer.Option(help="Also write a coloured point cloud (PLY).")] = False,
+    ply_ascii: Annotated[bool, typer.Option(help="Write the PLY as ASCII, not binary.")] = False,
+    max_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Run inputs whose longest side exceeds N px downscaled to N (disparity is "
+            "rescaled to full resolution). Without it, inputs above 4.2 MP are refused."
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Disparity (PFM + picture), depth (16-bit mm PNG + picture), overview, optional PLY."""
+    values = merge_inputs(
+        {"imgl": imgl, "imgr": imgr, "baseline": baseline, "f": f}, model_inputs
+    )
+    for key in ("imgl", "baseline", "f"):
+        if values.get(key) is None:
+            raise StereoqError(f"--{key}: missing (or give --model-inputs)", exit_code=2)
+    if save_path is None:
+        raise StereoqError("--save-path: missing (the output folder)", exit_code=2)
+    opts = validate_options(
+        InferOptions,
+        config=config,
+        sets=sets or [],
+        save_path=save_path,
+        stage=stage,
+        cx=cx,
+        cy=cy,
+        ply=ply,
+        ply_ascii=ply_ascii,
+        max_size=max_size,
+        **values,
+    )
+    from stereoq.cli.progress import RichReporter
+    from stereoq.infer.pairs import resolve_pairs
+    from stereoq.infer.run import Camera, InferSettings, run_pairs
+    from stereoq.settings import load_config
+
+    cfg = load_config(opts.config, sets=opts.sets)
+    pairs = resolve_pairs(opts.imgl, opts.imgr)
+    camera = Camera(opts.baseline, opts.f, opts.cx, opts.cy)
+    settings = InferSettings(
+        stage=opts.stage, max_size=opts.max_size, ply=opts.ply, ply_ascii=opts.ply_ascii
+    )
+    summary = run_pairs(cfg, pairs, camera, opts.save_path, settings, reporter=RichReporter())
+    rows = [
+        (
+            r["name"],
+            f"{r['width']}x{r['height']}",
+            _range(r["disparity_px"]),
+            _range(r["depth_m"]),
+            f"{100 * r['valid_depth_fraction']:.1f}",
+            f"{1000 * r['timings_s']['inference']:.0f}",
+        )
+        for r in summary["pairs"]
+    ]
+    print_table(
+        f"{summary['config']} ({summary['stage']}), model loaded in "
+        f"{summary['timings_s']['load']:.2f} s",
+        ["pair", "size", "disparity px", "depth m", "valid %", "ms"],
+        rows,
+    )
+    path = write_json(opts.save_path / "summary.json", summary)
+    console.print(f"saved {opts.save_path}/ (summary: {path})")
+
+
+def _range(stats: dict[str, float | None]) -> str:
+    if stats["min"] is None:
+        return "none valid"
+    return f"{stats['min']:.3g} .. {stats['max']:.3g}"
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(infer)

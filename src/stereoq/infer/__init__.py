@@ -1,0 +1,1 @@
+"""Inference on rectified pairs: disparity, depth, pictures and point clouds."""

@@ -1,0 +1,287 @@
+"""The core of ``stereoq infer``: load a model once, run pairs, write every output, summarise."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from stereoq.engine.report import Reporter
+from stereoq.errors import StereoqError
+from stereoq.infer import colormap, overview
+from stereoq.infer.depth import (
+    DEPTH_PNG_MAX_MM,
+    MIN_DISPARITY_PX,
+    depth_to_mm_uint16,
+    disparity_to_depth,
+    value_range,
+)
+from stereoq.infer.images import read_rgb, write_png
+from stereoq.infer.pairs import Pair
+from stereoq.infer.pointcloud import depth_to_ply
+from stereoq.settings.config import ExperimentConfig
+
+MAX_PIXELS = 2048 * 2048
+"""Largest input run at full size (about 4.2 MP): above it, refuse unless --max-size is given."""
+
+DEPTH_DISPLAY_PERCENTILE = 98.0
+"""Depth pictures colour up to this percentile of the valid depths; farther pixels saturate."""
+
+STAGES = ("float", "calibration", "qat", "int_infer", "deployed")
+
+OUTPUT_FILES = {
+    "disparity_pfm": "disparity.pfm",
+    "disparity_png": "disparity.png",
+    "depth_png": "depth_mm.png",
+    "depth_color_png": "depth.png",
+    "overview_png": "overview.png",
+    "ply": "pointcloud.ply",
+}
+
+
+@dataclass(frozen=True)
+class Camera:
+    """Rectified pair geometry: baseline in metres, focal length and principal point in pixels."""
+
+    baseline_m: float
+    focal_px: float
+    cx_px: float | None = None
+    cy_px: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.baseline_m > 0:
+            raise StereoqError(f"--baseline {self.baseline_m}: must be positive", exit_code=2)
+        if not self.focal_px > 0:
+            raise StereoqError(f"--f {self.focal_px}: must be positive", exit_code=2)
+
+
+@dataclass(frozen=True)
+class InferSettings:
+    """What to run and write: stage, size limit (longest side, px), point cloud and its format."""
+
+    stage: str = "float"
+    max_size: int | None = None
+    ply: bool = False
+    ply_ascii: bool = False
+    min_disparity_px: float = MIN_DISPARITY_PX
+    checkpoint: Path | None = None
+
+
+class DisparityEstimator:
+    """A stage's model loaded once; maps an RGB uint8 pair of any size to disparity in px."""
+
+    def __init__(
+        self, cfg: ExperimentConfig, stage: str, checkpoint: Path | None = None
+    ) -> None:
+        if stage not in STAGES:
+            raise StereoqError(f"--stage {stage}: expected one of {', '.join(STAGES)}", exit_code=2)
+        self.cfg = cfg
+        self.stage = stage
+        start = time.perf_counter()
+        self.model, self.artifact = _load(cfg, stage, checkpoint)
+        self.load_s = time.perf_counter() - start
+
+    def __call__(self, left_rgb: np.ndarray, right_rgb: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 RGB pair -> (H, W) float32 disparity of the left view in px."""
+        import torch
+
+        from stereoq.data.transforms import prepare_pair
+
+        x = prepare_pair(left_rgb, right_rgb, self.cfg.data)[None]
+        with torch.inference_mode():
+            disp = self.model(x)
+        return disp[0, 0].float().numpy()
+
+
+def _load(cfg: ExperimentConfig, stage: str, checkpoint: Path | None) -> tuple[Any, Path]:
+    """The stage's predictor and the artifact it came from."""
+    if stage == "deployed":
+        from stereoq.infer.deployed import load_deployed
+
+        return load_deployed(cfg)
+    from stereoq.engine.predictor import float_checkpoint, load_predictor
+    from stereoq.engine.stage import stage_dir
+
+    model = load_predictor(cfg, stage, checkpoint)
+    if stage == "float":
+        return model, Path(checkpoint) if checkpoint is not None else float_checkpoint(cfg)
+    return model, stage_dir(cfg, stage)
+
+
+def estimate(
+    estimator: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    left_rgb: np.ndarray,
+    right_rgb: np.ndarray,
+    max_size: int | None = None,
+    label: str = "input",
+) -> tuple[np.ndarray, float]:
+    """Disparity (H, W) px at the input's size, and the scale the model ran at (1.0 = full).
+
+    Inputs with a longest side above ``max_size`` run downscaled (area filter); the disparity is
+    upsampled back and divided by the scale so it stays in full-resolution pixels. Without
+    ``max_size``, inputs above ``MAX_PIXELS`` are refused.
+    """
+    height, width = left_rgb.shape[:2]
+    scale = 1.0
+    if max_size is not None and max(height, width) > max_size:
+        scale = max_size / max(height, width)
+    elif max_size is None and height * width > MAX_PIXELS:
+        raise StereoqError(
+            f"{label}: {width}x{height} ({height * width / 1e6:.1f} MP) is above the "
+            f"{MAX_PIXELS / 1e6:.1f} MP full-size limit; pass --max-size N to run downscaled to a "
+            "longest side of N px (disparity is rescaled to full resolution)"
+        )
+    if scale == 1.0:
+        return estimator(left_rgb, right_rgb), scale
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small_l = cv2.resize(left_rgb, size, interpolation=cv2.INTER_AREA)
+    small_r = cv2.resize(right_rgb, size, interpolation=cv2.INTER_AREA)
+    disp_small = estimator(small_l, small_r)
+    disp = cv2.resize(disp_small, (width, height), interpolation=cv2.INTER_LINEAR)
+    return disp * np.float32(width / size[0]), scale
+
+
+def infer_pair(
+    estimator: DisparityEstimator,
+    pair: Pair,
+    camera: Camera,
+    out_dir: Path,
+    settings: InferSettings,
+) -> dict[str, Any]:
+    """Run one pair and write its outputs into ``out_dir``; -> the pair's summary."""
+    t0 = time.perf_counter()
+    left, right = read_rgb(pair.left), read_rgb(pair.right)
+    if left.shape != right.shape:
+        raise StereoqError(
+            f"pair {pair.name}: left {pair.left} is {left.shape[1]}x{left.shape[0]} but right "
+            f"{pair.right} is {right.shape[1]}x{right.shape[0]}; a rectified pair has one size"
+        )
+    t1 = time.perf_counter()
+    disp, scale = estimate(estimator, left, right, settings.max_size, label=f"image {pair.left}")
+    t2 = time.perf_counter()
+    depth_m, valid = disparity_to_depth(
+        disp, camera.baseline_m, camera.focal_px, settings.min_disparity_px
+    )
+    outputs = write_outputs(out_dir, left, disp, depth_m, valid, camera, settings)
+    t3 = time.perf_counter()
+    disp_valid = np.isfinite(disp)
+    return {
+        "name": pair.name,
+        "left": str(pair.left),
+        "right": str(pair.right),
+        "height": int(left.shape[0]),
+        "width": int(left.shape[1]),
+        "model_scale": scale,
+        "timings_s": {"read": t1 - t0, "inference": t2 - t1, "write": t3 - t2},
+        "disparity_px": value_range(disp, disp_valid),
+        "depth_m": value_range(depth_m, valid),
+        "valid_depth_fraction": float(valid.mean()),
+        "outputs": {k: str(v) for k, v in outputs.items()},
+    }
+
+
+def write_outputs(
+    out_dir: Path,
+    left_rgb: np.ndarray,
+    disp_px: np.ndarray,
+    depth_m: np.ndarray,
+    valid: np.ndarray,
+    camera: Camera,
+    settings: InferSettings,
+) -> dict[str, Path]:
+    """Write disparity (PFM, colour PNG), depth (uint16 mm PNG, colour PNG), overview, PLY."""
+    from stereoq.data.pfm import write_pfm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {key: out_dir / name for key, name in OUTPUT_FILES.items()}
+    if not settings.ply:
+        del paths["ply"]
+    write_pfm(paths["disparity_pfm"], disp_px.astype(np.float32))
+
+    disp_ok = np.isfinite(disp_px)
+    d_lo, d_hi, _ = colormap.display_range(disp_px, disp_ok)
+    disp_pic = colormap.with_legend(
+        colormap.colorize(disp_px, disp_ok, d_lo, d_hi), d_lo, d_hi, "px"
+    )
+    write_png(paths["disparity_png"], disp_pic)
+
+    write_png(paths["depth_png"], depth_to_mm_uint16(depth_m, valid))
+    z_lo, z_hi, clipped = colormap.display_range(depth_m, valid, DEPTH_DISPLAY_PERCENTILE)
+    # Reversed JET: near is red in both the disparity and the depth picture.
+    depth_pic = colormap.with_legend(
+        colormap.colorize(depth_m, valid, z_lo, z_hi, reverse=True),
+        z_lo, z_hi, "m", reverse=True, clipped_top=clipped,
+    )
+    write_png(paths["depth_color_png"], depth_pic)
+
+    footer = (
+        f"stage {settings.stage} | baseline {camera.baseline_m:g} m | f {camera.focal_px:g} px | "
+        f"depth = f * baseline / disparity | black: invalid (disparity <= "
+        f"{settings.min_disparity_px:g} px)"
+    )
+    picture = overview.compose(
+        [("left image", left_rgb), ("disparity (px)", disp_pic), ("depth (m)", depth_pic)],
+        footer=footer,
+    )
+    write_png(paths["overview_png"], picture)
+    if "ply" in paths:
+        depth_to_ply(
+            paths["ply"], depth_m, valid, left_rgb, camera.focal_px, camera.cx_px, camera.cy_px,
+            binary=not settings.ply_ascii,
+        )
+    return paths
+
+
+def run_pairs(
+    cfg: ExperimentConfig,
+    pairs: list[Pair],
+    camera: Camera,
+    out_dir: Path,
+    settings: InferSettings,
+    reporter: Reporter | None = None,
+) -> dict[str, Any]:
+    """Load the stage's model once, run every pair, write its outputs; -> the run summary.
+
+    One pair writes into ``out_dir``; several write into ``out_dir/<pair name>/`` and report
+    progress through ``reporter``.
+    """
+    reporter = reporter or Reporter()
+    estimator = DisparityEstimator(cfg, settings.stage, settings.checkpoint)
+    results = []
+    if len(pairs) > 1:
+        reporter.task(f"infer ({settings.stage})", total=len(pairs))
+    try:
+        for pair in pairs:
+            target = out_dir if len(pairs) == 1 else out_dir / pair.name
+            results.append(infer_pair(estimator, pair, camera, target, settings))
+            reporter.advance()
+    finally:
+        reporter.done()
+    times = [r["timings_s"]["inference"] for r in results]
+    return {
+        "config": cfg.name,
+        "stage": settings.stage,
+        "artifact": str(estimator.artifact),
+        "maxdisp_px": cfg.model.maxdisp,
+        "camera": {
+            "baseline_m": camera.baseline_m,
+            "focal_px": camera.focal_px,
+            "cx_px": camera.cx_px,
+            "cy_px": camera.cy_px,
+            "principal_point": "given" if camera.cx_px is not None else "image centre",
+        },
+        "depth_units": "metres (baseline in m, focal length in px)",
+        "depth_png": f"uint16 millimetres, 0 = invalid, clipped at {DEPTH_PNG_MAX_MM} mm",
+        "min_disparity_px": settings.min_disparity_px,
+        "max_size": settings.max_size,
+        "timings_s": {
+            "load": estimator.load_s,
+            "inference_mean": float(np.mean(times)) if times else None,
+        },
+        "pairs": results,
+    }

@@ -1,0 +1,137 @@
+"""``stereoq infer`` end to end on a tiny untrained float checkpoint (in process, fast)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from stereoq.cli import main
+from stereoq.engine.checkpoint import save_checkpoint
+from stereoq.engine.predictor import float_checkpoint
+from stereoq.models.build import build_model
+from stereoq.settings import load_config
+
+
+def invoke(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str):
+    """Run ``stereoq ARGS`` in this process -> (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["stereoq", *args])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    out, err = capsys.readouterr()
+    return exc.value.code or 0, out, err
+
+
+def write_pair(left: Path, right: Path, height: int = 36, width: int = 50) -> None:
+    rng = np.random.default_rng(0)
+    wide = rng.integers(0, 256, size=(height, width + 3, 3), dtype=np.uint8)
+    for path, img in ((left, wide[:, 3:]), (right, wide[:, :width])):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), img)
+
+
+@pytest.fixture
+def run(tiny_config: Path, tmp_path: Path) -> dict:
+    """A tiny config with a float checkpoint, one pair on disk, and the common options."""
+    cfg = load_config(str(tiny_config))
+    torch.manual_seed(0)
+    save_checkpoint(float_checkpoint(cfg), {"model": build_model(cfg.model).state_dict()})
+    write_pair(tmp_path / "l.png", tmp_path / "r.png")
+    return {"config": str(tiny_config), "left": tmp_path / "l.png", "right": tmp_path / "r.png"}
+
+
+def test_both_option_forms_give_the_same_result(run, tmp_path, monkeypatch, capsys) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    code, out, err = invoke(
+        monkeypatch, capsys, "infer", "-c", run["config"], "--imgl", str(run["left"]),
+        "--imgr", str(run["right"]), "--baseline", "0.54", "--f", "1050", "--save-path", str(a),
+    )
+    assert code == 0, err
+    assert "disparity px" in out
+    inputs = f"imgl:{run['left']},imgr:{run['right']},baseline:0.54,f:1050"
+    code, _, err = invoke(
+        monkeypatch, capsys, "infer", "-c", run["config"], "--model-inputs", inputs,
+        "--save-path", str(b),
+    )
+    assert code == 0, err
+    assert (a / "disparity.pfm").read_bytes() == (b / "disparity.pfm").read_bytes()
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
+    assert sa["camera"] == sb["camera"] == {
+        "baseline_m": 0.54, "focal_px": 1050.0, "cx_px": None, "cy_px": None,
+        "principal_point": "image centre",
+    }
+    assert sa["pairs"][0]["disparity_px"] == sb["pairs"][0]["disparity_px"]
+    for name in ("disparity.png", "depth.png", "depth_mm.png", "overview.png"):
+        assert (a / name).is_file()
+    assert not (a / "pointcloud.ply").exists()
+
+
+def test_folder_of_pairs_and_ply(run, tmp_path, monkeypatch, capsys) -> None:
+    for name in ("x", "y"):
+        write_pair(tmp_path / "set/left" / f"{name}.png", tmp_path / "set/right" / f"{name}.png")
+    out_dir = tmp_path / "out"
+    code, _, err = invoke(
+        monkeypatch, capsys, "infer", "-c", run["config"], "--imgl", str(tmp_path / "set"),
+        "--baseline", "0.1", "--f", "100", "--save-path", str(out_dir), "--ply", "--cx", "3",
+    )
+    assert code == 0, err
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert [p["name"] for p in summary["pairs"]] == ["x", "y"]
+    assert summary["camera"]["cx_px"] == 3.0
+    for name in ("x", "y"):
+        assert (out_dir / name / "pointcloud.ply").read_bytes().startswith(b"ply\n")
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["--imgl", "{tmp}/missing.png", "--imgr", "{right}"], 1, "--imgl .*missing.png: no such"),
+        (["--imgl", "{tmp}/bad.png", "--imgr", "{right}"], 1, "bad.png: not a readable image"),
+        (["--imgl", "{left}", "--imgr", "{tmp}/small.png"], 1, "is 50x36 but right .* is 9x7"),
+        (["--imgl", "{left}", "--imgr", "{right}", "--baseline", "0"], 2, "--baseline"),
+        (["--imgl", "{left}", "--imgr", "{right}", "--f", "-5"], 2, "--f"),
+        (["--imgl", "{left}", "--imgr", "{right}", "--stage", "nope"], 2, "--stage"),
+        (["--imgl", "{left}", "--imgr", "{right}", "--stage", "deployed"], 1, "stereoq compile"),
+        (["--imgl", "{left}", "--imgr", "{right}", "--stage", "qat"], None, "qat"),
+        (["--model-inputs", "imgl:{left},oops"], 2, "--model-inputs .*bad item 'oops'"),
+        (["--model-inputs", "imgl:{left},imgr:{right}", "--imgl", "{left}"], 2, "given as --imgl"),
+        (["--imgr", "{right}"], 2, "--imgl: missing"),
+    ],
+)
+def test_bad_input_is_one_line_and_non_zero(
+    run, tmp_path, monkeypatch, capsys, args: list[str], code: int | None, message: str
+) -> None:
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    cv2.imwrite(str(tmp_path / "small.png"), np.zeros((7, 9, 3), np.uint8))
+    fill = {"tmp": str(tmp_path), "left": str(run["left"]), "right": str(run["right"])}
+    args = [a.format(**fill) for a in args]
+    defaults = {"--baseline": "0.5", "--f": "500", "--save-path": str(tmp_path / "o")}
+    if "--model-inputs" in args:
+        defaults = {"--save-path": str(tmp_path / "o")}
+    for key, value in defaults.items():
+        if key not in args:
+            args += [key, value]
+    got, out, err = invoke(monkeypatch, capsys, "infer", "-c", run["config"], *args)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert got != 0 and (code is None or got == code), err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert re.search(message, lines[0]), lines[0]
+    assert not (tmp_path / "o" / "summary.json").exists()
+
+
+def test_console_script_error_has_no_traceback(tmp_path: Path) -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "stereoq", "infer", "--imgl", str(tmp_path / "nope.png"),
+         "--imgr", str(tmp_path / "nope2.png"), "--baseline", "0.5", "--f", "500",
+         "--save-path", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr and "nope.png: no such file" in res.stderr
