@@ -1,0 +1,45 @@
+"""examples/motorcycle.py end to end with a tiny untrained model (the scoring, not the model)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from stereoq.engine.checkpoint import save_checkpoint
+from stereoq.engine.predictor import float_checkpoint
+from stereoq.models.build import build_model
+from stereoq.settings import load_config
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "motorcycle.py"
+
+
+@pytest.mark.slow
+def test_motorcycle_example_scores_model_and_sgbm(tiny_config: Path, tmp_path: Path) -> None:
+    pytest.importorskip("skimage")
+    # maxdisp 48 < the ground truth's 60 px: the example must downscale the pair to fit.
+    data = yaml.safe_load(tiny_config.read_text())
+    data["model"]["maxdisp"] = 48
+    tiny_config.write_text(yaml.safe_dump(data))
+    cfg = load_config(str(tiny_config))
+    torch.manual_seed(0)
+    save_checkpoint(float_checkpoint(cfg), {"model": build_model(cfg.model).state_dict()})
+    spec = importlib.util.spec_from_file_location("motorcycle_example", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    out = tmp_path / "moto"
+    assert module.main(["--config", str(tiny_config), "--out", str(out)]) == 0
+    report = json.loads((out / "motorcycle.json").read_text())
+    # 0.95 * 48 / 59.9 px: the ground truth's largest disparity lands inside maxdisp.
+    assert report["downscale"] == pytest.approx(0.761, abs=0.005)
+    assert report["gt_max_px"] <= 0.95 * 48 + 1e-3
+    assert report["size"] == [round(500 * report["downscale"]), round(741 * report["downscale"])]
+    sgbm, model = report["metrics"]["OpenCV SGBM"], report["metrics"]["stereoq float"]
+    # SGBM on this pair is a known quantity (about 2 px EPE at full size): a wrong ground-truth
+    # scale or a shifted ground truth would push it far up.
+    assert sgbm["epe"] < 3.0 and sgbm["bad2"] < 20.0
+    assert model["pixels"] == sgbm["pixels"] > 300_000 * report["downscale"] ** 2
+    assert (out / "comparison.png").is_file() and (out / "infer" / "disparity.pfm").is_file()
