@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from stereoq.cli import calops, infer
+from stereoq.cli import calops, infer, pack
 from stereoq.cli.output import print_error
 from stereoq.errors import StereoqError
 
@@ -26,7 +26,7 @@ def _root() -> None:
     """StereoNet from raw stereo data to a deployable integer model and depth maps."""
 
 
-for module in (calops, infer):
+for module in (pack, calops, infer):
     module.register(app)
 
 

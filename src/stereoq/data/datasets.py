@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
+import lmdb
 from torch.utils.data import Dataset
 
-from stereoq.data import synthetic
+from stereoq.data import lmdb_store, sceneflow, synthetic
 from stereoq.data.transforms import Sample, build_transform
 from stereoq.errors import StereoqError
 from stereoq.settings.data import DataConfig, SyntheticConfig
@@ -49,6 +52,67 @@ class SyntheticStereo(Dataset):
         return self.transform(sample) if self.transform else sample
 
 
+class SceneFlowStereo(Dataset):
+    """SceneFlow read directly from the raw layout (PNG frames, PFM disparity) via a list file."""
+
+    def __init__(self, root: Path, split: str, transform: Transform | None = None,
+                 list_file: Path | None = None) -> None:
+        self.root = Path(root)
+        self.entries = sceneflow.load_entries(self.root, split, list_file)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def raw(self, index: int) -> Sample:
+        return sceneflow.load_sample(self.root, self.entries[index])
+
+    def __getitem__(self, index: int) -> Sample:
+        sample = self.raw(index)
+        return self.transform(sample) if self.transform else sample
+
+
+class LmdbStereo(Dataset):
+    """A packed LMDB (``stereoq pack``); the environment opens lazily in each process, so the
+    dataset can be handed to DataLoader workers."""
+
+    def __init__(self, path: Path, transform: Transform | None = None) -> None:
+        self.path = Path(path)
+        self.meta = lmdb_store.read_meta(self.path)
+        self.count = int(self.meta["count"])
+        self.codec = str(self.meta["disp_encoding"])
+        self.transform = transform
+        self._env: lmdb.Environment | None = None
+        self._pid = -1
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_env"], state["_pid"] = None, -1
+        return state
+
+    def _txn_env(self) -> lmdb.Environment:
+        if self._env is None or self._pid != os.getpid():
+            self._env = lmdb_store.open_env(self.path)
+            self._pid = os.getpid()
+        return self._env
+
+    def raw(self, index: int) -> Sample:
+        if not 0 <= index < self.count:
+            raise IndexError(index)
+        with self._txn_env().begin(buffers=False) as txn:
+            blob = txn.get(lmdb_store.sample_key(index))
+        if blob is None:
+            raise StereoqError(f"LMDB {self.path}: sample {index} is missing")
+        return lmdb_store.decode_record(blob, self.codec, f"{self.path}[{index}]")
+
+    def __getitem__(self, index: int) -> Sample:
+        sample = self.raw(index)
+        return self.transform(sample) if self.transform else sample
+
+
 def build_dataset(data_cfg: DataConfig, split: Split, crop: bool) -> Dataset:
     """The configured source's ``split`` ("train" or "val") through the configured transforms.
 
@@ -60,4 +124,11 @@ def build_dataset(data_cfg: DataConfig, split: Split, crop: bool) -> Dataset:
     transform = build_transform(data_cfg, crop)
     if data_cfg.source == "synthetic":
         return SyntheticStereo(data_cfg.synthetic, split, transform)
-    raise StereoqError(f"data.source {data_cfg.source!r} is not supported yet", exit_code=2)
+    on_disk = "train" if split == "train" else "test"
+    if data_cfg.source == "lmdb":
+        if data_cfg.lmdb_dir is None:
+            raise StereoqError("data.lmdb_dir is required when data.source is lmdb", exit_code=2)
+        return LmdbStereo(Path(data_cfg.lmdb_dir) / f"{on_disk}_lmdb", transform)
+    if data_cfg.root is None:
+        raise StereoqError("data.root is required when data.source is sceneflow", exit_code=2)
+    return SceneFlowStereo(data_cfg.root, on_disk, transform)

@@ -1,0 +1,246 @@
+"""``stereoq pack``: SceneFlow (raw layout) or generated scenes -> an LMDB per split."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationInfo,
+    field_validator,
+)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from stereoq.cli.common import ConfigOpt, SetOpt, validate_options
+from stereoq.cli.output import console, print_table, write_json
+
+
+class SplitName(str, Enum):
+    train = "train"
+    test = "test"
+
+
+class PackType(str, Enum):
+    lmdb = "lmdb"
+
+
+class SourceKind(str, Enum):
+    sceneflow = "sceneflow"
+    synthetic = "synthetic"
+
+
+class DispEncoding(str, Enum):
+    png16 = "png16"
+    float32 = "float32"
+
+
+class PackOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: Literal["sceneflow", "synthetic"] = "sceneflow"
+    src_data_dir: Path | None = None
+    split_name: Literal["train", "test"]
+    pack_type: Literal["lmdb"] = "lmdb"
+    num_workers: int = Field(ge=0, le=256)
+    target_data_dir: Path
+    list_file: Path | None = None
+    num_samples: PositiveInt | None = None
+    count: PositiveInt | None = None
+    height: int | None = Field(default=None, ge=16, le=8192)
+    width: int | None = Field(default=None, ge=16, le=8192)
+    max_disp: PositiveFloat | None = Field(default=None, le=1024)
+    seed: int | None = Field(default=None, ge=0)
+    disp_encoding: Literal["png16", "float32"] = "png16"
+    overwrite: bool = False
+    config: str | None = None
+    sets: list[str] = Field(default_factory=list)
+    json_path: Path | None = None
+
+    @field_validator("src_data_dir")
+    @classmethod
+    def _needed_for_sceneflow(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None and info.data.get("source") == "sceneflow":
+            raise ValueError("required for --source sceneflow (or pass --source synthetic)")
+        return value
+
+    @field_validator("list_file")
+    @classmethod
+    def _sceneflow_only(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and info.data.get("source") != "sceneflow":
+            raise ValueError("applies only to --source sceneflow")
+        return value
+
+    @field_validator("count", "height", "width", "max_disp", "seed")
+    @classmethod
+    def _synthetic_only(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and info.data.get("source") != "synthetic":
+            raise ValueError("applies only to --source synthetic")
+        return value
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.1f} samples/s" if speed else "- samples/s", style="cyan")
+
+
+def pack(
+    src_data_dir: Annotated[
+        Path | None, typer.Option(help="SceneFlow dataset root (raw layout with the list files).")
+    ] = None,
+    split_name: Annotated[SplitName, typer.Option(help="Which split to pack.")] = SplitName.train,
+    pack_type: Annotated[PackType, typer.Option(help="Storage format.")] = PackType.lmdb,
+    num_workers: Annotated[int, typer.Option(help="Processes reading and encoding samples.")] = 2,
+    target_data_dir: Annotated[
+        Path, typer.Option(help="Output folder; gets train_lmdb/ or test_lmdb/.")
+    ] = Path("data/SceneFlow_lmdb"),
+    source: Annotated[
+        SourceKind, typer.Option(help="sceneflow: the raw layout; synthetic: generated scenes.")
+    ] = SourceKind.sceneflow,
+    list_file: Annotated[
+        Path | None, typer.Option(help="List file to use instead of the split's default.")
+    ] = None,
+    num_samples: Annotated[
+        int | None, typer.Option(help="Pack only the first N samples of the split.")
+    ] = None,
+    count: Annotated[
+        int | None,
+        typer.Option(help="Synthetic: samples (default: the config's train_count/val_count)."),
+    ] = None,
+    height: Annotated[int | None, typer.Option(help="Synthetic: image height.")] = None,
+    width: Annotated[int | None, typer.Option(help="Synthetic: image width.")] = None,
+    max_disp: Annotated[float | None, typer.Option(help="Synthetic: disparity range, px.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Synthetic: scene seed.")] = None,
+    disp_encoding: Annotated[
+        DispEncoding,
+        typer.Option(help="png16: uint16 PNG of disp*256 (<= 1/512 px error); float32: exact."),
+    ] = DispEncoding.png16,
+    overwrite: Annotated[bool, typer.Option(help="Rebuild an existing complete target.")] = False,
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Where to save the summary as JSON.")
+    ] = None,
+) -> None:
+    """Pack a split into an LMDB: lossless images, compact disparity, resumable."""
+    opts = validate_options(
+        PackOptions,
+        src_data_dir=src_data_dir,
+        split_name=split_name.value,
+        pack_type=pack_type.value,
+        num_workers=num_workers,
+        target_data_dir=target_data_dir,
+        source=source.value,
+        list_file=list_file,
+        num_samples=num_samples,
+        count=count,
+        height=height,
+        width=width,
+        max_disp=max_disp,
+        seed=seed,
+        disp_encoding=disp_encoding.value,
+        overwrite=overwrite,
+        config=config,
+        sets=sets or [],
+        json_path=json_path,
+    )
+    from stereoq.data import pack as core
+
+    src = _source(opts)
+    core.check_target(opts.target_data_dir, opts.split_name, opts.overwrite)
+    progress = Progress(
+        TextColumn(f"packing {opts.split_name}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+    task = progress.add_task("pack", total=len(src))
+
+    def report(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
+
+    with progress:
+        result = core.pack(
+            src,
+            opts.target_data_dir,
+            opts.split_name,
+            num_workers=opts.num_workers,
+            disp_encoding=opts.disp_encoding,
+            overwrite=opts.overwrite,
+            progress=report,
+        )
+    new = result.samples - result.resumed
+    mb = result.stored_bytes / 1e6
+    rows = [
+        ("samples", result.samples),
+        ("resumed from", result.resumed),
+        ("seconds", result.seconds),
+        ("samples/s", new / result.seconds if result.seconds else None),
+        ("stored MB", mb),
+        ("MB/s", mb * new / max(result.samples, 1) / result.seconds if result.seconds else None),
+        ("bytes/sample", round(result.bytes_per_sample)),
+        ("bytes/sample with raw float32 disparity", round(result.reference_bytes_per_sample)),
+        ("disparity bytes/sample", round(result.disp_bytes / max(result.samples, 1))),
+        ("raw float32 disparity bytes/sample", round(result.raw_disp_bytes / result.samples)),
+        ("disparity encoding", result.disp_encoding),
+    ]
+    print_table(f"packed {result.path}", ["", "value"], rows)
+    summary = result.as_dict()
+    summary.update(samples_per_s=rows[3][1], mb_per_s=rows[5][1], num_workers=opts.num_workers)
+    path = write_json(
+        opts.json_path or opts.target_data_dir / f"{opts.split_name}_lmdb.pack.json", summary
+    )
+    console.print(f"saved {path}")
+
+
+def _source(opts: PackOptions):
+    from stereoq.data import pack as core
+    from stereoq.data import sceneflow, synthetic
+
+    if opts.source == "sceneflow":
+        assert opts.src_data_dir is not None
+        path = sceneflow.list_path(opts.src_data_dir, opts.split_name, opts.list_file)
+        entries = sceneflow.read_list(path)
+        if opts.num_samples is not None:
+            entries = entries[: opts.num_samples]
+        sceneflow.check_files(opts.src_data_dir, entries, path)
+        return core.SceneFlowSource(opts.src_data_dir, tuple(entries), path)
+    from stereoq.settings import load_config
+
+    syn = load_config(opts.config, sets=opts.sets).data.synthetic
+    default_count = syn.train_count if opts.split_name == "train" else syn.val_count
+    total = opts.count or default_count
+    if opts.num_samples is not None:
+        total = min(total, opts.num_samples)
+    return core.SyntheticSource(
+        count=total,
+        height=opts.height or syn.height,
+        width=opts.width or syn.width,
+        max_disp=opts.max_disp or syn.max_disp,
+        seed=syn.seed if opts.seed is None else opts.seed,
+        index_offset=0 if opts.split_name == "train" else synthetic.VAL_INDEX_OFFSET,
+        split=opts.split_name,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(pack)

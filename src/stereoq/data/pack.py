@@ -1,0 +1,270 @@
+"""Packing a split of SceneFlow (raw layout) or of generated scenes into an LMDB.
+
+Worker processes read and encode samples; the main process writes them in order (LMDB has one
+writer). Progress goes to a callback so the CLI owns the display.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from stereoq.data import sceneflow, synthetic
+from stereoq.data.lmdb_store import (
+    PNG16_SCALE,
+    LmdbWriter,
+    encode_disparity,
+    encode_record,
+    read_meta,
+)
+from stereoq.errors import StereoqError
+
+Progress = Callable[[int, int], None]
+
+DISP_NOTES = {
+    "png16": f"uint16 PNG of round(disp*{PNG16_SCALE:g}); error <= 1/512 px; 0 = invalid "
+    "(non-finite, <= 0, or >= 256 px)",
+    "float32": "float32, byte planes + zlib; exact; 0 = invalid (non-finite or <= 0)",
+}
+
+
+@dataclass(frozen=True)
+class EncodedSample:
+    record: bytes
+    height: int
+    width: int
+    image_bytes: int
+    disp_bytes: int
+
+
+@dataclass(frozen=True)
+class SceneFlowSource:
+    """Samples listed in a SceneFlow list file; images are stored as their original PNG bytes."""
+
+    root: Path
+    entries: tuple[sceneflow.Entry, ...]
+    list_file: Path
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "sceneflow", "root": str(Path(self.root).resolve()),
+                "list_file": str(Path(self.list_file).resolve())}
+
+    def fingerprint_items(self) -> list[str]:
+        return [f"{e.left} {e.right} {e.disp}" for e in self.entries]
+
+    def encode(self, index: int, codec: str) -> EncodedSample:
+        entry, root = self.entries[index], Path(self.root)
+        left_bytes = sceneflow.read_bytes(root / entry.left)
+        right_bytes = sceneflow.read_bytes(root / entry.right)
+        # Decode everything once: it validates the files and gives the shapes to compare.
+        left = sceneflow.decode_image(left_bytes, str(root / entry.left))
+        right = sceneflow.decode_image(right_bytes, str(root / entry.right))
+        disp = sceneflow.decode_disparity(
+            sceneflow.read_bytes(root / entry.disp), str(root / entry.disp)
+        )
+        sceneflow.check_sizes(entry, root, left, right, disp)
+        return _encoded(entry.name, left_bytes, right_bytes, disp, codec)
+
+
+@dataclass(frozen=True)
+class SyntheticSource:
+    """Generated scenes ``index_offset + i`` for i < count (train: 0, test: the val offset)."""
+
+    count: int
+    height: int
+    width: int
+    max_disp: float
+    seed: int
+    index_offset: int = 0
+    split: str = "train"
+
+    def __len__(self) -> int:
+        return self.count
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "synthetic", "count": self.count, "height": self.height,
+                "width": self.width, "max_disp": self.max_disp, "seed": self.seed,
+                "index_offset": self.index_offset}
+
+    def fingerprint_items(self) -> list[str]:
+        return [json.dumps(self.describe(), sort_keys=True)]
+
+    def encode(self, index: int, codec: str) -> EncodedSample:
+        left, right, disp = synthetic.render_pair(
+            self.seed, self.index_offset + index, self.height, self.width, self.max_disp
+        )
+        name = f"synthetic/{'val' if self.split == 'test' else 'train'}/{index:06d}"
+        return _encoded(name, _png(left), _png(right), disp, codec)
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not ok:
+        raise StereoqError("could not PNG-encode an image")
+    return buf.tobytes()
+
+
+def _encoded(name: str, left: bytes, right: bytes, disp: np.ndarray, codec: str) -> EncodedSample:
+    disp_bytes = encode_disparity(disp, codec)
+    h, w = disp.shape
+    return EncodedSample(encode_record(name, left, right, disp_bytes, h, w), h, w,
+                         len(left) + len(right), len(disp_bytes))
+
+
+@dataclass
+class PackReport:
+    """What a pack wrote; byte figures are for this LMDB against raw float32 disparity."""
+
+    path: Path
+    samples: int
+    resumed: int
+    seconds: float
+    stored_bytes: int
+    image_bytes: int
+    disp_bytes: int
+    raw_disp_bytes: int
+    shapes: dict[str, int] = field(default_factory=dict)
+    disp_encoding: str = "png16"
+
+    @property
+    def bytes_per_sample(self) -> float:
+        return self.stored_bytes / max(self.samples, 1)
+
+    @property
+    def reference_bytes_per_sample(self) -> float:
+        """The reference layout: the same PNG images plus raw float32 disparity."""
+        return (self.stored_bytes - self.disp_bytes + self.raw_disp_bytes) / max(self.samples, 1)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path), "samples": self.samples, "resumed": self.resumed,
+            "seconds": round(self.seconds, 3), "stored_bytes": self.stored_bytes,
+            "image_bytes": self.image_bytes, "disp_bytes": self.disp_bytes,
+            "raw_float32_disp_bytes": self.raw_disp_bytes,
+            "bytes_per_sample": round(self.bytes_per_sample, 1),
+            "reference_float32_bytes_per_sample": round(self.reference_bytes_per_sample, 1),
+            "shapes": self.shapes, "disp_encoding": self.disp_encoding,
+        }
+
+
+Source = SceneFlowSource | SyntheticSource
+
+# Set in each worker by the pool initializer, so tasks carry only an index.
+_WORKER: tuple[Source, str] | None = None
+
+
+def _init_worker(source: Source, codec: str) -> None:
+    global _WORKER
+    _WORKER = (source, codec)
+
+
+def _encode_in_worker(index: int) -> EncodedSample:
+    assert _WORKER is not None
+    source, codec = _WORKER
+    return source.encode(index, codec)
+
+
+def target_path(target_dir: Path, split: str) -> Path:
+    """``OUT/train_lmdb`` or ``OUT/test_lmdb``."""
+    return Path(target_dir) / f"{split}_lmdb"
+
+
+def check_target(target_dir: Path, split: str, overwrite: bool) -> Path:
+    """The target LMDB path; refuses an existing one unless ``overwrite``."""
+    final = target_path(target_dir, split)
+    if final.exists() and not overwrite:
+        try:
+            meta = read_meta(final)
+            what = f"holds {meta.get('count')} samples"
+        except StereoqError:
+            what = "exists"
+        raise StereoqError(f"{final} already {what}; pass --overwrite to rebuild it", exit_code=2)
+    return final
+
+
+def pack(
+    source: Source,
+    target_dir: Path,
+    split: str,
+    num_workers: int = 1,
+    disp_encoding: str = "png16",
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    commit_every: int = 32,
+) -> PackReport:
+    """Pack every sample of ``source`` into ``target_dir/<split>_lmdb``.
+
+    Resumes an interrupted pack of the same source; refuses an existing complete target unless
+    ``overwrite``. ``progress(done, total)`` is called as samples are written; records are
+    committed (and become resumable) every ``commit_every`` samples.
+    """
+    final = check_target(target_dir, split, overwrite)
+    total = len(source)
+    fingerprint = hashlib.sha256(
+        "\n".join([split, disp_encoding, *source.fingerprint_items()]).encode()
+    ).hexdigest()
+    writer = LmdbWriter(final, {
+        "split": split, "source": source.describe(), "fingerprint": fingerprint,
+        "disp_encoding": disp_encoding, "disp_note": DISP_NOTES[disp_encoding],
+        "image_encoding": "png (lossless; SceneFlow frames keep their original file bytes)",
+        "color": "rgb", "total": total,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }, commit_every=commit_every)
+    start = writer.open()
+    shapes: dict[str, int] = dict(writer.meta.get("shapes", {}))
+    sizes = dict(writer.meta.get("bytes", {"stored": 0, "images": 0, "disp": 0, "raw_disp": 0}))
+    began = time.perf_counter()
+    if progress:
+        progress(start, total)
+    try:
+        for done, enc in enumerate(_encode_all(source, disp_encoding, start, num_workers),
+                                   start=start + 1):
+            key = f"{enc.height}x{enc.width}"
+            shapes[key] = shapes.get(key, 0) + 1
+            sizes["stored"] += len(enc.record)
+            sizes["images"] += enc.image_bytes
+            sizes["disp"] += enc.disp_bytes
+            sizes["raw_disp"] += 4 * enc.height * enc.width
+            # The running figures travel with each batch commit, so a resume keeps them.
+            writer.meta.update(shapes=dict(shapes), bytes=dict(sizes))
+            writer.add(enc.record)
+            if progress:
+                progress(done, total)
+        writer.meta.update(shapes=shapes, bytes=sizes)
+        if len(shapes) == 1:
+            h, w = next(iter(shapes)).split("x")
+            writer.meta.update(height=int(h), width=int(w))
+        writer.finish(overwrite=overwrite)
+    finally:
+        writer.close()
+    return PackReport(
+        path=final, samples=total, resumed=start, seconds=time.perf_counter() - began,
+        stored_bytes=sizes["stored"], image_bytes=sizes["images"], disp_bytes=sizes["disp"],
+        raw_disp_bytes=sizes["raw_disp"], shapes=shapes, disp_encoding=disp_encoding,
+    )
+
+
+def _encode_all(source: Source, codec: str, start: int, num_workers: int):
+    """Encoded samples ``start..len-1`` in order, in this process or in a worker pool."""
+    indices = range(start, len(source))
+    if num_workers <= 1 or len(indices) < 2:
+        for i in indices:
+            yield source.encode(i, codec)
+        return
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(num_workers, initializer=_init_worker, initargs=(source, codec)) as pool:
+        yield from pool.imap(_encode_in_worker, indices, chunksize=2)

@@ -1,0 +1,67 @@
+"""``stereoq pack`` end to end: synthetic and SceneFlow sources, summary, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from stereoq.data.datasets import LmdbStereo
+from stereoq.data.pfm import write_pfm
+from stereoq.data.synthetic import write_sceneflow_tree
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "stereoq", "pack", *args], capture_output=True, text=True,
+        timeout=300,
+    )
+
+
+def _one_line_error(res: subprocess.CompletedProcess, code: int, *needles: str) -> None:
+    assert res.returncode == code, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_pack_synthetic_then_refuse_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "synth"
+    args = ("--source", "synthetic", "--split-name", "test", "--count", "5", "--height", "48",
+            "--width", "64", "--max-disp", "12", "--num-workers", "0", "--target-data-dir",
+            str(out))
+    res = run(*args)
+    assert res.returncode == 0, res.stderr
+    assert "samples/s" in res.stdout and "bytes/sample" in res.stdout
+    summary = json.loads((out / "test_lmdb.pack.json").read_text())
+    assert summary["samples"] == 5 and summary["disp_encoding"] == "png16"
+    assert summary["bytes_per_sample"] < summary["reference_float32_bytes_per_sample"]
+    ds = LmdbStereo(out / "test_lmdb")
+    assert len(ds) == 5 and ds.raw(0)["left"].shape == (48, 64, 3)
+    assert ds.meta["source"]["index_offset"] > 0  # the val index space
+    _one_line_error(run(*args), 2, "holds 5 samples", "--overwrite")
+
+
+def test_pack_sceneflow_subset_and_bad_input(tmp_path: Path) -> None:
+    root = write_sceneflow_tree(tmp_path / "sf", 3, 1, height=32, width=48, max_disp=8.0)
+    out = tmp_path / "out"
+    res = run("--src-data-dir", str(root), "--split-name", "train", "--num-samples", "2",
+              "--num-workers", "0", "--target-data-dir", str(out), "--disp-encoding", "float32")
+    assert res.returncode == 0, res.stderr
+    assert len(LmdbStereo(out / "train_lmdb")) == 2
+    # A disparity map of the wrong size: one line naming the sample, nothing complete left.
+    entry = (root / "SceneFlow_finalpass_test.txt").read_text().split()
+    write_pfm(root / entry[2], np.ones((30, 48), np.float32))
+    res = run("--src-data-dir", str(root), "--split-name", "test", "--num-workers", "0",
+              "--target-data-dir", str(out))
+    _one_line_error(res, 1, entry[0], "sizes differ", "disparity 30x48")
+    assert not (out / "test_lmdb").exists()
+    _one_line_error(run("--src-data-dir", str(tmp_path / "none"), "--target-data-dir", str(out)),
+                    1, "none: no such directory")
+    _one_line_error(run("--target-data-dir", str(out)), 2, "--src-data-dir")
+    _one_line_error(run("--source", "synthetic", "--num-workers", "-1", "--target-data-dir",
+                        str(out)), 2, "--num-workers")
