@@ -7,6 +7,7 @@ import sys
 import typer
 
 from stereoq.cli import calops, infer, pack
+from stereoq.cli import check, compile, export
 from stereoq.cli.output import print_error
 from stereoq.errors import StereoqError
 
@@ -26,7 +27,7 @@ def _root() -> None:
     """StereoNet from raw stereo data to a deployable integer model and depth maps."""
 
 
-for module in (pack, calops, infer):
+for module in (pack, calops, infer, check, compile, export):
     module.register(app)
 
 

@@ -1,0 +1,113 @@
+"""``stereoq export``: a stage's deployed graph as a verified ONNX file (float or int8 QDQ)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from pydantic import BaseModel, ConfigDict, Field
+
+from stereoq.cli.common import ConfigOpt, SetOpt, validate_options
+from stereoq.cli.output import console, print_table, write_json
+
+StageName = Literal["float", "calibration", "qat", "int_infer"]
+
+StageOpt = Annotated[
+    str, typer.Option(help="Stage whose model to deploy: float, calibration, qat or int_infer.")
+]
+HeightOpt = Annotated[
+    int | None,
+    typer.Option(help="Input height in px, a multiple of 16. Default: validation frames'."),
+]
+WidthOpt = Annotated[
+    int | None,
+    typer.Option(help="Input width in px, a multiple of 16. Default: validation frames'."),
+]
+BackendOpt = Annotated[str, typer.Option(help="Deployment backend (ort: ONNX Runtime CPU).")]
+
+
+class DeployOptions(BaseModel):
+    """Options every deployment command takes."""
+
+    model_config = ConfigDict(extra="forbid")
+    config: str | None = None
+    sets: list[str] = Field(default_factory=list)
+    stage: StageName = "int_infer"
+    height: int | None = Field(default=None, ge=16, le=8192)
+    width: int | None = Field(default=None, ge=16, le=8192)
+
+
+class ExportOptions(DeployOptions):
+    output: Path | None = None
+
+
+def load_for(opts: DeployOptions):  # noqa: ANN201  (returns (config, height, width))
+    """The config and the input size (validated against the model's size multiple)."""
+    from stereoq.deploy.onnx_export import check_size, default_size
+    from stereoq.settings import load_config
+
+    cfg = load_config(opts.config, sets=opts.sets)
+    dh, dw = default_size(cfg)
+    height, width = opts.height or dh, opts.width or dw
+    check_size(cfg, height, width)
+    return cfg, height, width
+
+
+def export(
+    stage: StageOpt = "int_infer",
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    height: HeightOpt = None,
+    width: WidthOpt = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Output .onnx. Default: RUN_DIR/deploy/stereonet_STAGE.onnx."),
+    ] = None,
+) -> None:
+    """Export a stage to ONNX (opset 21), check it and verify ONNX Runtime against PyTorch.
+
+    Float exports must match on every element (1e-4); int8 QDQ exports within one output
+    quantization step on at least 99.9 % of elements. The input is the training input format
+    (YUV444 or RGB per the config, normalised), recorded in the model's metadata with the
+    outputs' meaning and the post-processing they need.
+    """
+    opts = validate_options(
+        ExportOptions, stage=stage, config=config, sets=sets or [], height=height,
+        width=width, output=output,
+    )
+    if opts.output is not None and opts.output.suffix != ".onnx":
+        from stereoq.errors import StereoqError
+
+        raise StereoqError(f"option --output: {opts.output} must end in .onnx", exit_code=2)
+    cfg, h, w = load_for(opts)
+    from stereoq.deploy.onnx_export import export_stage
+
+    with console.status(f"exporting {opts.stage} at {h}x{w} ..."):
+        result = export_stage(cfg, opts.stage, h, w, opts.output)
+    meta = result.metadata
+    print_table(
+        f"{result.path}",
+        ["", "value"],
+        [
+            ("precision", f"{meta.precision} (opset {meta.opset})"),
+            ("input", f"{meta.input_name} {'x'.join(map(str, meta.input_shape))}, NCHW"),
+            ("input format", f"{meta.color}: {meta.normalisation}, mean {meta.mean:g}, "
+                             f"std {meta.std:g}"),
+            *(
+                (f"output {o.name}", f"{'x'.join(map(str, o.shape))}"
+                 + (f", step {o.quant_step:.3g}" if o.quant_step else ", float"))
+                for o in meta.outputs
+            ),
+            ("post-processing", meta.postprocess),
+            ("maxdisp / size multiple", f"{meta.maxdisp} / {meta.size_multiple}"),
+        ],
+    )
+    console.print("onnx.checker: passed", highlight=False)
+    console.print(f"ONNX Runtime vs PyTorch: {result.agreement.summary()}: agrees", highlight=False)
+    path = write_json(result.path.with_suffix(".export.json"), result.to_json())
+    console.print(f"saved {result.path} and {path}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(export)

@@ -1,0 +1,1 @@
+"""Deployment: ONNX export, backend checks, compiled artifacts and their performance reports."""

@@ -1,0 +1,202 @@
+"""``compile``: the stage's ONNX file -> a backend's deployable artifact, its performance
+report, and optionally its accuracy next to the PyTorch integer model's (``validate``)."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+from stereoq.deploy.backends import Backend, get_backend
+from stereoq.deploy.metadata import OUTPUT_NAMES, DeployMetadata
+from stereoq.deploy.onnx_export import (
+    FLOAT_TOLERANCE,
+    ExportResult,
+    check_size,
+    default_path,
+    export_stage,
+    fit,
+    read_metadata,
+    run_torch,
+    stage_graph,
+)
+from stereoq.deploy.ort_runner import postprocess
+from stereoq.deploy.qdq_graph import node_scopes
+from stereoq.engine.report import Reporter
+from stereoq.errors import StereoqError
+from stereoq.settings.config import ExperimentConfig
+
+
+def artifact_dir(cfg: ExperimentConfig, backend: str) -> Path:
+    return cfg.run_dir / "deploy" / backend
+
+
+def _newest_mtime(folder: Path) -> float:
+    times = [p.stat().st_mtime for p in folder.rglob("*") if p.is_file()]
+    return max(times, default=0.0)
+
+
+def stage_onnx(
+    cfg: ExperimentConfig, stage: str, height: int, width: int
+) -> tuple[Path, ExportResult | None]:
+    """The stage's ONNX file at this size: the existing export when it matches and is newer
+    than everything in the stage's run folder, else a fresh (verified) export."""
+    path = default_path(cfg, stage)
+    if path.is_file():
+        meta = read_metadata(path)
+        fresh = path.stat().st_mtime >= _newest_mtime(cfg.run_dir / stage)
+        if meta is not None and fresh and (meta.stage, meta.height, meta.width) == (
+            stage,
+            height,
+            width,
+        ):
+            return path, None
+    result = export_stage(cfg, stage, height, width, path)
+    return result.path, result
+
+
+@dataclass
+class CompileResult:
+    artifact_dir: Path
+    metadata: DeployMetadata
+    performance: dict[str, Any]
+    export: ExportResult | None = None
+    validation: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "artifact_dir": str(self.artifact_dir),
+            "backend": self.extra.get("backend"),
+            "machine": self.extra.get("machine"),
+            "metadata": self.metadata.model_dump(),
+            "performance": self.performance,
+            "export": self.export.to_json() if self.export else None,
+            "validation": self.validation,
+        }
+
+
+def compile_stage(
+    cfg: ExperimentConfig,
+    stage: str,
+    backend_name: str,
+    height: int,
+    width: int,
+    runs: int = 20,
+    warmup: int = 3,
+    threads: int | None = None,
+    top: int = 10,
+) -> CompileResult:
+    """Export (if needed), build the artifact under ``<run_dir>/deploy/<backend>/``, time it."""
+    backend = get_backend(backend_name)
+    check_size(cfg, height, width)
+    onnx_path, exported = stage_onnx(cfg, stage, height, width)
+    metadata = read_metadata(onnx_path)
+    if metadata is None:
+        raise StereoqError(f"{onnx_path} has no stereoq metadata; export it with stereoq export")
+    out = backend.compile(onnx_path, metadata, artifact_dir(cfg, backend_name))
+    scopes = node_scopes(onnx.load(str(onnx_path)))
+    perf = backend.benchmark(out, runs, warmup, threads, top, scopes)
+    perf["fps"] = 1000.0 / perf["median_ms"] if perf["median_ms"] > 0 else float("inf")
+    machine = {
+        "cpu": platform.processor() or platform.machine(),
+        "system": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+    }
+    return CompileResult(
+        out, metadata, perf, exported, extra={"backend": backend_name, "machine": machine}
+    )
+
+
+def validate(
+    cfg: ExperimentConfig,
+    backend: Backend,
+    artifact: Path,
+    metadata: DeployMetadata,
+    max_samples: int | None = None,
+    reporter: Reporter | None = None,
+) -> dict[str, Any]:
+    """Run the artifact and the stage's PyTorch graph over the validation set.
+
+    Both see the same padded input and go through the same post-processing, so differences come
+    from the deployed graph alone. Returns EPE/D1/bad-k of each and their agreement: per output,
+    % of elements within one quantization step and the max difference; on the final disparity,
+    the max difference in px and % of pixels within ``maxdisp x`` the larger output step.
+    """
+    from stereoq.data import build_dataset
+    from stereoq.engine.metrics import DisparityMetrics
+
+    reporter = reporter or Reporter()
+    dataset = build_dataset(cfg.data, "val", crop=False)
+    count = len(dataset) if max_samples is None else min(max_samples, len(dataset))
+    if count == 0:
+        raise StereoqError("the validation set is empty")
+    run_artifact = backend.load(artifact)
+    graph = stage_graph(cfg, metadata.stage)
+    maxdisp = float(metadata.maxdisp)
+    steps = {o.name: o.quant_step for o in metadata.outputs}
+    known = [s for s in steps.values() if s]
+    px_step = maxdisp * max(known) if known else maxdisp * FLOAT_TOLERANCE
+    deployed, reference = DisparityMetrics(maxdisp), DisparityMetrics(maxdisp)
+    within = dict.fromkeys(OUTPUT_NAMES, 0)
+    elements = dict.fromkeys(OUTPUT_NAMES, 0)
+    max_abs = dict.fromkeys(OUTPUT_NAMES, 0.0)
+    px_within, px_total, px_max = 0, 0, 0.0
+    reporter.task(f"validating {artifact.name} against {metadata.stage}", count)
+    try:
+        for i in range(count):
+            item = dataset[i]
+            x = torch.cat([item["left"], item["right"]], 0)[None]
+            h, w = x.shape[-2:]
+            if h > metadata.height or w > metadata.width:
+                raise StereoqError(
+                    f"validation image {i} is {h}x{w}, larger than the artifact's "
+                    f"{metadata.height}x{metadata.width}: compile with --height {h} --width {w}"
+                    " (rounded up to the size multiple)",
+                    exit_code=2,
+                )
+            xp = fit(x, metadata.height, metadata.width)
+            got = run_artifact(xp.numpy())
+            ref = run_torch(graph, [xp])[0]
+            for k, name in enumerate(OUTPUT_NAMES):
+                diff = np.abs(got[k].astype(np.float64) - ref[k])
+                tol = steps[name] * 1.001 if steps[name] else FLOAT_TOLERANCE
+                within[name] += int((diff <= tol).sum())
+                elements[name] += diff.size
+                max_abs[name] = max(max_abs[name], float(diff.max()))
+            disp_got = postprocess(got[0], got[1], maxdisp)[..., :h, :w]
+            disp_ref = postprocess(ref[0], ref[1], maxdisp)[..., :h, :w]
+            diff_px = np.abs(disp_got - disp_ref)
+            px_within += int((diff_px <= px_step * 1.001).sum())
+            px_total += diff_px.size
+            px_max = max(px_max, float(diff_px.max()))
+            gt = item["disp"][None]
+            deployed.update(torch.from_numpy(disp_got), gt)
+            reference.update(torch.from_numpy(disp_ref), gt)
+            reporter.advance()
+    finally:
+        reporter.done()
+    return {
+        "samples": count,
+        "stage": metadata.stage,
+        "deployed": deployed.compute(),
+        "reference": reference.compute(),
+        "agreement": {
+            "outputs": {
+                name: {
+                    "step": steps[name],
+                    "within_step_pct": 100.0 * within[name] / max(elements[name], 1),
+                    "max_abs": max_abs[name],
+                }
+                for name in OUTPUT_NAMES
+            },
+            "disparity_step_px": px_step,
+            "disparity_within_step_pct": 100.0 * px_within / max(px_total, 1),
+            "disparity_max_abs_px": px_max,
+        },
+    }

@@ -1,0 +1,302 @@
+"""A stage's deployed graph as an ONNX file: export, metadata, checker, ORT agreement.
+
+The graph is ``DeployGraph`` for float and the quant stages' converted graph (Q/DQ nodes) for
+the others: (1, 6, H, W) normalised pair -> (1/2-res disparity, full-res offset), normalised.
+Post-processing (upsample, add, ReLU, x maxdisp) stays outside; the metadata describes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stereoq.deploy.metadata import INPUT_NAME, OUTPUT_NAMES, DeployMetadata, describe
+from stereoq.deploy.qdq_graph import QdqGraph
+from stereoq.errors import StereoqError
+from stereoq.settings.config import ExperimentConfig
+
+OPSET = 21
+"""ONNX opset of every export: QuantizeLinear/DequantizeLinear take int16 from opset 21."""
+
+EXPORT_STAGES = ("float", "calibration", "qat", "int_infer")
+FLOAT_TOLERANCE = 1e-4
+"""Float export: |ORT - PyTorch| <= 1e-4 + 1e-4 * |PyTorch| on every element (normalised)."""
+INT_AGREEMENT = 99.9
+"""Int8 export: % of elements within one output quantization step."""
+VERIFY_SAMPLES = 2
+
+
+def size_multiple(cfg: ExperimentConfig) -> int:
+    return 2**cfg.model.refine_levels
+
+
+def default_size(cfg: ExperimentConfig) -> tuple[int, int]:
+    """The validation frames' size rounded up to the model's multiple (SceneFlow: 544x960)."""
+    if cfg.data.source == "synthetic":
+        height, width = cfg.data.synthetic.height, cfg.data.synthetic.width
+    else:
+        height, width = 540, 960
+    m = size_multiple(cfg)
+    return -(-height // m) * m, -(-width // m) * m
+
+
+def check_size(cfg: ExperimentConfig, height: int, width: int) -> None:
+    """One-line option error unless both sides are positive multiples of the model's stride."""
+    m = size_multiple(cfg)
+    for name, value in (("height", height), ("width", width)):
+        if value <= 0 or value % m:
+            raise StereoqError(
+                f"option --{name}: {value} is not a positive multiple of {m}, the size "
+                f"multiple this model needs",
+                exit_code=2,
+            )
+
+
+def stage_graph(cfg: ExperimentConfig, stage: str) -> nn.Module:
+    """The stage's deployed graph in eval form; one-line error if its artifact is missing."""
+    if stage not in EXPORT_STAGES:
+        raise StereoqError(
+            f"option --stage: unknown stage {stage!r} (one of {', '.join(EXPORT_STAGES)})", 2
+        )
+    if stage == "float":
+        from stereoq.engine.predictor import load_float_model
+        from stereoq.models.stereonet import DeployGraph
+
+        return DeployGraph(load_float_model(cfg)).eval()
+    try:
+        from stereoq.quant.artifacts import load_stage_graph
+    except ModuleNotFoundError as err:
+        if err.name and err.name.startswith("stereoq.quant"):
+            raise StereoqError(f"stage {stage!r} is not available in this build", 2) from None
+        raise
+    return load_stage_graph(cfg, stage)
+
+
+@contextlib.contextmanager
+def quiet_export() -> Iterator[None]:
+    """Hold the exporter's informational warnings (torchvision ops, pytree) back."""
+    names = ("torch.onnx", "torch.onnx._internal.exporter._registration", "torch.utils._pytree")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def to_onnx(graph: nn.Module, example: Tensor, path: Path, opset: int = OPSET) -> None:
+    """Export with the dynamo exporter (the only one that handles PT2E Q/DQ graphs)."""
+    with quiet_export(), torch.no_grad():
+        try:
+            program = torch.onnx.export(
+                graph,
+                (example,),
+                dynamo=True,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=list(OUTPUT_NAMES),
+                verbose=False,
+            )
+        except Exception as err:  # the exporter raises many types; the user needs the gist
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise StereoqError(f"ONNX export failed: {first[:300]}") from None
+        program.save(str(path))
+
+
+def verification_inputs(cfg: ExperimentConfig, height: int, width: int) -> list[Tensor]:
+    """A few validation pairs, (1, 6, height, width), padded (replicate) or cropped to size.
+
+    Falls back to a fixed random pair when the dataset cannot be read.
+    """
+    try:
+        from stereoq.data import build_dataset
+
+        dataset = build_dataset(cfg.data, "val", crop=False)
+        count = min(VERIFY_SAMPLES, len(dataset))
+        pairs = []
+        for i in range(count):
+            item = dataset[i]
+            pairs.append(fit(torch.cat([item["left"], item["right"]], 0)[None], height, width))
+        if pairs:
+            return pairs
+    except (StereoqError, OSError):
+        pass
+    gen = torch.Generator().manual_seed(0)
+    return [torch.rand(1, 6, height, width, generator=gen) * 2 - 1]
+
+
+def fit(x: Tensor, height: int, width: int) -> Tensor:
+    """(B, C, h, w) -> (B, C, height, width): crop, then replicate-pad right and bottom."""
+    x = x[..., :height, :width]
+    pad_h, pad_w = height - x.shape[-2], width - x.shape[-1]
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+    return x
+
+
+@dataclass
+class Agreement:
+    """ORT vs PyTorch on the same inputs, per output (normalised units)."""
+
+    quantized: bool
+    samples: int
+    max_abs: dict[str, float] = field(default_factory=dict)
+    within_pct: dict[str, float] = field(default_factory=dict)
+    """% of elements within tolerance (float) or one quantization step (int8)."""
+    steps: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        need = INT_AGREEMENT if self.quantized else 100.0
+        return all(p >= need for p in self.within_pct.values())
+
+    def summary(self) -> str:
+        parts = [
+            f"{name}: {self.within_pct[name]:.3f}% within "
+            + (f"1 step ({self.steps[name]:.3g})" if self.steps.get(name) else "tolerance")
+            + f", max |diff| {self.max_abs[name]:.3g}"
+            for name in self.max_abs
+        ]
+        return "; ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "quantized": self.quantized,
+            "samples": self.samples,
+            "required_pct": INT_AGREEMENT if self.quantized else 100.0,
+            "max_abs": self.max_abs,
+            "within_pct": self.within_pct,
+            "steps": self.steps,
+            "ok": self.ok,
+        }
+
+
+def compare(
+    got: list[tuple[np.ndarray, ...]],
+    ref: list[tuple[np.ndarray, ...]],
+    steps: dict[str, float | None],
+    quantized: bool,
+) -> Agreement:
+    """Agreement of two runs' outputs (lists over samples of (disparity_half, offset))."""
+    agreement = Agreement(quantized=quantized, samples=len(got), steps=dict(steps))
+    for k, name in enumerate(OUTPUT_NAMES):
+        a = np.concatenate([g[k].ravel() for g in got])
+        b = np.concatenate([r[k].ravel() for r in ref])
+        diff = np.abs(a.astype(np.float64) - b)
+        step = steps.get(name)
+        # 1.001: rounding of the scale product itself
+        tol = step * 1.001 if quantized and step else FLOAT_TOLERANCE * (1 + np.abs(b))
+        agreement.max_abs[name] = float(diff.max()) if diff.size else 0.0
+        agreement.within_pct[name] = float(100.0 * np.mean(diff <= tol)) if diff.size else 100.0
+    return agreement
+
+
+def run_torch(graph: nn.Module, inputs: list[Tensor]) -> list[tuple[np.ndarray, ...]]:
+    with torch.no_grad():
+        return [tuple(t.numpy() for t in graph(x)) for x in inputs]
+
+
+def run_onnx(path: Path, inputs: list[Tensor]) -> list[tuple[np.ndarray, ...]]:
+    import onnxruntime as ort
+
+    from stereoq.deploy.ort_runner import session_options
+
+    session = ort.InferenceSession(
+        str(path), session_options(None), providers=["CPUExecutionProvider"]
+    )
+    return [tuple(session.run(None, {INPUT_NAME: x.numpy()})) for x in inputs]
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    metadata: DeployMetadata
+    agreement: Agreement
+    op_counts: dict[str, int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "metadata": self.metadata.model_dump(),
+            "agreement": self.agreement.to_json(),
+            "op_counts": self.op_counts,
+        }
+
+
+def default_path(cfg: ExperimentConfig, stage: str) -> Path:
+    return cfg.run_dir / "deploy" / f"stereonet_{stage}.onnx"
+
+
+def export_stage(
+    cfg: ExperimentConfig,
+    stage: str,
+    height: int,
+    width: int,
+    out_path: Path | None = None,
+    opset: int = OPSET,
+) -> ExportResult:
+    """Export ``stage`` at ``height`` x ``width``, check it, verify ORT against PyTorch.
+
+    The file appears at its final path only once the checker and the agreement passed.
+    """
+    check_size(cfg, height, width)
+    graph = stage_graph(cfg, stage)
+    path = Path(out_path) if out_path is not None else default_path(cfg, stage)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    inputs = verification_inputs(cfg, height, width)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".onnx")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        to_onnx(graph, inputs[0], tmp, opset)
+        model = onnx.load(str(tmp))
+        steps = QdqGraph(model).output_steps()
+        quantized = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+        metadata = describe(
+            cfg, stage, "int8-qdq" if quantized else "float32", opset, height, width, steps
+        )
+        for key, value in metadata.onnx_props().items():
+            model.metadata_props.add(key=key, value=value)
+        model.doc_string = f"stereoq {stage} StereoNet; outputs need: {metadata.postprocess}"
+        try:
+            onnx.checker.check_model(model, full_check=True)
+        except onnx.checker.ValidationError as err:
+            first = str(err).strip().splitlines()[0]
+            raise StereoqError(f"exported model fails onnx.checker: {first}") from None
+        onnx.save(model, str(tmp))
+        agreement = compare(run_onnx(tmp, inputs), run_torch(graph, inputs), steps, quantized)
+        if not agreement.ok:
+            raise StereoqError(
+                f"ONNX Runtime disagrees with PyTorch on the {stage} export: "
+                + agreement.summary()
+            )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return ExportResult(path, metadata, agreement, dict(sorted(counts.items())))
+
+
+def read_metadata(path: Path) -> DeployMetadata | None:
+    """The stereoq metadata of an exported file (None for files without it)."""
+    return DeployMetadata.from_onnx(onnx.load(str(path), load_external_data=False))
