@@ -88,3 +88,12 @@ def test_errors_name_the_option(
     touch(*(tmp_path / s for s in setup))
     with pytest.raises(StereoqError, match=message):
         resolve_pairs(str(tmp_path / imgl), str(tmp_path / imgr) if imgr else None)
+
+
+def test_repeated_names_are_made_unique(tmp_path: Path) -> None:
+    touch(
+        tmp_path / "a" / "left" / "0001.png", tmp_path / "a" / "right" / "0001.png",
+        tmp_path / "a_left" / "0001.png", tmp_path / "a_right" / "0001.png",
+    )
+    names = [p.name for p in resolve_pairs(str(tmp_path), None)]
+    assert sorted(names) == ["a/0001", "a/0001_2"]

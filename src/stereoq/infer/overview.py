@@ -53,7 +53,7 @@ def compose(panels: list[tuple[str, np.ndarray]], footer: str = "") -> np.ndarra
 
 
 def _text_line(text: str, width: int) -> np.ndarray:
-    scale, thick = 0.6, 1
+    scale, thick = 0.75, 2
     (_, text_h), _ = cv2.getTextSize(text, FONT, scale, thick)
     line = np.full((text_h + 16, width, 3), 255, dtype=np.uint8)
     cv2.putText(line, text, (8, text_h + 6), FONT, scale, (60, 60, 60), thick, cv2.LINE_AA)

@@ -60,18 +60,14 @@ def _is_image(path: Path) -> bool:
 
 
 def _pairs_below(root: Path, lefts: list[Path]) -> list[Pair]:
-    pairs, names = [], set()
+    found = []
     for left in sorted(lefts):
         rel = left.relative_to(root).as_posix()
         rel_right = right_of(rel)
-        if rel_right is None or not (root / rel_right).is_file():
-            continue
-        name = _pair_name(rel)
-        while name in names:
-            name += "_"
-        names.add(name)
-        pairs.append(Pair(name, left, root / rel_right))
-    return pairs
+        if rel_right is not None and (root / rel_right).is_file():
+            found.append((_pair_name(rel), left, root / rel_right))
+    names = _deduplicate([name for name, _, _ in found])
+    return [Pair(n, lp, rp) for n, (_, lp, rp) in zip(names, found, strict=True)]
 
 
 def _glob_root(pattern: str) -> Path:
@@ -142,7 +138,7 @@ def _from_glob(pattern: str, right_pattern: str | None) -> list[Pair]:
             raise StereoqError(
                 f"--imgr {right_pattern}: matches {len(rights)} images, --imgl matches {len(lefts)}"
             )
-        names = [_unique(i, p.stem) for i, p in enumerate(lefts)]
+        names = _deduplicate([p.stem for p in lefts])
         return [Pair(n, lp, rp) for n, lp, rp in zip(names, lefts, rights, strict=True)]
     pairs = _pairs_below(_glob_root(pattern), lefts)
     if not pairs:
@@ -153,5 +149,15 @@ def _from_glob(pattern: str, right_pattern: str | None) -> list[Pair]:
     return pairs
 
 
-def _unique(index: int, stem: str) -> str:
-    return f"{index:04d}_{stem}"
+def _deduplicate(names: list[str]) -> list[str]:
+    """Names made unique by suffixing ``_2``, ``_3``... to repeats (they name output folders)."""
+    seen: set[str] = set()
+    out = []
+    for name in names:
+        unique, k = name, 1
+        while unique in seen:
+            k += 1
+            unique = f"{name}_{k}"
+        seen.add(unique)
+        out.append(unique)
+    return out

@@ -169,7 +169,6 @@ def infer_pair(
     )
     outputs = write_outputs(out_dir, left, disp, depth_m, valid, camera, settings)
     t3 = time.perf_counter()
-    disp_valid = np.isfinite(disp)
     return {
         "name": pair.name,
         "left": str(pair.left),
@@ -178,7 +177,7 @@ def infer_pair(
         "width": int(left.shape[1]),
         "model_scale": scale,
         "timings_s": {"read": t1 - t0, "inference": t2 - t1, "write": t3 - t2},
-        "disparity_px": value_range(disp, disp_valid),
+        "disparity_px": value_range(disp, valid),
         "depth_m": value_range(depth_m, valid),
         "valid_depth_fraction": float(valid.mean()),
         "outputs": {k: str(v) for k, v in outputs.items()},
