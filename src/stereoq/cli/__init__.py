@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from stereoq.cli import calops, infer, pack
+from stereoq.cli import calops, infer, pack, predict, train
 from stereoq.cli import check, compile, export
 from stereoq.cli.output import print_error
 from stereoq.errors import StereoqError
@@ -27,7 +27,7 @@ def _root() -> None:
     """StereoNet from raw stereo data to a deployable integer model and depth maps."""
 
 
-for module in (pack, calops, infer, check, compile, export):
+for module in (pack, calops, infer, train, predict, check, compile, export):
     module.register(app)
 
 

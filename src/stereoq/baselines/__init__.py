@@ -1,0 +1,1 @@
+"""Classical stereo methods to compare learned models against."""

@@ -1,0 +1,92 @@
+"""``stereoq predict``: validation metrics (EPE, D1, bad-k) of a stage, optionally vs SGBM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+
+from stereoq.cli.common import ConfigOpt, SetOpt, validate_options
+from stereoq.cli.output import console, print_table, write_json
+from stereoq.cli.train import StageName
+
+
+class PredictOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    stage: StageName
+    config: str | None = None
+    sets: list[str] = Field(default_factory=list)
+    checkpoint: Path | None = None
+    baseline: Literal["sgbm"] | None = None
+    batch_size: PositiveInt = 1
+    json_path: Path | None = None
+
+
+def predict(
+    stage: Annotated[str, typer.Option(help="Stage whose model to evaluate.")] = "float",
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="Float checkpoint to evaluate. Default: RUN_DIR/float/best.pt."),
+    ] = None,
+    baseline: Annotated[
+        str | None, typer.Option(help="Also evaluate a classical method: sgbm (OpenCV StereoSGBM).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Validation batch size.")] = 1,
+    json_path: Annotated[
+        Path | None,
+        typer.Option("--json", help="Where to save the metrics. Default: RUN_DIR/predict.json."),
+    ] = None,
+) -> None:
+    """EPE, D1 and bad-1/2/3 on the full-size validation set, as a table and JSON."""
+    opts = validate_options(
+        PredictOptions, stage=stage, config=config, sets=sets or [], checkpoint=checkpoint,
+        baseline=baseline, batch_size=batch_size, json_path=json_path,
+    )
+    from stereoq.cli.progress import RichReporter
+    from stereoq.engine.evaluate import evaluate, evaluate_sgbm
+    from stereoq.settings import load_config
+
+    cfg = load_config(opts.config, sets=opts.sets)
+    reporter = RichReporter()
+    results: dict[str, dict[str, Any]] = {
+        opts.stage: evaluate(cfg, opts.stage, opts.checkpoint, reporter, opts.batch_size)
+    }
+    if opts.baseline == "sgbm":
+        results["sgbm"] = evaluate_sgbm(cfg, reporter)
+    print_results(cfg.name, results)
+    path = write_json(opts.json_path or cfg.run_dir / "predict.json", results_json(cfg, results))
+    console.print(f"saved {path}", highlight=False)
+
+
+def print_results(name: str, results: dict[str, dict[str, Any]]) -> None:
+    """One row per model (stage or baseline); a change-vs-float column when float is a row."""
+    from stereoq.cli.progress import METRIC_COLUMNS, METRIC_KEYS
+    from stereoq.engine.metrics import AVERAGING
+
+    ref = results.get("float", {}).get("epe")
+    compare = ref is not None and len(results) > 1
+    rows = []
+    for model, m in results.items():
+        row = [model, *(m[k] for k in METRIC_KEYS), m["images"]]
+        if compare:
+            row.append("" if model == "float" else f"{100.0 * (m['epe'] - ref) / ref:+.1f} %")
+        rows.append(row)
+    columns = [*METRIC_COLUMNS, "images", *(["EPE vs float"] if compare else [])]
+    images = next(iter(results.values()))["images"]
+    print_table(f"{name}: validation set, {images} full-size images", ["model", *columns], rows)
+    console.print(AVERAGING, highlight=False)
+
+
+def results_json(cfg: Any, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    from stereoq.engine.metrics import AVERAGING
+
+    return {"config": cfg.name, "maxdisp": cfg.model.maxdisp, "averaging": AVERAGING,
+            "results": results}
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(predict)

@@ -1,0 +1,104 @@
+"""``stereoq train``: run one stage of the pipeline (float, calibration, qat, int_infer)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import typer
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+
+from stereoq.cli.common import ConfigOpt, SetOpt, validate_options
+from stereoq.cli.output import console, print_table
+from stereoq.errors import StereoqError
+
+StageName = Literal["float", "calibration", "qat", "int_infer"]
+TRAINING_STAGES = ("float", "qat")
+
+
+class TrainOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    stage: StageName
+    config: str | None = None
+    sets: list[str] = Field(default_factory=list)
+    epochs: PositiveInt | None = None
+    batch_size: PositiveInt | None = None
+    lr: PositiveFloat | None = None
+    resume: bool = False
+
+
+def overrides_for(opts: TrainOptions) -> dict[str, object]:
+    """Typed options -> config keys of the chosen stage (they win over --set and the file)."""
+    key = f"stages.{opts.stage}"
+    if opts.stage not in TRAINING_STAGES:
+        for name, value in (("--epochs", opts.epochs), ("--lr", opts.lr)):
+            if value is not None:
+                raise StereoqError(f"option {name}: stage {opts.stage} does not train", 2)
+        if opts.batch_size is not None and opts.stage != "calibration":
+            raise StereoqError(f"option --batch-size: stage {opts.stage} takes no batch size", 2)
+    return {
+        f"{key}.epochs": opts.epochs,
+        f"{key}.batch_size": opts.batch_size,
+        f"{key}.optimizer.lr": opts.lr,
+    }
+
+
+def train(
+    stage: Annotated[
+        str, typer.Option(help="Stage to run: float, calibration, qat or int_infer.")
+    ] = "float",
+    config: ConfigOpt = None,
+    sets: SetOpt = None,
+    epochs: Annotated[int | None, typer.Option(help="Override the stage's epochs.")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Override the stage's batch size (per process).")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Override the stage's learning rate.")] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue from the stage's last.pt (same config).")
+    ] = False,
+) -> None:
+    """Train a stage; writes last.pt, best.pt, log.jsonl and metrics.json to RUN_DIR/STAGE/.
+
+    Runs on one process, or with DDP under `torchrun --nproc_per_node N -m stereoq train ...`.
+    """
+    opts = validate_options(
+        TrainOptions, stage=stage, config=config, sets=sets or [], epochs=epochs,
+        batch_size=batch_size, lr=lr, resume=resume,
+    )
+    from stereoq.cli.progress import RichReporter
+    from stereoq.engine.distributed import launched_rank
+    from stereoq.engine.loop import run_stage
+    from stereoq.engine.stage import get_stage, stage_dir
+    from stereoq.settings import load_config
+
+    cfg = load_config(opts.config, overrides=overrides_for(opts), sets=opts.sets)
+    get_stage(cfg, opts.stage)  # an unavailable stage fails here, before any work
+    main = launched_rank() == 0
+    if main:
+        console.print(f"stage {opts.stage} of {cfg.name} -> {stage_dir(cfg, opts.stage)}",
+                      highlight=False)
+    summary = run_stage(cfg, opts.stage, resume=opts.resume, reporter=RichReporter())
+    if main:
+        print_summary(summary)
+
+
+def print_summary(summary: dict) -> None:
+    """The best validation figures of a training stage, or a one-pass stage's own summary."""
+    best = summary.get("best")
+    if not isinstance(best, dict):
+        print_table(f"{summary.get('stage', 'stage')} done", ["item", "value"],
+                    [(k, v) for k, v in summary.items() if not isinstance(v, dict | list)])
+        return
+    from stereoq.cli.progress import METRIC_COLUMNS, METRIC_KEYS
+
+    print_table(
+        f"{summary['stage']}: best validation EPE at epoch {summary['best_epoch']} of "
+        f"{summary['epochs']} ({summary['checkpoint']})",
+        ["split", *METRIC_COLUMNS, "images"],
+        [("val", *(best.get(k) for k in METRIC_KEYS), best.get("images"))],
+    )
+    console.print(summary["averaging"], highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(train)

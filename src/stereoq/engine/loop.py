@@ -1,0 +1,255 @@
+"""The one training loop, shared by every training stage (float, QAT).
+
+Read top to bottom: set up processes, data, model (from the stage), optimizer; optionally resume;
+then for each epoch train, validate, checkpoint and log. What differs between stages lives in
+``stereoq.engine.stage``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from stereoq.engine import distributed
+from stereoq.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from stereoq.engine.distributed import Context
+from stereoq.engine.evaluate import accumulate, pair_input, val_loader
+from stereoq.engine.metrics import AVERAGING, DisparityMetrics
+from stereoq.engine.optim import build_optimizer, lr_at
+from stereoq.engine.report import Reporter
+from stereoq.engine.stage import Stage, get_stage, stage_dir
+from stereoq.errors import StereoqError
+from stereoq.models.build import build_loss
+from stereoq.settings.config import ExperimentConfig
+
+
+def build_datasets(cfg: ExperimentConfig, crop: bool) -> tuple[Dataset, Dataset]:
+    """Train split (random crops when ``crop``) and the full-size validation split."""
+    from stereoq.data import build_dataset
+
+    return build_dataset(cfg.data, "train", crop=crop), build_dataset(cfg.data, "val", crop=False)
+
+
+def run_stage(
+    cfg: ExperimentConfig, stage_name: str, resume: bool = False, reporter: Reporter | None = None
+) -> dict[str, Any]:
+    """``stereoq train --stage NAME``: the loop for training stages, ``Stage.run`` otherwise."""
+    stage = get_stage(cfg, stage_name)
+    if not stage.trains:
+        return stage.run(reporter or Reporter())
+    return train(cfg, stage, resume, reporter)
+
+
+def train(
+    cfg: ExperimentConfig, stage: Stage, resume: bool = False, reporter: Reporter | None = None
+) -> dict[str, Any]:
+    """Train ``stage`` as its recipe says; returns the summary also saved as metrics.json.
+
+    Runs in one process or under ``torchrun`` (DDP); only rank 0 writes files and reports.
+    """
+    ctx = distributed.setup()
+    try:
+        return _train(cfg, stage, resume, reporter if ctx.is_main else None, ctx)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _train(
+    cfg: ExperimentConfig, stage: Stage, resume: bool, reporter: Reporter | None, ctx: Context
+) -> dict[str, Any]:
+    report = reporter or Reporter()
+    recipe = stage.recipe()
+    out_dir = stage_dir(cfg, stage.name)
+    last_path, best_path, log_path = out_dir / "last.pt", out_dir / "best.pt", out_dir / "log.jsonl"
+    seed_everything(cfg.seed)  # the same on every rank: identical initial weights
+
+    # Data: every rank sees a disjoint shard of a permutation drawn from (seed, epoch).
+    train_set, val_set = build_datasets(cfg, recipe.crop)
+    sampler = DistributedSampler(
+        train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=cfg.seed
+    )
+    loader = DataLoader(
+        train_set, batch_size=recipe.batch_size, sampler=sampler, drop_last=True,
+        num_workers=cfg.data.num_workers,
+    )
+    steps = len(loader)
+    if steps == 0:
+        raise StereoqError(
+            f"stages.{stage.name}.batch_size {recipe.batch_size} x {ctx.world_size} process(es)"
+            f" exceeds the {len(train_set)} training samples",
+            exit_code=2,
+        )
+    vloader = val_loader(val_set, recipe.val_batch_size, ctx)
+
+    # Model, loss, optimizer.
+    model = stage.prepare(example_input(train_set, recipe.batch_size).to(ctx.device))
+    model = model.to(ctx.device)
+    if ctx.distributed and ctx.device.type == "cuda":
+        # SyncBatchNorm runs only on accelerators; CPU processes keep per-process BN statistics
+        # (DDP broadcasts rank 0's running statistics at every step).
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    loss_fn = build_loss(cfg.model)
+    optimizer = build_optimizer(model, recipe.optimizer)
+
+    start_epoch, best_epe, best_epoch, best_metrics = 0, math.inf, 0, {}
+    if resume:
+        state = load_checkpoint(last_path, hint="nothing to resume: train without --resume")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, best_epe, best_epoch = state["epoch"], state["best_epe"], state["best_epoch"]
+        best_metrics = state["best_metrics"]
+        rngs = state["rng"]
+        set_rng_state(rngs[ctx.rank] if len(rngs) == ctx.world_size else rngs[0])
+        report.note(f"resumed from {last_path} after epoch {start_epoch}")
+    if ctx.is_main:
+        keep_log(log_path, start_epoch)
+    ddp = model
+    if ctx.distributed:
+        ddp = DistributedDataParallel(
+            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+        )
+
+    for epoch in range(start_epoch, recipe.epochs):
+        # Train one epoch.
+        sampler.set_epoch(epoch)
+        stage.set_mode(model, True)
+        report.task(f"{stage.name} epoch {epoch + 1}/{recipe.epochs}", steps)
+        train_metrics = DisparityMetrics(cfg.model.maxdisp)
+        loss_sum = torch.zeros(2, dtype=torch.float64)  # loss sum, batches
+        started = time.perf_counter()
+        for step, batch in enumerate(loader):
+            lr = lr_at(recipe.scheduler, recipe.optimizer.lr, epoch + (step + 0.5) / steps,
+                       recipe.epochs)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x, gt = pair_input(batch).to(ctx.device), batch["disp"].to(ctx.device)
+            outputs = stage.outputs(ddp, x)
+            loss = loss_fn(outputs, gt)
+            check_finite(loss, ctx, epoch, step, last_path)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if recipe.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+            optimizer.step()
+
+            loss_sum += torch.tensor([loss.item(), 1.0], dtype=torch.float64)
+            train_metrics.update(outputs[-1].detach().cpu(), gt.cpu())
+            rate = (step + 1) * recipe.batch_size * ctx.world_size / (time.perf_counter() - started)
+            report.advance(1, loss=loss.item(), lr=lr, samples_per_s=rate)
+        report.done()
+        train_time_s = time.perf_counter() - started
+
+        # Validate on the full-size validation split.
+        stage.set_mode(model, False)
+        val = accumulate(
+            lambda x: stage.predict(model, x), vloader, cfg.model.maxdisp, ctx.device, report,
+            f"{stage.name} val {epoch + 1}/{recipe.epochs}",
+        )
+        val = val.reduce(ctx).compute()
+        train_figures = train_metrics.reduce(ctx).compute()
+        distributed.all_reduce_sum(loss_sum, ctx)
+        record = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": loss_sum[0].item() / loss_sum[1].item(),
+            "train_samples_per_s": steps * recipe.batch_size * ctx.world_size / train_time_s,
+            **{f"train_{k}": v for k, v in train_figures.items() if k in _SHOWN},
+            **{f"val_{k}": v for k, v in val.items() if k in _SHOWN},
+            "time_s": time.perf_counter() - started,
+        }
+
+        # Checkpoint (rank 0): best on validation EPE, last every epoch for --resume.
+        improved = val["epe"] < best_epe
+        if improved:
+            best_epe, best_epoch, best_metrics = val["epe"], epoch + 1, val
+        rngs = distributed.all_gather(rng_state(), ctx)
+        if ctx.is_main:
+            if improved:
+                save_checkpoint(best_path, {"model": model.state_dict(), "epoch": epoch + 1,
+                                            "metrics": val})
+                stage.save(model, out_dir, val)
+            append_log(log_path, record)
+            save_checkpoint(last_path, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "epoch": epoch + 1, "best_epe": best_epe, "best_epoch": best_epoch,
+                "best_metrics": best_metrics, "rng": rngs,
+            })
+        report.epoch(record)
+        distributed.barrier(ctx)
+
+    summary = {
+        "stage": stage.name,
+        "epochs": recipe.epochs,
+        "best_epoch": best_epoch,
+        "best": best_metrics,
+        "averaging": AVERAGING,
+        "checkpoint": str(best_path),
+        "processes": ctx.world_size,
+    }
+    if ctx.is_main:
+        write_summary(out_dir / "metrics.json", summary)
+    return summary
+
+
+_SHOWN = ("epe", "epe_pixel", "d1", "bad1", "bad2", "bad3")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def example_input(dataset: Dataset, batch_size: int) -> Tensor:
+    """A (B, 6, h, w) input shaped like a training batch, for stages that trace or export."""
+    return pair_input({k: v[None] for k, v in dataset[0].items() if k in ("left", "right")}
+                      ).expand(batch_size, -1, -1, -1).contiguous()
+
+
+def check_finite(loss: Tensor, ctx: Context, epoch: int, step: int, last_path: Path) -> None:
+    """Stop every process when any process's loss is NaN or infinite, before it updates weights.
+
+    The last checkpoint on disk is from the last completed epoch and stays as it is.
+    """
+    bad = torch.tensor([0.0 if torch.isfinite(loss).item() else 1.0])
+    if distributed.all_reduce_sum(bad, ctx).item() == 0:
+        return
+    kept = (f"last good checkpoint kept: {last_path}" if last_path.exists()
+            else "no checkpoint was written yet")
+    raise StereoqError(
+        f"loss became {loss.item()} at epoch {epoch + 1} step {step + 1}: training stopped "
+        f"({kept}); lower the learning rate or check the data"
+    )
+
+
+def keep_log(path: Path, epochs_done: int) -> None:
+    """Drop log lines of epochs after ``epochs_done`` (a fresh run keeps none)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line)["epoch"] <= epochs_done]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    tmp.replace(path)
+
+
+def append_log(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+import torch
+
+from stereoq.baselines.sgbm import InputToRgb, SgbmMatcher, SgbmParams, fill_invalid
+from stereoq.data.synthetic import render_pair
+from stereoq.data.transforms import prepare_pair
+from stereoq.engine.metrics import DisparityMetrics
+from stereoq.settings.data import DataConfig
+
+
+def test_fill_invalid_from_the_left_then_right() -> None:
+    disp = np.array([[9, 1, 9, 2, 9], [9, 9, 9, 9, 9], [9, 9, 9, 3, 9]], np.float32)
+    valid = np.array([[0, 1, 0, 1, 0], [0, 0, 0, 0, 0], [0, 0, 0, 1, 0]], bool)
+    expected = [[1, 1, 1, 2, 2], [0, 0, 0, 0, 0], [3, 3, 3, 3, 3]]
+    assert fill_invalid(disp, valid).tolist() == expected
+
+
+@pytest.mark.parametrize("color", ["yuv444", "rgb"])
+def test_input_to_rgb_inverts_the_pipeline(color: str) -> None:
+    cfg = DataConfig(color=color)
+    rgb = np.random.default_rng(1).integers(0, 256, (16, 32, 3), dtype=np.uint8)
+    back = InputToRgb(cfg)(prepare_pair(rgb, rgb, cfg)[:3])
+    err = np.abs(back.astype(int) - rgb.astype(int))
+    if color == "rgb":
+        assert err.max() == 0
+    else:  # YUV444 is rounded to integers and clips for saturated colours (pure red's V > 255)
+        assert np.percentile(err, 95) <= 1 and np.median(err) <= 1
+
+
+def test_range_covers_model_maxdisp() -> None:
+    assert SgbmParams.covering(96).num_disparities == 96
+    assert SgbmParams.covering(100).num_disparities == 112
+
+
+def test_sgbm_recovers_synthetic_disparity() -> None:
+    cfg = DataConfig()
+    left, right, disp = render_pair(0, 7, 96, 192, 24.0)
+    x = prepare_pair(left, right, cfg)[None]
+    pred = SgbmMatcher(cfg, SgbmParams.covering(32)).predict_normalised(x)
+    assert pred.shape == (1, 1, 96, 192)
+    m = DisparityMetrics(32)
+    m.update(pred, torch.from_numpy(disp)[None, None])
+    assert m.compute()["epe"] < 3.0

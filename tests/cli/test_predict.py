@@ -1,0 +1,53 @@
+"""``stereoq predict`` on the tiny config: a float checkpoint against SGBM."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from stereoq.engine.checkpoint import save_checkpoint
+from stereoq.models.build import build_model
+from stereoq.settings import load_config
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "160"}
+    return subprocess.run([sys.executable, "-m", "stereoq", *args], capture_output=True,
+                          text=True, timeout=300, env=env)
+
+
+def test_predict_float_and_sgbm_table_and_json(tiny_config: Path, tmp_path: Path) -> None:
+    cfg = load_config(str(tiny_config))
+    torch.manual_seed(0)
+    save_checkpoint(cfg.run_dir / "float" / "best.pt",
+                    {"model": build_model(cfg.model).state_dict()})
+    out = tmp_path / "metrics.json"
+    res = run("predict", "--config", str(tiny_config), "--baseline", "sgbm", "--json", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "float" in res.stdout and "sgbm" in res.stdout and "EPE vs float" in res.stdout
+    assert "mean over images" in res.stdout  # says how EPE is averaged
+    data = json.loads(out.read_text())
+    assert set(data["results"]) == {"float", "sgbm"}
+    for metrics in data["results"].values():
+        assert metrics["images"] == 4 and metrics["epe"] >= 0
+        assert {"d1", "bad1", "bad2", "bad3", "epe_pixel"} <= set(metrics)
+    # an untrained network is far worse than SGBM on textured synthetic scenes
+    assert data["results"]["sgbm"]["epe"] < data["results"]["float"]["epe"]
+
+
+def test_predict_without_checkpoint_names_file_and_command(tiny_config: Path) -> None:
+    res = run("predict", "--config", str(tiny_config))
+    assert res.returncode == 1
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "float/best.pt" in lines[0]
+    assert "stereoq train --stage float" in lines[0]
+
+
+def test_predict_bad_baseline(tiny_config: Path) -> None:
+    res = run("predict", "--config", str(tiny_config), "--baseline", "census")
+    assert res.returncode == 2 and "--baseline" in res.stderr and "Traceback" not in res.stderr

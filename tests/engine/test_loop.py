@@ -1,0 +1,173 @@
+"""The training loop: learning, exact resume, NaN guard, stage registration, DDP."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from stereoq.engine import loop
+from stereoq.engine import stage as stage_mod
+from stereoq.engine.checkpoint import load_checkpoint
+from stereoq.engine.evaluate import pair_input
+from stereoq.engine.report import Reporter
+from stereoq.engine.stage import FloatStage, Stage, get_stage
+from stereoq.errors import StereoqError
+from stereoq.models.build import build_loss, build_model
+from stereoq.registry import Registry
+from stereoq.settings import load_config
+
+
+def tiny(path: Path, *sets: str):
+    return load_config(str(path), sets=list(sets))
+
+
+def test_short_run_lowers_loss_on_fixed_batch(tiny_config) -> None:
+    cfg = tiny(tiny_config, "data.synthetic.train_count=4", "stages.float.epochs=4")
+    from stereoq.data import build_dataset
+
+    fixed = [build_dataset(cfg.data, "train", crop=False)[i] for i in range(2)]
+    x = pair_input({k: torch.stack([s[k] for s in fixed]) for k in ("left", "right")})
+    gt = torch.stack([s["disp"] for s in fixed])
+    loss_fn = build_loss(cfg.model)
+
+    def loss_of(state: dict | None) -> float:
+        torch.manual_seed(cfg.seed)  # the loop's initial weights
+        model = build_model(cfg.model)
+        if state is not None:
+            model.load_state_dict(state)
+        with torch.no_grad():
+            return loss_fn(model.train()(x), gt).item()
+
+    summary = loop.run_stage(cfg, "float")
+    trained = load_checkpoint(cfg.run_dir / "float" / "last.pt")["model"]
+    assert loss_of(trained) < 0.8 * loss_of(None)
+    assert summary["best_epoch"] >= 1 and summary["best"]["images"] == 4
+    lines = (cfg.run_dir / "float" / "log.jsonl").read_text().splitlines()
+    assert len(lines) == 4
+
+
+class Interrupt(Exception):
+    pass
+
+
+class StopAfter(Reporter):
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def epoch(self, record: dict) -> None:
+        if record["epoch"] == self.epochs:
+            raise Interrupt
+
+
+def test_resume_equals_uninterrupted(tiny_config, tmp_path) -> None:
+    sets = ["stages.float.epochs=3", "stages.float.scheduler.warmup_epochs=1"]
+    straight = tiny(tiny_config, *sets, f"output_dir={tmp_path / 'a'}")
+    loop.run_stage(straight, "float")
+
+    resumed = tiny(tiny_config, *sets, f"output_dir={tmp_path / 'b'}")
+    with pytest.raises(Interrupt):
+        loop.run_stage(resumed, "float", reporter=StopAfter(2))
+    assert load_checkpoint(resumed.run_dir / "float" / "last.pt")["epoch"] == 2
+    loop.run_stage(resumed, "float", resume=True)
+
+    a = load_checkpoint(straight.run_dir / "float" / "last.pt")
+    b = load_checkpoint(resumed.run_dir / "float" / "last.pt")
+    assert a["epoch"] == b["epoch"] == 3
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert a["best_epe"] == b["best_epe"]
+    log = (resumed.run_dir / "float" / "log.jsonl").read_text().splitlines()
+    assert len(log) == 3  # the interrupted run's lines are kept, none doubled
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tiny_config) -> None:
+    with pytest.raises(StereoqError, match=r"last.pt does not exist: nothing to resume"):
+        loop.run_stage(tiny(tiny_config), "float", resume=True)
+
+
+class NanAfter(torch.nn.Module):
+    """The real loss for ``good`` calls, then NaN."""
+
+    def __init__(self, loss: torch.nn.Module, good: int) -> None:
+        super().__init__()
+        self.loss, self.good, self.calls = loss, good, 0
+
+    def forward(self, preds, gt):
+        self.calls += 1
+        value = self.loss(preds, gt)
+        return value if self.calls <= self.good else value * float("nan")
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_config, monkeypatch) -> None:
+    cfg = tiny(tiny_config, "stages.float.epochs=3")
+    monkeypatch.setattr(loop, "build_loss", lambda m: NanAfter(build_loss(m), good=5))
+    with pytest.raises(StereoqError, match=r"loss became nan at epoch 2 step 2.*last good"):
+        loop.run_stage(cfg, "float")
+    state = load_checkpoint(cfg.run_dir / "float" / "last.pt")
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_stage_registration_and_unavailable_stage(tiny_config, monkeypatch) -> None:
+    registry = Registry("stage")
+    monkeypatch.setattr(stage_mod, "STAGES", registry)
+    monkeypatch.setattr(stage_mod, "STAGE_MODULES", ())
+    registry.register("float")(FloatStage)
+    cfg = tiny(tiny_config)
+    with pytest.raises(StereoqError, match="stage 'calibration' is not available"):
+        get_stage(cfg, "calibration")
+
+    @registry.register("calibration")
+    class OnePass(Stage):
+        trains = False
+
+        def run(self, reporter: Reporter) -> dict:
+            return {"stage": self.name, "batches": self.cfg.stages.calibration.batches}
+
+    assert loop.run_stage(cfg, "calibration") == {"stage": "calibration", "batches": 2}
+    with pytest.raises(StereoqError, match="unknown stage 'bogus'"):
+        get_stage(cfg, "bogus")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_rank0_alone_writes(tiny_config, tmp_path) -> None:
+    """Two gloo processes as torchrun would start them, each in its own working directory with
+    a relative output_dir: files may appear only in rank 0's."""
+    port = str(free_port())
+    procs = []
+    for rank in range(2):
+        cwd = tmp_path / f"rank{rank}"
+        cwd.mkdir()
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
+               "OMP_NUM_THREADS": "1"}
+        cmd = [sys.executable, "-m", "stereoq", "train", "--config", str(tiny_config),
+               "--set", "output_dir=runs", "--epochs", "2"]
+        procs.append(subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=240) for p in procs]
+    for p, (_out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+    run0 = tmp_path / "rank0" / "runs" / "tiny" / "float"
+    assert {p.name for p in run0.iterdir()} == {"last.pt", "best.pt", "log.jsonl", "metrics.json"}
+    assert not (tmp_path / "rank1" / "runs").exists()
+    assert "epoch 2" in outs[0][0] and outs[1][0].strip() == ""
+    import json
+
+    summary = json.loads((run0 / "metrics.json").read_text())
+    # 4 validation images, 2 per process, reduced across processes
+    assert summary["processes"] == 2 and summary["best"]["images"] == 4
+    assert not math.isnan(summary["best"]["epe"])
