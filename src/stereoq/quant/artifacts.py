@@ -1,0 +1,131 @@
+"""Where the quantized stages keep their models, and how they are saved and loaded.
+
+- ``calibration/calibrated.pt``: state dict of the fake-quantized graph (ranges from calibration,
+  observers frozen), loaded by re-preparing the configured model and ``load_state_dict``;
+- ``qat/best.pt`` / ``last.pt``: the engine's checkpoints of the QAT graph, the same way;
+- ``int_infer/model.pt2``: the integer (Q/DQ) program saved with ``torch.export.save``; it loads
+  with ``torch.export.load`` without stereoq's model classes (the file holds the graph as data
+  and the weights as tensors; loading runs no pickled code);
+- ``<stage>/precision.json`` next to each: the per-op precision report.
+
+Checkpoints load with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.fx import GraphModule
+
+from stereoq.engine.checkpoint import load_checkpoint
+from stereoq.engine.predictor import train_hint
+from stereoq.engine.stage import stage_dir
+from stereoq.errors import StereoqError
+from stereoq.settings.config import ExperimentConfig
+
+QUANT_STAGES = ("calibration", "qat", "int_infer")
+REPORT_NAME = "precision.json"
+
+
+def artifact_path(cfg: ExperimentConfig, stage: str) -> Path:
+    """The file a quantized stage's model lives in."""
+    names = {"calibration": "calibrated.pt", "qat": "best.pt", "int_infer": "model.pt2"}
+    if stage not in names:
+        raise StereoqError(f"stage {stage!r} has no quantized artifact", exit_code=2)
+    return stage_dir(cfg, stage) / names[stage]
+
+
+def report_path(cfg: ExperimentConfig, stage: str) -> Path:
+    return stage_dir(cfg, stage) / REPORT_NAME
+
+
+def qat_recipe(cfg: ExperimentConfig):  # -> QuantRecipe
+    """The fake-quant recipe of the calibration/QAT graphs (input scale fixed when exact)."""
+    from stereoq.quant.quantizer import QuantRecipe
+
+    cal = cfg.stages.calibration
+    exact_input = cfg.data.mean == 128.0 and cfg.data.std == 128.0
+    return QuantRecipe(
+        is_qat=True,
+        observer=cal.observer,
+        percentile=cal.percentile,
+        bins=cal.bins,
+        input_scale=1.0 / 128.0 if exact_input else None,
+    )
+
+
+def fresh_fake_quant(cfg: ExperimentConfig) -> GraphModule:
+    """The configured model's fake-quant graph with untrained weights (to load a state into)."""
+    from stereoq.models.build import build_model
+    from stereoq.quant.prepare import prepare
+
+    return prepare(build_model(cfg.model), qat_recipe(cfg))
+
+
+def load_fake_quant(cfg: ExperimentConfig, stage: str) -> GraphModule:
+    """The calibration or QAT graph (five outputs), eval mode, ranges frozen."""
+    from stereoq.quant.prepare import set_observers
+
+    path = artifact_path(cfg, stage)
+    state = load_checkpoint(path, hint=train_hint(cfg, stage))
+    graph = fresh_fake_quant(cfg)
+    try:
+        graph.load_state_dict(state["model"])
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()
+        detail = first[1].strip() if len(first) > 1 else first[0]
+        raise StereoqError(
+            f"{path} does not match the config's model ({detail.rstrip('.')})"
+        ) from None
+    graph.eval()
+    set_observers(graph, False)
+    return graph
+
+
+def save_program(path: Path, program: torch.export.ExportedProgram) -> Path:
+    """``torch.export.save`` through a temp file and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # torch.export.save wants a name ending in .pt2
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.pt2")
+    os.close(fd)
+    try:
+        torch.export.save(program, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_program(path: Path, hint: str = "") -> torch.export.ExportedProgram:
+    """Load an int_infer program; a missing or unreadable file is a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise StereoqError(f"model {path} does not exist" + (f": {hint}" if hint else ""))
+    from stereoq.quant.torchao_import import pt2e
+
+    pt2e()  # registers the quantized_decomposed ops the program calls
+    try:
+        return torch.export.load(path)
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise StereoqError(f"model {path} cannot be read: {reason}") from None
+
+
+def load_stage_graph(cfg: ExperimentConfig, stage: str) -> nn.Module:
+    """(B, 6, H, W), H and W multiples of 16 -> (1/2-res disparity, full-res offset), normalised.
+
+    ``calibration`` and ``qat`` give their fake-quant graphs, ``int_infer`` the integer program.
+    """
+    if stage not in QUANT_STAGES:
+        raise StereoqError(f"stage {stage!r} is not a quantized stage", exit_code=2)
+    if stage == "int_infer":
+        program = load_program(artifact_path(cfg, stage), hint=train_hint(cfg, stage))
+        return program.module()
+    from stereoq.quant.prepare import LastTwo
+
+    return LastTwo(load_fake_quant(cfg, stage))

@@ -1,0 +1,234 @@
+"""From a float StereoNet to PT2E graphs: BN folding, export, prepare, calibrate, convert.
+
+Every quantized stage works on the same exported graph: the float model with every BatchNorm
+folded into its convolution, exported once with a dynamic batch and dynamic height/width
+(multiples of 16), returning the five raw (normalised) outputs. QAT needs all five for its loss;
+the deployed model only keeps the last two, which are intermediate values of the same graph.
+
+Folding BN before QAT (instead of PT2E's simulated conv-BN fusion) is deliberate: PT2E's QAT
+fusion covers only 1-D/2-D convolutions, so BN3d would leave the Conv3d layers unfused in ONNX
+Runtime, and QAT at batch 4 would update BN statistics from very few samples anyway.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+from torch.fx import GraphModule
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from stereoq.models.stereonet import StereoNet
+from stereoq.quant.quantizer import QuantRecipe, StereoQuantizer
+from stereoq.quant.torchao_import import pt2e
+
+#: Export bounds: batch 1..MAX_BATCH, height/width up to 16 * MAX_UNITS_* pixels.
+MAX_BATCH = 64
+MAX_UNITS_H = 256
+MAX_UNITS_W = 512
+EXAMPLE_HW = (64, 128)
+
+
+class RawOutputs(nn.Module):
+    """(B, 6, H, W) -> the five normalised outputs of ``StereoNet.raw`` (coarse ... offset)."""
+
+    def __init__(self, model: StereoNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        return tuple(self.model.raw(x))
+
+
+class LastTwo(nn.Module):
+    """Keeps the deployed outputs of a five-output graph: (1/2 disparity, full-res offset)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net  # not "graph": that name is GraphModule's own attribute once exported
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        outputs = self.net(x)
+        return outputs[-2], outputs[-1]
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (eval mode) with each Conv+BN pair of a Sequential fused into a conv."""
+    folded = copy.deepcopy(model).eval()
+    for module in folded.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        for i in range(len(module) - 1):
+            conv, bn = module[i], module[i + 1]
+            if isinstance(conv, (nn.Conv2d, nn.Conv3d)) and isinstance(
+                bn, (nn.BatchNorm2d, nn.BatchNorm3d)
+            ):
+                module[i] = fuse_conv_bn_eval(conv, bn)
+                module[i + 1] = nn.Identity()
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in folded.modules()):
+        raise ValueError("a BatchNorm layer does not follow a convolution and cannot be folded")
+    return folded
+
+
+def dynamic_shapes() -> dict:
+    """Dynamic batch, and height/width as multiples of 16 (the network's stride)."""
+    dim = torch.export.Dim
+    return {
+        "x": {
+            0: dim("batch", min=1, max=MAX_BATCH),
+            2: 16 * dim("h16", min=1, max=MAX_UNITS_H),
+            3: 16 * dim("w16", min=1, max=MAX_UNITS_W),
+        }
+    }
+
+
+def example_input(batch: int = 2) -> Tensor:
+    return torch.zeros(batch, 6, *EXAMPLE_HW)
+
+
+def export_graph(module: nn.Module) -> GraphModule:
+    """``torch.export`` of a (B, 6, H, W) -> outputs module at dynamic batch/height/width."""
+    ep = torch.export.export(module, (example_input(),), dynamic_shapes=dynamic_shapes())
+    return ep.module()
+
+
+def prepare(model: StereoNet, recipe: QuantRecipe) -> GraphModule:
+    """Fold BN, export the five-output graph and insert observers (PTQ) or fake quants (QAT).
+
+    The result switches with ``.train()`` / ``.eval()`` like a module; use
+    ``set_observers`` to freeze or release the quantization ranges.
+    """
+    q = pt2e()
+    graph = export_graph(RawOutputs(fold_batchnorm(model)))
+    quantizer = StereoQuantizer(recipe)
+    if recipe.is_qat:
+        prepared = q.quantize_pt2e.prepare_qat_pt2e(graph, quantizer)
+    else:
+        prepared = q.quantize_pt2e.prepare_pt2e(graph, quantizer)
+    q.allow_exported_model_train_eval(prepared)
+    return prepared
+
+
+def observers(graph: nn.Module) -> dict[str, nn.Module]:
+    """Observer / fake-quant submodules of a prepared graph by name."""
+    q = pt2e()
+    kinds = (q.ObserverBase, q.FakeQuantizeBase)
+    return {
+        name: mod
+        for name, mod in graph._modules.items()
+        if isinstance(mod, kinds) and name.startswith("activation_post_process")
+    }
+
+
+def set_observers(graph: nn.Module, enabled: bool) -> None:
+    """Let fake quants update their ranges (QAT training) or freeze them (evaluation)."""
+    q = pt2e()
+    graph.apply(q.enable_observer if enabled else q.disable_observer)
+
+
+@torch.no_grad()
+def calibrate(
+    observed: GraphModule, batches: Iterable[Tensor], on_batch: Callable[[], None] | None = None
+) -> int:
+    """Run (B, 6, H, W) batches through a PTQ-prepared graph; returns the number of batches."""
+    count = 0
+    for x in batches:
+        observed(x)
+        count += 1
+        if on_batch is not None:
+            on_batch()
+    return count
+
+
+def _observer_keys(graph: GraphModule) -> dict[str, str]:
+    """Observer name -> a key naming the tensor it watches (producer and its users)."""
+    keys: dict[str, str] = {}
+    for node in graph.graph.nodes:
+        if node.op == "call_module" and str(node.target).startswith("activation_post_process"):
+            src = node.args[0]
+            users = ",".join(sorted(u.name for u in node.users))
+            keys[str(node.target)] = f"{getattr(src, 'name', src)}->{users}"
+    return keys
+
+
+@torch.no_grad()
+def load_calibration(observed: GraphModule, fake_quant: GraphModule) -> int:
+    """Copy calibrated ranges and weights from a PTQ graph into a QAT graph of the same model.
+
+    Both graphs come from the same export, so each observer has a fake quant watching the same
+    tensor. Activation ranges take the observer's (percentile-clipped) range, weights are copied
+    and their per-channel ranges observed once; all observers end frozen. Returns the number of
+    activation ranges copied.
+    """
+    q = pt2e()
+    src_keys, dst_keys = _observer_keys(observed), _observer_keys(fake_quant)
+    by_key = {key: name for name, key in src_keys.items()}
+    missing = sorted(set(dst_keys.values()) - set(by_key))
+    if missing:
+        raise RuntimeError(f"calibration graph lacks observers for {missing[:3]}")
+    float_weights = {
+        k: v for k, v in observed.state_dict().items() if "activation_post_process" not in k
+    }
+    fake_quant.load_state_dict(float_weights, strict=False)
+    copied = 0
+    for name, key in dst_keys.items():
+        fq, obs = getattr(fake_quant, name), getattr(observed, by_key[key])
+        if type(fq) is not q.FakeQuantize or fq.is_per_channel:
+            continue
+        low, high = obs.clipped_range() if hasattr(obs, "clipped_range") else (
+            obs.min_val, obs.max_val
+        )
+        fq.activation_post_process.min_val.copy_(low)
+        fq.activation_post_process.max_val.copy_(high)
+        scale, zero_point = fq.calculate_qparams()
+        fq.scale.resize_(scale.shape).copy_(scale)
+        fq.zero_point.resize_(zero_point.shape).copy_(zero_point)
+        fq.disable_observer()
+        copied += 1
+    _observe_weights(fake_quant)
+    return copied
+
+
+@torch.no_grad()
+def _observe_weights(fake_quant: GraphModule) -> None:
+    """One forward with only the per-channel (weight) observers enabled, then freeze them."""
+    q = pt2e()
+    mods = observers(fake_quant)
+    for mod in mods.values():
+        if getattr(mod, "is_per_channel", False):
+            mod.enable_observer()
+        else:
+            mod.disable_observer()
+    fake_quant(example_input(1))
+    fake_quant.apply(q.disable_observer)
+
+
+def convert(fake_quant: GraphModule) -> GraphModule:
+    """The Q/DQ graph (integer weights, quantize/dequantize around every op) of a prepared one."""
+    q = pt2e()
+    with warnings.catch_warnings():
+        # deepcopy of an exported graph trips a pytree LeafSpec deprecation inside torch
+        warnings.simplefilter("ignore", FutureWarning)
+        graph = copy.deepcopy(fake_quant)
+    graph.apply(q.disable_observer)
+    return q.quantize_pt2e.convert_pt2e(graph)
+
+
+def export_program(module: nn.Module) -> torch.export.ExportedProgram:
+    """Export a converted graph (wrapped) as a self-contained program at dynamic shapes."""
+    return torch.export.export(module, (example_input(),), dynamic_shapes=dynamic_shapes())
+
+
+def output_scales(converted: GraphModule) -> list[float]:
+    """Scale of each graph output's final dequantize (normalised units per integer step)."""
+    (outputs,) = [n.args[0] for n in converted.graph.nodes if n.op == "output"]
+    scales = []
+    for node in outputs:
+        scale = node.args[1] if isinstance(node, torch.fx.Node) and len(node.args) > 1 else None
+        if isinstance(scale, torch.fx.Node):
+            scale = getattr(converted, str(scale.target))
+        scales.append(float(scale) if scale is not None else float("nan"))
+    return scales

@@ -1,0 +1,108 @@
+"""Per-op precision report of a converted (Q/DQ) graph: what runs int8, int16 or float."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import torch
+from torch.fx import GraphModule, Node
+
+from stereoq.quant.quantizer import ADD, CONV, DATA_MOVEMENT, RELU, module_path
+
+_QDQ_PREFIX = "quantized_decomposed."
+_BITS = {torch.uint8: 8, torch.int8: 8, torch.int16: 16, torch.int32: 32}
+
+
+def _is_qdq(node: Node, kind: str) -> bool:
+    return node.op == "call_function" and str(node.target).startswith(_QDQ_PREFIX + kind)
+
+
+def _qdq_dtype(node: Node) -> str:
+    for value in (*node.args, *node.kwargs.values()):
+        if isinstance(value, torch.dtype):
+            return str(value).removeprefix("torch.")
+    return "?"
+
+
+def _inputs(node: Node) -> list[Node]:
+    out: list[Node] = []
+    for arg in node.args:
+        for item in arg if isinstance(arg, (list, tuple)) else [arg]:
+            if isinstance(item, Node) and not isinstance(
+                item.meta.get("val"), (int, float, torch.SymInt, torch.SymFloat)
+            ):
+                out.append(item)
+    return out
+
+
+def _fused_relu(node: Node) -> bool:
+    """A conv or add whose only user is a ReLU: quantized as one unit after the ReLU."""
+    users = list(node.users)
+    return (
+        node.op == "call_function"
+        and (node.target in CONV or node.target in ADD)
+        and len(users) == 1
+        and users[0].op == "call_function"
+        and users[0].target in RELU
+    )
+
+
+def _precision(dtypes: list[str]) -> str:
+    if any(d in ("float", "?") for d in dtypes):
+        return "float"
+    bits = max(_BITS.get(getattr(torch, d), 32) for d in dtypes)
+    return "int16" if bits == 16 else "int8"
+
+
+def precision_report(graph: GraphModule) -> dict[str, Any]:
+    """Each tensor op of a converted graph with the precision of its inputs and output.
+
+    An op is int8/int16 when all its inputs come through dequantize nodes and its output goes
+    into a quantize node (conv biases stay float: runtimes fold them into int32 with the
+    input x weight scale); otherwise it is reported as float.
+    """
+    ops: list[dict[str, Any]] = []
+    for node in graph.graph.nodes:
+        if node.op != "call_function" or str(node.target).startswith(_QDQ_PREFIX):
+            continue
+        if not isinstance(node.meta.get("val"), torch.Tensor):
+            continue  # shape arithmetic
+        inputs = []
+        for i, arg in enumerate(_inputs(node)):
+            if node.target in RELU and _fused_relu(arg):
+                inputs.append("fused")
+            elif _is_qdq(arg, "dequantize"):
+                inputs.append(_qdq_dtype(arg))
+            elif node.target in CONV and i == 2:
+                inputs.append("bias")
+            else:
+                inputs.append("float")
+        users = list(node.users)
+        if _fused_relu(node):
+            users = list(users[0].users)
+        quantized_out = bool(users) and all(_is_qdq(u, "quantize") for u in users)
+        output = _qdq_dtype(users[0]) if quantized_out else "float"
+        dtypes = [d for d in inputs if d not in ("bias", "fused")] + [output]
+        ops.append(
+            {
+                "name": node.name,
+                "op": str(node.target).removeprefix("aten."),
+                "module": module_path(node),
+                "kind": "data movement" if node.target in DATA_MOVEMENT else "compute",
+                "inputs": inputs,
+                "output": output,
+                "precision": _precision(dtypes),
+            }
+        )
+    counts = Counter(op["precision"] for op in ops)
+    by_op: dict[str, Counter] = {}
+    for op in ops:
+        by_op.setdefault(op["op"], Counter())[op["precision"]] += 1
+    return {
+        "summary": {k: counts.get(k, 0) for k in ("int8", "int16", "float")},
+        "by_op": {k: dict(v) for k, v in sorted(by_op.items())},
+        "float_ops": [f"{op['name']} ({op['op']}, {op['module']})" for op in ops
+                      if op["precision"] == "float"],
+        "ops": ops,
+    }
