@@ -105,12 +105,13 @@ def _load(cfg: ExperimentConfig, stage: str, checkpoint: Path | None) -> tuple[A
 
         return load_deployed(cfg)
     from stereoq.engine.predictor import float_checkpoint, load_predictor
-    from stereoq.engine.stage import stage_dir
 
     model = load_predictor(cfg, stage, checkpoint)
     if stage == "float":
         return model, Path(checkpoint) if checkpoint is not None else float_checkpoint(cfg)
-    return model, stage_dir(cfg, stage)
+    from stereoq.quant.artifacts import artifact_path
+
+    return model, artifact_path(cfg, stage)
 
 
 def estimate(
