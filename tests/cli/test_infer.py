@@ -73,6 +73,25 @@ def test_both_option_forms_give_the_same_result(run, tmp_path, monkeypatch, caps
     assert not (a / "pointcloud.ply").exists()
 
 
+def test_explicit_checkpoint_is_used_and_reported(run, tmp_path, monkeypatch, capsys) -> None:
+    cfg = load_config(run["config"])
+    other = save_checkpoint(tmp_path / "other.pt", {"model": build_model(cfg.model).state_dict()})
+    outs = {}
+    for name, extra in (("default", []), ("other", ["--checkpoint", str(other)])):
+        outs[name] = tmp_path / name
+        code, _, err = invoke(
+            monkeypatch, capsys, "infer", "-c", run["config"], "--imgl", str(run["left"]),
+            "--imgr", str(run["right"]), "--baseline", "1", "--f", "10",
+            "--save-path", str(outs[name]), *extra,
+        )
+        assert code == 0, err
+    summary = json.loads((outs["other"] / "summary.json").read_text())
+    assert summary["artifact"] == str(other)
+    # Different (freshly initialised) weights give a different disparity.
+    pfm = [(outs[n] / "disparity.pfm").read_bytes() for n in ("default", "other")]
+    assert pfm[0] != pfm[1]
+
+
 def test_folder_of_pairs_and_ply(run, tmp_path, monkeypatch, capsys) -> None:
     for name in ("x", "y"):
         write_pair(tmp_path / "set/left" / f"{name}.png", tmp_path / "set/right" / f"{name}.png")
@@ -103,6 +122,10 @@ def test_folder_of_pairs_and_ply(run, tmp_path, monkeypatch, capsys) -> None:
         (["--model-inputs", "imgl:{left},oops"], 2, "--model-inputs .*bad item 'oops'"),
         (["--model-inputs", "imgl:{left},imgr:{right}", "--imgl", "{left}"], 2, "given as --imgl"),
         (["--imgr", "{right}"], 2, "--imgl: missing"),
+        (["--imgl", "{left}", "--imgr", "{right}", "--checkpoint", "{tmp}/no.pt"], 1,
+         "checkpoint .*no.pt does not exist"),
+        (["--imgl", "{left}", "--imgr", "{right}", "--stage", "qat", "--checkpoint", "{left}"],
+         2, "--checkpoint: only the float stage"),
     ],
 )
 def test_bad_input_is_one_line_and_non_zero(

@@ -27,7 +27,8 @@ class InferOptions(BaseModel):
     cy: float | None = Field(default=None, allow_inf_nan=False)
     save_path: Path
     stage: Literal["float", "calibration", "qat", "int_infer", "deployed"] = "float"
-    max_size: int | None = Field(default=None, ge=16, le=16384)
+    max_size: int | None = Field(default=None, ge=16, le=8192)
+    checkpoint: Path | None = None
     ply: bool = False
     ply_ascii: bool = False
 
@@ -103,10 +104,22 @@ def infer(
             "rescaled to full resolution). Without it, inputs above 4.2 MP are refused."
         ),
     ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="Float weights to use instead of RUN_DIR/float/best.pt (float only)."),
+    ] = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
 ) -> None:
-    """Disparity (PFM + picture), depth (16-bit mm PNG + picture), overview, optional PLY."""
+    """Disparity, depth, pictures and a point cloud from rectified stereo pairs.
+
+    Depth = f x baseline / disparity: metres for a baseline in metres and f in pixels; pixels
+    with disparity <= 0.01 px are invalid (0 in depth_mm.png, black in the pictures). Writes to
+    --save-path: disparity.pfm, disparity.png, depth_mm.png (uint16 mm, clipped at 65535),
+    depth.png, overview.png, pointcloud.ply (--ply) and summary.json; several pairs get one
+    sub-folder each. A folder or glob pairs each image with "left" in its path (or named im0)
+    with the same path with "right" (im1).
+    """
     values = merge_inputs(
         {"imgl": imgl, "imgr": imgr, "baseline": baseline, "f": f}, model_inputs
     )
@@ -126,6 +139,7 @@ def infer(
         ply=ply,
         ply_ascii=ply_ascii,
         max_size=max_size,
+        checkpoint=checkpoint,
         **values,
     )
     from stereoq.cli.progress import RichReporter
@@ -137,7 +151,11 @@ def infer(
     pairs = resolve_pairs(opts.imgl, opts.imgr)
     camera = Camera(opts.baseline, opts.f, opts.cx, opts.cy)
     settings = InferSettings(
-        stage=opts.stage, max_size=opts.max_size, ply=opts.ply, ply_ascii=opts.ply_ascii
+        stage=opts.stage,
+        max_size=opts.max_size,
+        ply=opts.ply,
+        ply_ascii=opts.ply_ascii,
+        checkpoint=opts.checkpoint,
     )
     summary = run_pairs(cfg, pairs, camera, opts.save_path, settings, reporter=RichReporter())
     rows = [
