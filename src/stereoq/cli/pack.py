@@ -176,9 +176,13 @@ def pack(
     task = progress.add_task("pack", total=len(src))
 
     def report(done: int, total: int) -> None:
+        # Started on the first report: core starts its worker processes before that, and they
+        # should not be forked while the display's refresh thread runs.
+        if not progress.live.is_started:
+            progress.start()
         progress.update(task, completed=done, total=total)
 
-    with progress:
+    try:
         result = core.pack(
             src,
             opts.target_data_dir,
@@ -188,6 +192,9 @@ def pack(
             overwrite=opts.overwrite,
             progress=report,
         )
+    finally:
+        if progress.live.is_started:
+            progress.stop()
     new = result.samples - result.resumed
     mb = result.stored_bytes / 1e6
     rows = [

@@ -10,7 +10,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -170,6 +170,8 @@ _WORKER: tuple[Source, str] | None = None
 def _init_worker(source: Source, codec: str) -> None:
     global _WORKER
     _WORKER = (source, codec)
+    # One process per core already; OpenCV's own threads would only compete with the others.
+    cv2.setNumThreads(1)
 
 
 def _encode_in_worker(index: int) -> EncodedSample:
@@ -228,11 +230,18 @@ def pack(
     shapes: dict[str, int] = dict(writer.meta.get("shapes", {}))
     sizes = dict(writer.meta.get("bytes", {"stored": 0, "images": 0, "disp": 0, "raw_disp": 0}))
     began = time.perf_counter()
-    if progress:
-        progress(start, total)
+    indices = range(start, total)
+    # The workers start before the first progress call, so a progress display that starts a
+    # thread on that call is not running while they fork.
+    pool = _start_pool(source, disp_encoding, num_workers, len(indices))
     try:
-        for done, enc in enumerate(_encode_all(source, disp_encoding, start, num_workers),
-                                   start=start + 1):
+        encoded: Iterator[EncodedSample] = (
+            pool.imap(_encode_in_worker, indices, chunksize=2) if pool is not None
+            else (source.encode(i, disp_encoding) for i in indices)
+        )
+        if progress:
+            progress(start, total)
+        for done, enc in enumerate(encoded, start=start + 1):
             key = f"{enc.height}x{enc.width}"
             shapes[key] = shapes.get(key, 0) + 1
             sizes["stored"] += len(enc.record)
@@ -250,6 +259,9 @@ def pack(
             writer.meta.update(height=int(h), width=int(w))
         writer.finish(overwrite=overwrite)
     finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
         writer.close()
     return PackReport(
         path=final, samples=total, resumed=start, seconds=time.perf_counter() - began,
@@ -258,13 +270,11 @@ def pack(
     )
 
 
-def _encode_all(source: Source, codec: str, start: int, num_workers: int):
-    """Encoded samples ``start..len-1`` in order, in this process or in a worker pool."""
-    indices = range(start, len(source))
-    if num_workers <= 1 or len(indices) < 2:
-        for i in indices:
-            yield source.encode(i, codec)
-        return
+def _start_pool(source: Source, codec: str, num_workers: int, todo: int) -> Any | None:
+    """A pool of worker processes, or None to encode in this process (``num_workers`` <= 1)."""
+    if num_workers <= 1 or todo < 2:
+        return None
+    # spawn, not fork: a child forked while another thread (OpenCV's or torch's pool) held a
+    # lock can hang on it. The price is a second or two of start-up per pack.
     ctx = mp.get_context("spawn")
-    with ctx.Pool(num_workers, initializer=_init_worker, initargs=(source, codec)) as pool:
-        yield from pool.imap(_encode_in_worker, indices, chunksize=2)
+    return ctx.Pool(min(num_workers, todo), initializer=_init_worker, initargs=(source, codec))
