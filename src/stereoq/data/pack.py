@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing as mp
+import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -170,6 +171,9 @@ _WORKER: tuple[Source, str] | None = None
 def _init_worker(source: Source, codec: str) -> None:
     global _WORKER
     _WORKER = (source, codec)
+    # Ctrl-C reaches the whole process group; the main process stops the pool, so workers
+    # ignore it rather than print tracebacks.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # One process per core already; OpenCV's own threads would only compete with the others.
     cv2.setNumThreads(1)
 
