@@ -4,8 +4,11 @@
   observers frozen), loaded by re-preparing the configured model and ``load_state_dict``;
 - ``qat/best.pt`` / ``last.pt``: the engine's checkpoints of the QAT graph, the same way;
 - ``int_infer/model.pt2``: the integer (Q/DQ) program saved with ``torch.export.save``; it loads
-  with ``torch.export.load`` without stereoq's model classes (the file holds the graph as data
-  and the weights as tensors; loading runs no pickled code);
+  with ``torch.export.load`` without stereoq's model classes (only the quantize/dequantize ops
+  must be registered: ``import torch.ao.quantization.fx._decomposed``). The archive holds the
+  graph as JSON and the weights as raw tensor bytes. ``torch.export.load`` itself is not a safe
+  loader (it unpickles tensor subclasses, custom objects and any artifact the weights-only
+  loader refuses), so ``load_program`` first checks that the archive has no pickled payload;
 - ``<stage>/precision.json`` next to each: the per-op precision report.
 
 Checkpoints load with ``torch.load(weights_only=True)``.
@@ -13,8 +16,11 @@ Checkpoints load with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import torch
@@ -59,11 +65,24 @@ def qat_recipe(cfg: ExperimentConfig):  # -> QuantRecipe
 
 
 def fresh_fake_quant(cfg: ExperimentConfig) -> GraphModule:
-    """The configured model's fake-quant graph with untrained weights (to load a state into)."""
-    from stereoq.models.build import build_model
-    from stereoq.quant.prepare import prepare
+    """The configured model's fake-quant graph with untrained weights (to load a state into).
 
-    return prepare(build_model(cfg.model), qat_recipe(cfg))
+    Exporting takes seconds, so one process exports each model config once and hands out
+    copies (a pipeline run in one process loads the graph several times).
+    """
+    key = (cfg.model.model_dump_json(), qat_recipe(cfg))
+    if key not in _FRESH:
+        from stereoq.models.build import build_model
+        from stereoq.quant.prepare import prepare
+
+        _FRESH.clear()
+        _FRESH[key] = prepare(build_model(cfg.model), qat_recipe(cfg))
+    from stereoq.quant.prepare import copy_graph
+
+    return copy_graph(_FRESH[key])
+
+
+_FRESH: dict[tuple, GraphModule] = {}
 
 
 def load_fake_quant(cfg: ExperimentConfig, stage: str) -> GraphModule:
@@ -87,18 +106,43 @@ def load_fake_quant(cfg: ExperimentConfig, stage: str) -> GraphModule:
 
 
 def save_program(path: Path, program: torch.export.ExportedProgram) -> Path:
-    """``torch.export.save`` through a temp file and ``os.replace``."""
+    """``torch.export.save`` into a temp folder, then ``os.replace`` onto ``path``.
+
+    The temp file keeps the final name: the archive's inner folder is named after it.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    # torch.export.save wants a name ending in .pt2
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.pt2")
-    os.close(fd)
-    try:
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.") as tmp_dir:
+        tmp = Path(tmp_dir) / path.name
         torch.export.save(program, tmp)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
+
+
+def check_no_pickle(path: Path) -> None:
+    """Refuse a .pt2 archive whose loading would unpickle anything (see the module docstring)."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as err:
+        raise StereoqError(f"model {path} cannot be read: {err}") from None
+    with archive:
+        for name in archive.namelist():
+            if name.endswith("_config.json"):
+                config = json.loads(archive.read(name)).get("config", {})
+                for entry in config.values():
+                    pickled = entry.get("use_pickle") or not str(
+                        entry.get("path_name", "")
+                    ).startswith(("weight_", "tensor_"))
+                    if pickled:
+                        raise StereoqError(
+                            f"model {path} holds pickled data ({name}); refusing to load it"
+                        )
+            elif name.endswith(".pt"):
+                try:
+                    torch.load(io.BytesIO(archive.read(name)), weights_only=True)
+                except Exception:
+                    raise StereoqError(
+                        f"model {path} holds data the weights-only loader refuses ({name})"
+                    ) from None
 
 
 def load_program(path: Path, hint: str = "") -> torch.export.ExportedProgram:
@@ -106,9 +150,9 @@ def load_program(path: Path, hint: str = "") -> torch.export.ExportedProgram:
     path = Path(path)
     if not path.is_file():
         raise StereoqError(f"model {path} does not exist" + (f": {hint}" if hint else ""))
-    from stereoq.quant.torchao_import import pt2e
+    import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers the Q/DQ ops)
 
-    pt2e()  # registers the quantized_decomposed ops the program calls
+    check_no_pickle(path)
     try:
         return torch.export.load(path)
     except Exception as err:

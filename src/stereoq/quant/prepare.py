@@ -29,7 +29,8 @@ from stereoq.quant.torchao_import import pt2e
 MAX_BATCH = 64
 MAX_UNITS_H = 256
 MAX_UNITS_W = 512
-EXAMPLE_HW = (64, 128)
+EXAMPLE_HEIGHT = 64
+EXAMPLE_HW = (64, 128)  # unused; kept until bench/bench_deploy.py stops overriding it
 
 
 class RawOutputs(nn.Module):
@@ -85,14 +86,19 @@ def dynamic_shapes() -> dict:
     }
 
 
-def example_input(batch: int = 2) -> Tensor:
-    return torch.zeros(batch, 6, *EXAMPLE_HW)
+def example_input(num_candidates: int, batch: int = 2) -> Tensor:
+    """A (B, 6, 64, W) export example, wider at 1/16 than the cost volume's candidates.
+
+    Narrower examples trace the cost volume's shifts past the image edge and export a graph
+    that only accepts such narrow inputs.
+    """
+    return torch.zeros(batch, 6, EXAMPLE_HEIGHT, 16 * max(8, num_candidates + 2))
 
 
-def export_graph(module: nn.Module) -> GraphModule:
+def export_graph(module: nn.Module, num_candidates: int) -> GraphModule:
     """``torch.export`` of a (B, 6, H, W) -> outputs module at dynamic batch/height/width."""
-    ep = torch.export.export(module, (example_input(),), dynamic_shapes=dynamic_shapes())
-    return ep.module()
+    example = (example_input(num_candidates),)
+    return torch.export.export(module, example, dynamic_shapes=dynamic_shapes()).module()
 
 
 def prepare(model: StereoNet, recipe: QuantRecipe) -> GraphModule:
@@ -102,13 +108,15 @@ def prepare(model: StereoNet, recipe: QuantRecipe) -> GraphModule:
     ``set_observers`` to freeze or release the quantization ranges.
     """
     q = pt2e()
-    graph = export_graph(RawOutputs(fold_batchnorm(model)))
+    num_candidates = model.head.num_candidates
+    graph = export_graph(RawOutputs(fold_batchnorm(model)), num_candidates)
     quantizer = StereoQuantizer(recipe)
     if recipe.is_qat:
         prepared = q.quantize_pt2e.prepare_qat_pt2e(graph, quantizer)
     else:
         prepared = q.quantize_pt2e.prepare_pt2e(graph, quantizer)
     q.allow_exported_model_train_eval(prepared)
+    prepared.num_candidates = num_candidates
     return prepared
 
 
@@ -172,7 +180,11 @@ def load_calibration(observed: GraphModule, fake_quant: GraphModule) -> int:
     float_weights = {
         k: v for k, v in observed.state_dict().items() if "activation_post_process" not in k
     }
-    fake_quant.load_state_dict(float_weights, strict=False)
+    result = fake_quant.load_state_dict(float_weights, strict=False)
+    if result.unexpected_keys or any(
+        "activation_post_process" not in k for k in result.missing_keys
+    ):
+        raise RuntimeError(f"calibration and QAT graphs differ: {result}")
     copied = 0
     for name, key in dst_keys.items():
         fq, obs = getattr(fake_quant, name), getattr(observed, by_key[key])
@@ -202,24 +214,30 @@ def _observe_weights(fake_quant: GraphModule) -> None:
             mod.enable_observer()
         else:
             mod.disable_observer()
-    fake_quant(example_input(1))
+    fake_quant(example_input(fake_quant.num_candidates, batch=1))
     fake_quant.apply(q.disable_observer)
 
 
 def convert(fake_quant: GraphModule) -> GraphModule:
     """The Q/DQ graph (integer weights, quantize/dequantize around every op) of a prepared one."""
     q = pt2e()
-    with warnings.catch_warnings():
-        # deepcopy of an exported graph trips a pytree LeafSpec deprecation inside torch
-        warnings.simplefilter("ignore", FutureWarning)
-        graph = copy.deepcopy(fake_quant)
+    graph = copy_graph(fake_quant)
     graph.apply(q.disable_observer)
     return q.quantize_pt2e.convert_pt2e(graph)
 
 
-def export_program(module: nn.Module) -> torch.export.ExportedProgram:
+def copy_graph(graph: GraphModule) -> GraphModule:
+    """A deep copy of a prepared graph that still switches with ``.train()`` / ``.eval()``."""
+    with warnings.catch_warnings():
+        # deepcopy of an exported graph trips a pytree LeafSpec deprecation inside torch
+        warnings.simplefilter("ignore", FutureWarning)
+        return copy.deepcopy(graph)
+
+
+def export_program(module: nn.Module, num_candidates: int) -> torch.export.ExportedProgram:
     """Export a converted graph (wrapped) as a self-contained program at dynamic shapes."""
-    return torch.export.export(module, (example_input(),), dynamic_shapes=dynamic_shapes())
+    example = (example_input(num_candidates),)
+    return torch.export.export(module, example, dynamic_shapes=dynamic_shapes())
 
 
 def output_scales(converted: GraphModule) -> list[float]:

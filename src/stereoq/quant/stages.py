@@ -66,7 +66,7 @@ class CalibrationStage(Stage):
         from stereoq.engine.checkpoint import save_checkpoint
         from stereoq.engine.evaluate import pair_input
         from stereoq.engine.predictor import load_float_model
-        from stereoq.quant.artifacts import artifact_path, qat_recipe
+        from stereoq.quant.artifacts import artifact_path, fresh_fake_quant, qat_recipe
         from stereoq.quant.prepare import calibrate, convert, load_calibration, prepare
 
         cfg, recipe = self.cfg, self.cfg.stages.calibration
@@ -85,7 +85,7 @@ class CalibrationStage(Stage):
         calibrate(observed, (pair_input(b) for b in islice(loader, count)),
                   on_batch=lambda: reporter.advance(1))
         reporter.done()
-        fake_quant = prepare(model, fq_recipe)
+        fake_quant = fresh_fake_quant(cfg)
         ranges = load_calibration(observed, fake_quant)
         path = save_checkpoint(artifact_path(cfg, "calibration"), {
             "model": fake_quant.state_dict(), "stage": "calibration", "batches": count,
@@ -152,7 +152,7 @@ class IntInferStage(Stage):
         fake_quant = load_fake_quant(cfg, source)
         reporter.note(f"converting the {source} model and exporting the integer program")
         converted = convert(fake_quant)
-        program = export_program(LastTwo(converted))
+        program = export_program(LastTwo(converted), cfg.model.num_candidates)
         report = write_precision_report(cfg, "int_infer", converted)
         path = save_program(artifact_path(cfg, "int_infer"), program)
         summary = {"stage": "int_infer", "source": source, "model": str(path),

@@ -1,0 +1,96 @@
+"""The quantized stages through the engine: missing inputs, and the whole chain (slow)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from stereoq.engine.evaluate import evaluate
+from stereoq.engine.loop import run_stage
+from stereoq.engine.predictor import load_predictor
+from stereoq.errors import StereoqError
+from stereoq.quant.artifacts import artifact_path, check_no_pickle, report_path
+from stereoq.settings import load_config
+
+
+@pytest.mark.parametrize(
+    ("stage", "sets", "missing", "command"),
+    [
+        ("calibration", [], "float/best.pt", "stereoq train --stage float"),
+        ("qat", [], "calibration/calibrated.pt", "stereoq train --stage calibration"),
+        ("int_infer", [], "qat/best.pt", "stereoq train --stage qat"),
+        ("int_infer", ["stages.int_infer.source=calibration"], "calibration/calibrated.pt",
+         "stereoq train --stage calibration"),
+    ],
+)
+def test_stage_refuses_to_start_without_its_input(
+    tiny_config: Path, stage: str, sets: list[str], missing: str, command: str
+) -> None:
+    cfg = load_config(str(tiny_config), sets=sets)
+    with pytest.raises(StereoqError) as err:
+        run_stage(cfg, stage)
+    message = str(err.value)
+    assert missing in message and command in message
+    assert "\n" not in message
+
+
+def test_predict_of_a_missing_int_model_names_file_and_command(tiny_config: Path) -> None:
+    cfg = load_config(str(tiny_config))
+    expected = r"int_infer/model\.pt2.*stereoq train --stage int_infer"
+    with pytest.raises(StereoqError, match=expected):
+        load_predictor(cfg, "int_infer")
+
+
+def test_pickled_archives_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.pt2"
+    with zipfile.ZipFile(path, "w") as archive:
+        config = {"config": {"w": {"path_name": "weight_0", "use_pickle": True}}}
+        archive.writestr("model/data/weights/model_weights_config.json", json.dumps(config))
+    with pytest.raises(StereoqError, match="pickled"):
+        check_no_pickle(path)
+    path.write_text("not a zip")
+    with pytest.raises(StereoqError, match="cannot be read"):
+        check_no_pickle(path)
+
+
+@pytest.mark.slow
+def test_float_calibration_qat_int_infer_chain(tiny_config: Path) -> None:
+    cfg = load_config(str(tiny_config))
+    run_stage(cfg, "float")
+    cal = run_stage(cfg, "calibration")
+    assert cal["batches"] == 2 and cal["activation_ranges"] > 50
+    run_stage(cfg, "qat")
+    # resume continues the same QAT graph (state dict of the re-prepared graph + optimizer)
+    cfg2 = load_config(str(tiny_config), sets=["stages.qat.epochs=2"])
+    qat = run_stage(cfg2, "qat", resume=True)
+    log = (cfg.run_dir / "qat" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in log] == [1, 2]
+    assert qat["epochs"] == 2
+    out = run_stage(cfg, "int_infer")
+    # the integer program reproduces the QAT fake-quant model (to one int16 output step)
+    assert out["within_one_step_pct"] >= 99.9
+
+    for stage in ("calibration", "qat", "int_infer"):
+        assert artifact_path(cfg, stage).is_file()
+        report = json.loads(report_path(cfg, stage).read_text())
+        assert report["float_ops"] == [] and report["summary"]["int8"] > 0
+    results = {s: evaluate(cfg, s) for s in ("float", "qat", "int_infer")}
+    for figures in results.values():
+        assert figures["images"] == 4 and torch.isfinite(torch.tensor(figures["epe"]))
+    assert abs(results["int_infer"]["epe"] - results["qat"]["epe"]) < 1e-3
+
+    # the saved program runs without stereoq: only torch and its quantize/dequantize ops
+    script = (
+        "import sys, torch, torch.ao.quantization.fx._decomposed\n"
+        f"ep = torch.export.load({str(artifact_path(cfg, 'int_infer'))!r})\n"
+        "prev, offset = ep.module()(torch.zeros(1, 6, 64, 128))\n"
+        "assert offset.shape == (1, 1, 64, 128) and prev.shape == (1, 1, 32, 64)\n"
+        "assert not [m for m in sys.modules if m.startswith('stereoq')]\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=cfg.run_dir)
