@@ -96,7 +96,8 @@ def export(
                              f"std {meta.std:g}"),
             *(
                 (f"output {o.name}", f"{'x'.join(map(str, o.shape))}"
-                 + (f", step {o.quant_step:.3g}" if o.quant_step else ", float"))
+                 + (f", int{o.quant_bits} scale {o.quant_scale:.3g}" if o.quant_scale
+                    else ", float"))
                 for o in meta.outputs
             ),
             ("post-processing", meta.postprocess),

@@ -139,7 +139,7 @@ def validate(
     run_artifact = backend.load(artifact)
     graph = stage_graph(cfg, metadata.stage)
     maxdisp = float(metadata.maxdisp)
-    steps = {o.name: o.quant_step for o in metadata.outputs}
+    steps = {o.name: o.agreement_step for o in metadata.outputs}
     known = [s for s in steps.values() if s]
     px_step = maxdisp * max(known) if known else maxdisp * FLOAT_TOLERANCE
     deployed, reference = DisparityMetrics(maxdisp), DisparityMetrics(maxdisp)

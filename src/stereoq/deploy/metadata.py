@@ -24,8 +24,14 @@ class OutputInfo(BaseModel):
     name: str
     shape: list[int]
     meaning: str
-    quant_step: float | None = None
+    quant_scale: float | None = None
     """Scale of the output's last dequantization (normalised units); ``None`` if float."""
+    quant_bits: int | None = None
+    agreement_step: float | None = None
+    """One 8-bit quantization step over the output's range: the scale for an 8-bit output,
+    ``scale * 2**(bits - 8)`` for a 16-bit one. ORT's integer kernels round differently from
+    PyTorch's Q/DQ simulation, and a one-LSB difference in the int8 features upstream moves a
+    16-bit output by far more than its own step; exports are held to this step."""
 
 
 class DeployMetadata(BaseModel):
@@ -79,10 +85,20 @@ def describe(
     opset: int,
     height: int,
     width: int,
-    quant_steps: dict[str, float | None] | None = None,
+    quant: dict[str, tuple[float, int] | None] | None = None,
 ) -> DeployMetadata:
-    """Metadata of the deployed graph of ``cfg`` at ``height`` x ``width``."""
-    steps = quant_steps or {}
+    """Metadata of the deployed graph of ``cfg`` at ``height`` x ``width``; ``quant`` maps an
+    output to the (scale, bits) of its final dequantization."""
+    quant = quant or {}
+
+    def q(name: str) -> dict[str, float | int | None]:
+        found = quant.get(name)
+        if not found:
+            return {}
+        scale, bits = found
+        return {"quant_scale": scale, "quant_bits": bits,
+                "agreement_step": scale * 2 ** (bits - 8)}
+
     color = cfg.data.color.upper()
     return DeployMetadata(
         model_name=cfg.name,
@@ -102,13 +118,13 @@ def describe(
                 shape=[1, 1, height // 2, width // 2],
                 meaning="disparity at 1/2 resolution, normalised (pixels of the full-size"
                 " image / maxdisp)",
-                quant_step=steps.get(OUTPUT_NAMES[0]),
+                **q(OUTPUT_NAMES[0]),
             ),
             OutputInfo(
                 name=OUTPUT_NAMES[1],
                 shape=[1, 1, height, width],
                 meaning="full-resolution disparity offset, normalised",
-                quant_step=steps.get(OUTPUT_NAMES[1]),
+                **q(OUTPUT_NAMES[1]),
             ),
         ],
     )

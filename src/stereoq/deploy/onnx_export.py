@@ -35,7 +35,8 @@ EXPORT_STAGES = ("float", "calibration", "qat", "int_infer")
 FLOAT_TOLERANCE = 1e-4
 """Float export: |ORT - PyTorch| <= 1e-4 + 1e-4 * |PyTorch| on every element (normalised)."""
 INT_AGREEMENT = 99.9
-"""Int8 export: % of elements within one output quantization step."""
+"""Int8 export: % of elements within one output quantization step (8-bit step over the
+output's range, see ``OutputInfo.agreement_step``)."""
 VERIFY_SAMPLES = 2
 
 
@@ -77,12 +78,17 @@ def stage_graph(cfg: ExperimentConfig, stage: str) -> nn.Module:
 
         return DeployGraph(load_float_model(cfg)).eval()
     try:
-        from stereoq.quant.artifacts import load_stage_graph
+        from stereoq.quant import artifacts
     except ModuleNotFoundError as err:
         if err.name and err.name.startswith("stereoq.quant"):
             raise StereoqError(f"stage {stage!r} is not available in this build", 2) from None
         raise
-    return load_stage_graph(cfg, stage)
+    if stage == "int_infer":
+        return artifacts.load_stage_graph(cfg, stage)
+    # calibration / qat hold fake-quant graphs: deploy what int_infer would make of them
+    from stereoq.quant.prepare import LastTwo, convert
+
+    return LastTwo(convert(artifacts.load_fake_quant(cfg, stage)))
 
 
 @contextlib.contextmanager
@@ -268,11 +274,12 @@ def export_stage(
     try:
         to_onnx(graph, inputs[0], tmp, opset)
         model = onnx.load(str(tmp))
-        steps = QdqGraph(model).output_steps()
+        quant = QdqGraph(model).output_quant()
         quantized = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
         metadata = describe(
-            cfg, stage, "int8-qdq" if quantized else "float32", opset, height, width, steps
+            cfg, stage, "int8-qdq" if quantized else "float32", opset, height, width, quant
         )
+        steps = {o.name: o.agreement_step for o in metadata.outputs}
         for key, value in metadata.onnx_props().items():
             model.metadata_props.add(key=key, value=value)
         model.doc_string = f"stereoq {stage} StereoNet; outputs need: {metadata.postprocess}"

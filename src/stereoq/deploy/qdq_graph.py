@@ -116,14 +116,18 @@ class QdqGraph:
         value = numpy_helper.to_array(tensor)
         return float(value.reshape(-1)[0]) if value.size == 1 else float(np.max(value))
 
-    def output_steps(self) -> dict[str, float | None]:
-        """Per graph output: the scale of the dequantization that produced it (None: float)."""
-        steps: dict[str, float | None] = {}
+    def output_quant(self) -> dict[str, tuple[float, int] | None]:
+        """Per graph output: (scale, bits) of the dequantization that produced it, or None."""
+        found: dict[str, tuple[float, int] | None] = {}
         for name in self.graph_outputs:
             node = self.origin(name)
-            ok = node is not None and node.op_type == "DequantizeLinear"
-            steps[name] = self.scalar(node.input[1]) if ok else None
-        return steps
+            if node is None or node.op_type != "DequantizeLinear":
+                found[name] = None
+                continue
+            scale = self.scalar(node.input[1])
+            bits = 16 if self.dtype.get(node.input[0]) in WIDE_INTEGER_TYPES else 8
+            found[name] = (scale, bits) if scale is not None else None
+        return found
 
 
 _ORT_SUFFIX = re.compile(r"(_token_\d+|_nchwc|/duplicated)+$")
