@@ -63,14 +63,8 @@ def calibration_frames(cfg, count: int, height: int, width: int) -> list[torch.T
 
 
 def int8_graph(cfg, model, frames):
-    from stereoq.quant import prepare as quant_prepare
     from stereoq.quant.artifacts import qat_recipe
     from stereoq.quant.prepare import LastTwo, calibrate, convert, prepare
-
-    # The export example must be wider than the cost volume (1/16 width > candidates).
-    min_width = 16 * (cfg.model.num_candidates + 1)
-    h, w = quant_prepare.EXAMPLE_HW
-    quant_prepare.EXAMPLE_HW = (h, max(w, -(-min_width // 64) * 64))
 
     fq = qat_recipe(cfg)
     observed = prepare(model, type(fq)(**{**fq.__dict__, "is_qat": False}))
