@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -11,12 +12,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from stereoq.engine.evaluate import evaluate
+from stereoq.engine.checkpoint import save_checkpoint
 from stereoq.engine.loop import run_stage
 from stereoq.engine.predictor import load_predictor
 from stereoq.errors import StereoqError
+from stereoq.models.build import build_model
 from stereoq.quant.artifacts import artifact_path, check_no_pickle, report_path
 from stereoq.settings import load_config
+
+
+def stereoq(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "160"}
+    return subprocess.run([sys.executable, "-m", "stereoq", *args], capture_output=True,
+                          text=True, timeout=600, env=env)
 
 
 @pytest.mark.parametrize(
@@ -45,6 +53,19 @@ def test_predict_of_a_missing_int_model_names_file_and_command(tiny_config: Path
     expected = r"int_infer/model\.pt2.*stereoq train --stage int_infer"
     with pytest.raises(StereoqError, match=expected):
         load_predictor(cfg, "int_infer")
+
+
+def test_predict_all_lists_what_exists_and_names_what_is_missing(tiny_config: Path) -> None:
+    cfg = load_config(str(tiny_config))
+    torch.manual_seed(0)
+    save_checkpoint(cfg.run_dir / "float" / "best.pt",
+                    {"model": build_model(cfg.model).state_dict()})
+    res = stereoq("predict", "--stage", "all", "--config", str(tiny_config))
+    assert res.returncode == 0, res.stderr
+    assert "skipped calibration" in res.stdout and "calibration/calibrated.pt" in res.stdout
+    assert "skipped int_infer" in res.stdout
+    results = json.loads((cfg.run_dir / "predict.json").read_text())["results"]
+    assert list(results) == ["float"]
 
 
 def test_pickled_archives_are_refused(tmp_path: Path) -> None:
@@ -80,9 +101,18 @@ def test_float_calibration_qat_int_infer_chain(tiny_config: Path) -> None:
         assert artifact_path(cfg, stage).is_file()
         report = json.loads(report_path(cfg, stage).read_text())
         assert report["float_ops"] == [] and report["summary"]["int8"] > 0
-    results = {s: evaluate(cfg, s) for s in ("float", "qat", "int_infer")}
+    # predict --stage all: one row per stage, change against float, no torchao noise
+    metrics = cfg.run_dir / "predict.json"
+    res = stereoq("predict", "--stage", "all", "--config", str(tiny_config), "--json",
+                  str(metrics))
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.strip() == ""
+    assert "Failed to load" not in res.stdout and "register_constant" not in res.stdout
+    assert "EPE vs float" in res.stdout and "skipped" not in res.stdout
+    results = json.loads(metrics.read_text())["results"]
+    assert list(results) == ["float", "calibration", "qat", "int_infer"]
     for figures in results.values():
-        assert figures["images"] == 4 and torch.isfinite(torch.tensor(figures["epe"]))
+        assert figures["images"] == 4 and figures["epe"] == figures["epe"]  # not NaN
     assert abs(results["int_infer"]["epe"] - results["qat"]["epe"]) < 1e-3
 
     # the saved program runs without stereoq: only torch and its quantize/dequantize ops

@@ -15,7 +15,7 @@ from stereoq.cli.train import StageName
 
 class PredictOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    stage: StageName
+    stage: StageName | Literal["all"]
     config: str | None = None
     sets: list[str] = Field(default_factory=list)
     checkpoint: Path | None = None
@@ -25,7 +25,9 @@ class PredictOptions(BaseModel):
 
 
 def predict(
-    stage: Annotated[str, typer.Option(help="Stage whose model to evaluate.")] = "float",
+    stage: Annotated[
+        str, typer.Option(help="Stage whose model to evaluate, or all (one row per stage).")
+    ] = "float",
     config: ConfigOpt = None,
     sets: SetOpt = None,
     checkpoint: Annotated[
@@ -52,14 +54,35 @@ def predict(
 
     cfg = load_config(opts.config, sets=opts.sets)
     reporter = RichReporter()
-    results: dict[str, dict[str, Any]] = {
-        opts.stage: evaluate(cfg, opts.stage, opts.checkpoint, reporter, opts.batch_size)
-    }
+    if opts.stage == "all":
+        results = evaluate_all(cfg, opts, reporter)
+    else:
+        results = {
+            opts.stage: evaluate(cfg, opts.stage, opts.checkpoint, reporter, opts.batch_size)
+        }
     if opts.baseline == "sgbm":
         results["sgbm"] = evaluate_sgbm(cfg, reporter)
     print_results(cfg.name, results)
     path = write_json(opts.json_path or cfg.run_dir / "predict.json", results_json(cfg, results))
     console.print(f"saved {path}", highlight=False)
+
+
+def evaluate_all(cfg: Any, opts: PredictOptions, reporter: Any) -> dict[str, dict[str, Any]]:
+    """Every stage whose model exists, in pipeline order; missing ones are named and skipped."""
+    from stereoq.engine.evaluate import evaluate
+    from stereoq.engine.stage import registered_stages
+    from stereoq.errors import StereoqError
+
+    results: dict[str, dict[str, Any]] = {}
+    for name in registered_stages():
+        checkpoint = opts.checkpoint if name == "float" else None
+        try:
+            results[name] = evaluate(cfg, name, checkpoint, reporter, opts.batch_size)
+        except StereoqError as err:
+            console.print(f"skipped {name}: {err}", highlight=False)
+    if not results:
+        raise StereoqError("no stage has a model yet: run `stereoq train --stage float` first")
+    return results
 
 
 def print_results(name: str, results: dict[str, dict[str, Any]]) -> None:
