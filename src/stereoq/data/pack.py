@@ -10,8 +10,10 @@ import hashlib
 import json
 import multiprocessing as mp
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -279,6 +281,25 @@ def _start_pool(source: Source, codec: str, num_workers: int, todo: int) -> Any 
     if num_workers <= 1 or todo < 2:
         return None
     # spawn, not fork: a child forked while another thread (OpenCV's or torch's pool) held a
-    # lock can hang on it. The price is a second or two of start-up per pack.
+    # lock can hang on it.
     ctx = mp.get_context("spawn")
-    return ctx.Pool(min(num_workers, todo), initializer=_init_worker, initargs=(source, codec))
+    with _main_script_hidden():
+        return ctx.Pool(min(num_workers, todo), initializer=_init_worker,
+                        initargs=(source, codec))
+
+
+@contextmanager
+def _main_script_hidden() -> Iterator[None]:
+    """spawn re-runs the caller's main script in every worker (the CLI's and the benchmark's
+    import torch: seconds each on a busy machine). The workers need only this module, so hide
+    the script's path while they start; ``python -m`` mains are skipped by spawn anyway."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or path is None or getattr(main, "__spec__", None) is not None:
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
