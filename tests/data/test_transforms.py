@@ -76,3 +76,15 @@ def test_build_dataset_synthetic_train_and_val() -> None:
     # Val never repeats a train scene.
     train_full = build_dataset(cfg, "train", crop=False)
     assert not torch.equal(train_full[0]["disp"], val[0]["disp"])
+
+
+def test_collate_stacks_tensors_and_lists_names() -> None:
+    from stereoq.data.transforms import collate
+
+    cfg = DataConfig(synthetic=SyntheticConfig(train_count=3, val_count=1, height=32, width=64,
+                                               max_disp=8.0))
+    ds = build_dataset(cfg, "train", crop=False)
+    batch = collate([ds[0], ds[2]])
+    assert batch["left"].shape == (2, 3, 32, 64) and batch["disp"].shape == (2, 1, 32, 64)
+    assert torch.equal(batch["right"][1], ds[2]["right"])
+    assert batch["name"] == [ds[0]["name"], ds[2]["name"]]
