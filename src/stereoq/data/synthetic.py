@@ -173,18 +173,24 @@ def _scene(rng: np.random.Generator, height: int, width: int, max_disp: float) -
             radii = rng.uniform(0.6, 1.2, 3) * max(rx, ry)
             pts = np.stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)], 1)
             params = tuple(float(v) for v in pts.ravel())
-            reach = float(radii.max())
+            ex, ey = np.abs(pts - [cx, cy]).max(0)
         else:
-            params = (cx, cy, rx, ry, np.cos(theta), np.sin(theta))
-            reach = float(np.hypot(rx, ry))
+            cos_t, sin_t = np.cos(theta), np.sin(theta)
+            params = (cx, cy, rx, ry, cos_t, sin_t)
+            # Half extents of the rotated shape's axis-aligned box (tight, so textures are small).
+            if kind == "ellipse":
+                ex, ey = np.hypot(rx * cos_t, ry * sin_t), np.hypot(rx * sin_t, ry * cos_t)
+            else:
+                ex = abs(rx * cos_t) + abs(ry * sin_t)
+                ey = abs(rx * sin_t) + abs(ry * cos_t)
         # Foreground layers sit in front of most of the background.
         d_lo = lo + rng.uniform(0.1, 0.6) * (hi - lo)
-        a, b, c = _plane(rng, d_lo, hi, cx, cy, reach, reach)
+        a, b, c = _plane(rng, d_lo, hi, cx, cy, float(ex), float(ey))
         bbox = (
-            int(np.floor(cx - reach)) - 2,
-            int(np.floor(cy - reach)) - 2,
-            int(np.ceil(cx + reach)) + 2,
-            int(np.ceil(cy + reach)) + 2,
+            int(np.floor(cx - ex)) - 2,
+            int(np.floor(cy - ey)) - 2,
+            int(np.ceil(cx + ex)) + 2,
+            int(np.ceil(cy + ey)) + 2,
         )
         layers.append(_Layer(a, b, c, kind, tuple(float(p) for p in params), bbox))
     return layers
@@ -237,12 +243,14 @@ def _texture(
     grid = rng.uniform(30.0, 225.0, 3).astype(np.float32) + ramp[..., None] * rng.uniform(
         -50.0, 50.0, 3
     ).astype(np.float32)
+    # Per-layer contrast: some layers are weakly textured (hard to match, as in real scenes);
+    # the fine octaves are strong enough that a 1 px shift is visible on most layers.
     contrast = rng.uniform(0.3, 1.0)
-    for cell in (48, 16, 6, 2):
+    for cell, amp_hi in ((48, 30.0), (16, 25.0), (6, 30.0), (2, 40.0)):
         gh, gw = max(h // cell, 1) + 2, max(w // cell, 1) + 2
         if grid.shape[:2] != (gh, gw):
             grid = cv2.resize(grid, (gw, gh), interpolation=cv2.INTER_LINEAR)
-        amp = np.float32(contrast * rng.uniform(6.0, 28.0))
+        amp = np.float32(contrast * rng.uniform(0.3, 1.0) * amp_hi)
         if rng.random() < 0.5:  # coloured noise
             grid += rng.standard_normal((gh, gw, 3), dtype=np.float32) * amp
         else:  # luminance noise with a random tint
@@ -254,14 +262,15 @@ def _texture(
     if pattern < 0.6:
         period = rng.uniform(4.0, 40.0)
         t = rng.uniform(0.0, np.pi)
-        yy = np.arange(h, dtype=np.float32)[:, None]
-        xx = np.arange(w, dtype=np.float32)[None, :]
+        cos_t, sin_t = np.float32(np.cos(t) / period), np.float32(np.sin(t) / period)
+        ys = np.arange(h, dtype=np.float32)
+        xs = np.arange(w, dtype=np.float32)
         # The offset keeps the coordinates positive so truncation acts like floor.
-        u = ((xx * np.cos(t) + yy * np.sin(t)) / period + 1e4).astype(np.int32)
+        u = np.add.outer(ys * sin_t + np.float32(1e4), xs * cos_t).astype(np.int32)
         if pattern >= 0.3:
-            u += ((yy * np.cos(t) - xx * np.sin(t)) / period + 1e4).astype(np.int32)
-        step = rng.uniform(-60.0, 60.0, 3).astype(np.float32)
-        tex += (u & 1).astype(np.float32)[..., None] * step
+            u += np.add.outer(ys * cos_t + np.float32(1e4), -xs * sin_t).astype(np.int32)
+        step = np.stack([np.zeros(3), rng.uniform(-60.0, 60.0, 3)]).astype(np.float32)
+        tex += step[u & 1]
     return tex, x0, y0
 
 
