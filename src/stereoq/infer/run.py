@@ -251,6 +251,8 @@ def run_pairs(
     progress through ``reporter``.
     """
     reporter = reporter or Reporter()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise StereoqError(f"--save-path {out_dir}: exists and is not a folder", exit_code=2)
     estimator = DisparityEstimator(cfg, settings.stage, settings.checkpoint)
     results = []
     if len(pairs) > 1:
@@ -258,7 +260,11 @@ def run_pairs(
     try:
         for pair in pairs:
             target = out_dir if len(pairs) == 1 else out_dir / pair.name
-            results.append(infer_pair(estimator, pair, camera, target, settings))
+            try:
+                results.append(infer_pair(estimator, pair, camera, target, settings))
+            except OSError as err:  # full disk, no permission: the user's to fix, not a bug
+                where = err.filename or target
+                raise StereoqError(f"cannot write {where}: {err.strerror or err}") from None
             reporter.advance()
     finally:
         reporter.done()
