@@ -26,6 +26,11 @@ class RefinementLevel(nn.Module):
         self.stem = conv_bn_relu(4, channels)
         self.blocks = nn.Sequential(*[BasicBlock(channels, channels) for _ in range(num_blocks)])
         self.offset = conv_bn_relu(channels, 1, 3, relu=False)
+        # Start near the identity (offset ~ 0): with BN's default scale of 1 the offset has unit
+        # variance in normalised disparity, i.e. +-maxdisp px of noise added at every level,
+        # and the first few hundred steps went into shrinking it before anything was learnt.
+        # Not exactly 0, so that every weight still gets a gradient (Adam rescales it).
+        nn.init.constant_(self.offset[1].weight, 0.01)
 
     def forward(self, disp: Tensor, image: Tensor) -> Tensor:
         """(B, 1, H, W) disparity, (B, 3, H, W) image -> (B, 1, H, W) offset."""
