@@ -12,6 +12,7 @@ reference layout (the same PNG images plus raw float32 disparity).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import tempfile
@@ -29,15 +30,18 @@ from stereoq.data.transforms import build_transform
 from stereoq.settings.data import DataConfig
 
 
-def render_ms(height: int, width: int, max_disp: float, repeats: int) -> float:
-    """Median milliseconds for one synthetic pair."""
+def render_ms(height: int, width: int, max_disp: float, repeats: int) -> tuple[float, float]:
+    """Median wall-clock and mean CPU milliseconds for one synthetic pair (CPU time is the
+    steadier figure on a shared machine)."""
     render_pair(0, 0, height, width, max_disp)
     times = []
+    cpu_start = time.process_time()
     for i in range(repeats):
         start = time.perf_counter()
         render_pair(0, i + 1, height, width, max_disp)
         times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    cpu = (time.process_time() - cpu_start) / repeats
+    return 1000 * statistics.median(times), 1000 * cpu
 
 
 def read_rate(dataset, num_workers: int, epochs: int) -> float:
@@ -61,7 +65,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="read passes per measurement")
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="stereoq-bench-"))
-    results: dict = {"samples": args.samples, "frame": "540x960"}
+    results: dict = {"samples": args.samples, "frame": "540x960",
+                     "load_average_start": os.getloadavg()[0], "cpus": os.cpu_count()}
     try:
         results["render_ms"] = {
             "192x384": render_ms(192, 384, 64.0, 30),
@@ -99,14 +104,17 @@ def main() -> None:
             reads[f"raw_{workers}w"] = read_rate(SceneFlowStereo(root, "train", transform),
                                                  workers, args.epochs)
         results["read_samples_per_s"] = reads
+        results["load_average_end"] = os.getloadavg()[0]
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
 
+    print(f"load average {results['load_average_start']:.1f} at start, "
+          f"{results['load_average_end']:.1f} at end, on {results['cpus']} CPUs")
     print_table(
-        "synthetic render (ms per pair, median)",
-        ["size", "ms"],
-        list(results["render_ms"].items()),
+        "synthetic render, ms per pair",
+        ["size", "wall (median)", "CPU (mean)"],
+        [(size, wall, cpu) for size, (wall, cpu) in results["render_ms"].items()],
     )
     print_table(
         f"pack {args.samples} SceneFlow-format 960x540 samples (includes worker start-up)",

@@ -101,15 +101,17 @@ class _RateColumn(ProgressColumn):
 
 
 def pack(
+    target_data_dir: Annotated[
+        Path, typer.Option(help="Output folder; gets train_lmdb/ or test_lmdb/.")
+    ],
     src_data_dir: Annotated[
         Path | None, typer.Option(help="SceneFlow dataset root (raw layout with the list files).")
     ] = None,
     split_name: Annotated[SplitName, typer.Option(help="Which split to pack.")] = SplitName.train,
     pack_type: Annotated[PackType, typer.Option(help="Storage format.")] = PackType.lmdb,
-    num_workers: Annotated[int, typer.Option(help="Processes reading and encoding samples.")] = 2,
-    target_data_dir: Annotated[
-        Path, typer.Option(help="Output folder; gets train_lmdb/ or test_lmdb/.")
-    ] = Path("data/SceneFlow_lmdb"),
+    num_workers: Annotated[
+        int, typer.Option(help="Processes reading and encoding samples (0 or 1: in this one).")
+    ] = 2,
     source: Annotated[
         SourceKind, typer.Option(help="sceneflow: the raw layout; synthetic: generated scenes.")
     ] = SourceKind.sceneflow,
