@@ -261,7 +261,7 @@ def read_meta(path: Path) -> dict[str, Any]:
     if not path.exists():
         if partial.exists():
             raise StereoqError(
-                f"LMDB {path} is incomplete (an interrupted pack left {partial}); "
+                f"LMDB {path} is incomplete (a pack that did not finish left {partial}); "
                 f"rerun `{pack_hint(path)}` to finish it"
             )
         raise StereoqError(f"LMDB {path}: no such directory; create it with `{pack_hint(path)}`")
