@@ -93,7 +93,7 @@ class LmdbStereo(Dataset):
         state["_env"], state["_pid"] = None, -1
         return state
 
-    def _txn_env(self) -> lmdb.Environment:
+    def _environment(self) -> lmdb.Environment:
         if self._env is None or self._pid != os.getpid():
             self._env = lmdb_store.open_env(self.path)
             self._pid = os.getpid()
@@ -102,7 +102,7 @@ class LmdbStereo(Dataset):
     def raw(self, index: int) -> Sample:
         if not 0 <= index < self.count:
             raise IndexError(index)
-        with self._txn_env().begin(buffers=False) as txn:
+        with self._environment().begin(buffers=False) as txn:
             blob = txn.get(lmdb_store.sample_key(index))
         if blob is None:
             raise StereoqError(f"LMDB {self.path}: sample {index} is missing")
