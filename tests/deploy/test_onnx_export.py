@@ -70,6 +70,9 @@ def test_int8_agreement_counts_elements_within_one_step() -> None:
     assert a.within_pct["disparity_half"] == pytest.approx(99.0)
     assert a.within_pct["offset"] == 100.0
     assert not a.ok  # 99.0 % < 99.9 %
+    relaxed = compare([(got_half, got_offset)], ref, {"disparity_half": 0.01, "offset": 0.01},
+                      True, min_int_pct=98.0)
+    assert relaxed.ok and relaxed.to_json()["required_pct"] == 98.0
     got_offset[0, 0, 0, 0] = 1.0
     b = compare([(ref[0][0], got_offset)], ref, {"disparity_half": 0.01, "offset": 0.01}, True)
     assert b.ok and b.within_pct["offset"] == pytest.approx(99.95)

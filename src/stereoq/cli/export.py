@@ -40,6 +40,7 @@ class DeployOptions(BaseModel):
 
 class ExportOptions(DeployOptions):
     output: Path | None = None
+    min_agreement: float = Field(default=99.9, gt=0.0, le=100.0)
 
 
 def load_for(opts: DeployOptions):  # noqa: ANN201  (returns (config, height, width))
@@ -64,6 +65,11 @@ def export(
         Path | None,
         typer.Option(help="Output .onnx. Default: RUN_DIR/deploy/stereonet_STAGE.onnx."),
     ] = None,
+    min_agreement: Annotated[
+        float,
+        typer.Option(help="Int8 exports: % of output elements ONNX Runtime must get within "
+                     "one quantization step of PyTorch."),
+    ] = 99.9,
 ) -> None:
     """Export a stage to ONNX (opset 21), check it and verify ONNX Runtime against PyTorch.
 
@@ -74,7 +80,7 @@ def export(
     """
     opts = validate_options(
         ExportOptions, stage=stage, config=config, sets=sets or [], height=height,
-        width=width, output=output,
+        width=width, output=output, min_agreement=min_agreement,
     )
     if opts.output is not None and opts.output.suffix != ".onnx":
         from stereoq.errors import StereoqError
@@ -84,7 +90,9 @@ def export(
     from stereoq.deploy.onnx_export import export_stage
 
     with console.status(f"exporting {opts.stage} at {h}x{w} ..."):
-        result = export_stage(cfg, opts.stage, h, w, opts.output)
+        result = export_stage(
+            cfg, opts.stage, h, w, opts.output, min_agreement=opts.min_agreement
+        )
     meta = result.metadata
     print_table(
         f"{result.path}",

@@ -168,11 +168,15 @@ class Agreement:
     within_pct: dict[str, float] = field(default_factory=dict)
     """% of elements within tolerance (float) or one quantization step (int8)."""
     steps: dict[str, float | None] = field(default_factory=dict)
+    min_int_pct: float = INT_AGREEMENT
+
+    @property
+    def required_pct(self) -> float:
+        return self.min_int_pct if self.quantized else 100.0
 
     @property
     def ok(self) -> bool:
-        need = INT_AGREEMENT if self.quantized else 100.0
-        return all(p >= need for p in self.within_pct.values())
+        return all(p >= self.required_pct for p in self.within_pct.values())
 
     def summary(self) -> str:
         parts = [
@@ -187,7 +191,7 @@ class Agreement:
         return {
             "quantized": self.quantized,
             "samples": self.samples,
-            "required_pct": INT_AGREEMENT if self.quantized else 100.0,
+            "required_pct": self.required_pct,
             "max_abs": self.max_abs,
             "within_pct": self.within_pct,
             "steps": self.steps,
@@ -200,9 +204,12 @@ def compare(
     ref: list[tuple[np.ndarray, ...]],
     steps: dict[str, float | None],
     quantized: bool,
+    min_int_pct: float = INT_AGREEMENT,
 ) -> Agreement:
     """Agreement of two runs' outputs (lists over samples of (disparity_half, offset))."""
-    agreement = Agreement(quantized=quantized, samples=len(got), steps=dict(steps))
+    agreement = Agreement(
+        quantized=quantized, samples=len(got), steps=dict(steps), min_int_pct=min_int_pct
+    )
     for k, name in enumerate(OUTPUT_NAMES):
         a = np.concatenate([g[k].ravel() for g in got])
         b = np.concatenate([r[k].ravel() for r in ref])
@@ -258,10 +265,12 @@ def export_stage(
     width: int,
     out_path: Path | None = None,
     opset: int = OPSET,
+    min_agreement: float = INT_AGREEMENT,
 ) -> ExportResult:
     """Export ``stage`` at ``height`` x ``width``, check it, verify ORT against PyTorch.
 
-    The file appears at its final path only once the checker and the agreement passed.
+    The file appears at its final path only once the checker and the agreement passed; an
+    int8 export needs ``min_agreement`` % of elements within one step.
     """
     check_size(cfg, height, width)
     graph = stage_graph(cfg, stage)
@@ -289,11 +298,13 @@ def export_stage(
             first = str(err).strip().splitlines()[0]
             raise StereoqError(f"exported model fails onnx.checker: {first}") from None
         onnx.save(model, str(tmp))
-        agreement = compare(run_onnx(tmp, inputs), run_torch(graph, inputs), steps, quantized)
+        agreement = compare(
+            run_onnx(tmp, inputs), run_torch(graph, inputs), steps, quantized, min_agreement
+        )
         if not agreement.ok:
             raise StereoqError(
-                f"ONNX Runtime disagrees with PyTorch on the {stage} export: "
-                + agreement.summary()
+                f"ONNX Runtime disagrees with PyTorch on the {stage} export (needs "
+                f"{agreement.required_pct:g}% within one step): {agreement.summary()}"
             )
         os.replace(tmp, path)
     finally:
