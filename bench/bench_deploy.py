@@ -143,17 +143,22 @@ def main() -> None:
             cfg, q, x, "int8", args.height, args.width, work, args.runs, args.warmup,
             args.threads)
         print("ort int8", results["int8 ONNX Runtime"]["median_ms"], flush=True)
+    failures: dict[str, str] = {}
     if args.inductor:
         import torch._inductor.config as inductor_config
 
         inductor_config.freezing = True
         start = time.perf_counter()
-        with torch.no_grad():
-            compiled = torch.compile(q)
-            compiled(x)
-        fig = time_torch(compiled, x, args.runs, args.warmup)
-        fig["compile_s"] = time.perf_counter() - start
-        results["int8 torch.compile (inductor)"] = fig
+        try:
+            with torch.no_grad():
+                compiled = torch.compile(q)
+                compiled(x)
+            fig = time_torch(compiled, x, args.runs, args.warmup)
+            fig["compile_s"] = time.perf_counter() - start
+            results["int8 torch.compile (inductor)"] = fig
+        except Exception as err:  # report the backend's failure next to the figures
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            failures["int8 torch.compile (inductor)"] = f"{type(err).__name__}: {first[:200]}"
     base = results["float ONNX Runtime"]["median_ms"]
     rows = [
         (name, r["median_ms"], r["p90_ms"], 1000 / r["median_ms"], base / r["median_ms"],
@@ -167,12 +172,14 @@ def main() -> None:
          "peak MiB"],
         rows,
     )
+    for name, why in failures.items():
+        print(f"{name}: failed: {why}")
     agr = results["int8 ONNX Runtime"]["agreement_vs_pytorch"]
     print(f"int8 ORT vs PyTorch Q/DQ graph: {agr['within_pct']} % within one step, max "
           f"{agr['max_abs']} (normalised){'' if args.checkpoint else ' (random weights)'}")
     write_json(args.json, {"config": cfg.name, "height": args.height, "width": args.width,
                            "threads": args.threads, "checkpoint": str(args.checkpoint),
-                           "results": results})
+                           "results": results, "failures": failures})
     print(f"saved {args.json}")
 
 
