@@ -1,12 +1,18 @@
 """The integer model through deployment: calibration -> int_infer -> export -> check ->
 compile --validate, on a tiny model (float weights seeded, not trained)."""
 
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from stereoq.deploy.check import INT8
+from stereoq.deploy.onnx_export import compare, run_torch, stage_graph, verification_inputs
+
+from .test_compile import FRESH
 
 
 @pytest.mark.slow
@@ -48,6 +54,20 @@ def test_int_infer_exports_runs_int8_convs_and_matches_after_compile(
 
     result = compile_stage(cfg, "int_infer", "ort", 64, 128, runs=2, warmup=0, threads=1)
     assert result.metadata.precision == "int8-qdq"
+
+    # the artifact alone, in a process where stereoq and torch cannot be imported
+    x = verification_inputs(cfg, 64, 128)[0]
+    np.save(tmp_path / "x.npy", x.numpy())
+    script = str(result.artifact_dir / "run_stereo.py")
+    cmd = [sys.executable, "-c", FRESH.format(script=script), str(result.artifact_dir),
+           "predict", "--raw", str(tmp_path / "x.npy"), str(tmp_path / "raw.npz")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    raw = np.load(tmp_path / "raw.npz")
+    got = [(raw["disparity_half"], raw["offset"])]
+    steps = {o.name: o.agreement_step for o in result.metadata.outputs}
+    agreement = compare(got, run_torch(stage_graph(cfg, "int_infer"), [x]), steps, True)
+    assert agreement.ok, agreement.summary()
     v = validate(cfg, get_backend("ort"), result.artifact_dir, result.metadata)
     agr = v["agreement"]
     assert v["samples"] == 3

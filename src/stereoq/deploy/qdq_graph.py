@@ -130,6 +130,7 @@ class QdqGraph:
         return found
 
 
+_PARAM = re.compile(r"%p_(?:net_)?(model_\w+?)_(?:weight|bias)\b")
 _ORT_SUFFIX = re.compile(r"(_token_\d+|_nchwc|/duplicated)+$")
 
 
@@ -150,15 +151,18 @@ def node_scopes(model: onnx.ModelProto) -> dict[str, str]:
     scopes: dict[str, str] = {}
     for node in model.graph.node:
         props = {p.key: p.value for p in node.metadata_props}
-        raw = props.get("pkg.torch.onnx.name_scopes")
-        if not raw:
-            continue
+        raw = props.get("pkg.torch.onnx.name_scopes", "")
         try:
-            names = [s for s in ast.literal_eval(raw) if s]
+            names = [s for s in ast.literal_eval(raw) if s] if raw else []
         except (ValueError, SyntaxError):
-            continue
+            names = []
         # "...stem.2" is the ReLU of a conv-BN-ReLU Sequential that ORT fuses: name the block
         scope = re.sub(r"\.\d+$", "", names[-2]) if len(names) >= 2 else ""
+        if not scope:  # re-exported graphs (PT2E) lose module scopes but keep parameter names
+            param = _PARAM.search(props.get("pkg.torch.onnx.fx_node", ""))
+            scope = param.group(1).replace("_", ".") if param else ""
+        if not scope:
+            continue
         scopes[node.name] = scope
         for out in node.output:
             scopes.setdefault(out, scope)
