@@ -30,6 +30,7 @@ MAX_BATCH = 64
 MAX_UNITS_H = 256
 MAX_UNITS_W = 512
 EXAMPLE_HEIGHT = 64
+NUM_CANDIDATES_KEY = "stereoq_num_candidates"
 EXAMPLE_HW = (64, 128)  # unused; kept until bench/bench_deploy.py stops overriding it
 
 
@@ -116,7 +117,7 @@ def prepare(model: StereoNet, recipe: QuantRecipe) -> GraphModule:
     else:
         prepared = q.quantize_pt2e.prepare_pt2e(graph, quantizer)
     q.allow_exported_model_train_eval(prepared)
-    prepared.num_candidates = num_candidates
+    prepared.meta[NUM_CANDIDATES_KEY] = num_candidates  # GraphModule.meta survives deepcopy
     return prepared
 
 
@@ -214,7 +215,7 @@ def _observe_weights(fake_quant: GraphModule) -> None:
             mod.enable_observer()
         else:
             mod.disable_observer()
-    fake_quant(example_input(fake_quant.num_candidates, batch=1))
+    fake_quant(example_input(fake_quant.meta[NUM_CANDIDATES_KEY], batch=1))
     fake_quant.apply(q.disable_observer)
 
 
@@ -223,7 +224,9 @@ def convert(fake_quant: GraphModule) -> GraphModule:
     q = pt2e()
     graph = copy_graph(fake_quant)
     graph.apply(q.disable_observer)
-    return q.quantize_pt2e.convert_pt2e(graph)
+    converted = q.quantize_pt2e.convert_pt2e(graph)
+    q.allow_exported_model_train_eval(converted)
+    return converted
 
 
 def copy_graph(graph: GraphModule) -> GraphModule:
@@ -231,7 +234,9 @@ def copy_graph(graph: GraphModule) -> GraphModule:
     with warnings.catch_warnings():
         # deepcopy of an exported graph trips a pytree LeafSpec deprecation inside torch
         warnings.simplefilter("ignore", FutureWarning)
-        return copy.deepcopy(graph)
+        copied = copy.deepcopy(graph)
+    pt2e().allow_exported_model_train_eval(copied)  # a copy gets GraphModule's own train/eval
+    return copied
 
 
 def export_program(module: nn.Module, num_candidates: int) -> torch.export.ExportedProgram:
