@@ -31,7 +31,6 @@ MAX_UNITS_H = 256
 MAX_UNITS_W = 512
 EXAMPLE_HEIGHT = 64
 NUM_CANDIDATES_KEY = "stereoq_num_candidates"
-EXAMPLE_HW = (64, 128)  # unused; kept until bench/bench_deploy.py stops overriding it
 
 
 class RawOutputs(nn.Module):
