@@ -6,8 +6,7 @@ import sys
 
 import typer
 
-from stereoq.cli import calops, infer, pack, predict, train
-from stereoq.cli import check, compile, export
+from stereoq.cli import calops, check, compile, export, infer, pack, predict, train
 from stereoq.cli.output import print_error
 from stereoq.errors import StereoqError
 
