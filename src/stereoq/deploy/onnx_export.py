@@ -8,11 +8,8 @@ Post-processing (upsample, add, ReLU, x maxdisp) stays outside; the metadata des
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import tempfile
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +23,7 @@ from torch import Tensor, nn
 from stereoq.deploy.metadata import INPUT_NAME, OUTPUT_NAMES, DeployMetadata, describe
 from stereoq.deploy.qdq_graph import QdqGraph
 from stereoq.errors import StereoqError
+from stereoq.quiet import quiet
 from stereoq.settings.config import ExperimentConfig
 
 OPSET = 21
@@ -91,21 +89,11 @@ def stage_graph(cfg: ExperimentConfig, stage: str) -> nn.Module:
     return LastTwo(convert(artifacts.load_fake_quant(cfg, stage)))
 
 
-@contextlib.contextmanager
-def quiet_export() -> Iterator[None]:
+def quiet_export() -> contextlib.AbstractContextManager[None]:
     """Hold the exporter's informational warnings (torchvision ops, pytree) back."""
-    names = ("torch.onnx", "torch.onnx._internal.exporter._registration", "torch.utils._pytree")
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
+    return quiet(
+        "torch.onnx", "torch.onnx._internal.exporter._registration", "torch.utils._pytree"
+    )
 
 
 def to_onnx(graph: nn.Module, example: Tensor, path: Path, opset: int = OPSET) -> None:
