@@ -16,13 +16,12 @@ and p90 are printed.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+from timing import time_torch  # bench/timing.py, beside this script
 
 from stereoq.cli.output import print_table, write_json
 from stereoq.deploy.backends import get_backend
@@ -32,19 +31,6 @@ from stereoq.deploy.qdq_graph import QdqGraph, node_scopes
 from stereoq.models.build import build_model
 from stereoq.models.stereonet import DeployGraph
 from stereoq.settings import load_config
-
-
-def time_torch(fn, x: torch.Tensor, runs: int, warmup: int) -> dict:
-    with torch.no_grad():
-        for _ in range(warmup):
-            fn(x)
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            fn(x)
-            times.append((time.perf_counter() - start) * 1000)
-    return {"median_ms": statistics.median(times), "p90_ms": float(np.percentile(times, 90)),
-            "runs": runs, "warmup": warmup}
 
 
 def calibration_frames(cfg, count: int, height: int, width: int) -> list[torch.Tensor]:

@@ -15,32 +15,18 @@ Medians of ``--runs`` (the machine may be shared; p90 is printed too).
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import torch
+from timing import time_torch  # bench/timing.py, beside this script
 
 from stereoq.cli.output import print_table, write_json
 from stereoq.models.build import build_model
 from stereoq.models.stereonet import DeployGraph
 from stereoq.settings import load_config
-
-
-def timed(fn, x: torch.Tensor, runs: int, warmup: int) -> dict:
-    with torch.no_grad():
-        for _ in range(warmup):
-            fn(x)
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            fn(x)
-            times.append((time.perf_counter() - start) * 1000)
-    return {"median_ms": statistics.median(times), "p90_ms": float(np.percentile(times, 90)),
-            "runs": runs}
 
 
 def frames(cfg, count: int, height: int, width: int) -> list[torch.Tensor]:
@@ -144,11 +130,11 @@ def main() -> None:
         pairs = frames(cfg, args.calib_frames + 1, height, width)
         x = pairs.pop()
         res: dict[str, dict] = {}
-        res["float eager"] = timed(float_graph, x, args.eager_runs, 1)
+        res["float eager"] = time_torch(float_graph, x, args.eager_runs, 1)
         print(size, "float eager", round(res["float eager"]["median_ms"], 1), flush=True)
         if "float_compile" not in skip:
             fn, secs = compiled(float_graph, x)
-            res["float torch.compile"] = {**timed(fn, x, args.runs, args.warmup),
+            res["float torch.compile"] = {**time_torch(fn, x, args.runs, args.warmup),
                                           "compile_s": secs}
             print(size, "float compiled", round(res["float torch.compile"]["median_ms"], 1),
                   flush=True)
@@ -156,17 +142,19 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="bench-quant-") as tmp:
             if "ort_float" not in skip:
                 run, ops = ort_session(float_graph, x, Path(tmp) / "float.onnx", args.threads)
-                res["float ONNX Runtime"] = {**timed(run, x, args.runs, args.warmup), "ops": ops}
+                timing = time_torch(run, x, args.runs, args.warmup)
+                res["float ONNX Runtime"] = {**timing, "ops": ops}
                 print(size, "ort float", round(res["float ONNX Runtime"]["median_ms"], 1),
                       flush=True)
             if "ort_int8" not in skip:
                 run, ops = ort_session(q, x, Path(tmp) / "int8.onnx", args.threads)
-                res["int8 ONNX Runtime"] = {**timed(run, x, args.runs, args.warmup), "ops": ops}
+                timing = time_torch(run, x, args.runs, args.warmup)
+                res["int8 ONNX Runtime"] = {**timing, "ops": ops}
                 print(size, "ort int8", round(res["int8 ONNX Runtime"]["median_ms"], 1), ops,
                       flush=True)
         if "int8_compile" not in skip:
             fn, secs, mode = compiled_int8(q, x)
-            res["int8 torch.compile"] = {**timed(fn, x, args.runs, args.warmup),
+            res["int8 torch.compile"] = {**time_torch(fn, x, args.runs, args.warmup),
                                          "compile_s": secs, "mode": mode}
             print(size, "int8 compiled", round(res["int8 torch.compile"]["median_ms"], 1),
                   flush=True)
