@@ -65,7 +65,7 @@ def test_both_option_forms_give_the_same_result(run, tmp_path, monkeypatch, caps
     sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
     assert sa["camera"] == sb["camera"] == {
         "baseline_m": 0.54, "focal_px": 1050.0, "cx_px": None, "cy_px": None,
-        "principal_point": "image centre",
+        "doffs_px": 0.0, "principal_point": "image centre",
     }
     assert sa["pairs"][0]["disparity_px"] == sb["pairs"][0]["disparity_px"]
     for name in ("disparity.png", "depth.png", "depth_mm.png", "overview.png"):
@@ -99,11 +99,21 @@ def test_folder_of_pairs_and_ply(run, tmp_path, monkeypatch, capsys) -> None:
     code, _, err = invoke(
         monkeypatch, capsys, "infer", "-c", run["config"], "--imgl", str(tmp_path / "set"),
         "--baseline", "0.1", "--f", "100", "--save-path", str(out_dir), "--ply", "--cx", "3",
+        "--doffs", "2.5",
     )
     assert code == 0, err
     summary = json.loads((out_dir / "summary.json").read_text())
     assert [p["name"] for p in summary["pairs"]] == ["x", "y"]
     assert summary["camera"]["cx_px"] == 3.0
+    assert summary["camera"]["doffs_px"] == 2.5
+    # The depth written is f * B / (d + doffs) of the disparity written.
+    from stereoq.data.pfm import read_pfm
+
+    disp = read_pfm(out_dir / "x" / "disparity.pfm")
+    depth_mm = cv2.imread(str(out_dir / "x" / "depth_mm.png"), cv2.IMREAD_UNCHANGED)
+    ok = depth_mm > 0
+    assert ok.any()
+    np.testing.assert_allclose(depth_mm[ok], 1000 * 10.0 / (disp[ok] + 2.5), atol=0.51)
     for name in ("x", "y"):
         assert (out_dir / name / "pointcloud.ply").read_bytes().startswith(b"ply\n")
 

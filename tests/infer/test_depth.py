@@ -31,6 +31,17 @@ def test_min_disparity_is_configurable() -> None:
     assert valid.tolist() == [False, True]
 
 
+def test_doffs_shifts_the_denominator_and_keeps_it_positive() -> None:
+    disp = np.array([10.0, 2.0, 0.5], dtype=np.float32)
+    depth, valid = disparity_to_depth(disp, 0.2, 1000.0, doffs_px=30.0)
+    np.testing.assert_allclose(depth, 200.0 / (disp + 30.0), rtol=1e-6)
+    # A negative offset can make d + doffs <= 0: invalid, never negative or infinite depth.
+    depth, valid = disparity_to_depth(disp, 0.2, 1000.0, doffs_px=-5.0)
+    assert valid.tolist() == [True, False, False]
+    assert depth[0] == pytest.approx(40.0)
+    assert (depth[~valid] == 0).all()
+
+
 @pytest.mark.parametrize("baseline, focal", [(0.0, 100.0), (-1.0, 100.0), (0.1, 0.0)])
 def test_non_positive_geometry_is_refused(baseline: float, focal: float) -> None:
     with pytest.raises(ValueError):

@@ -25,6 +25,7 @@ class InferOptions(BaseModel):
     f: float = Field(gt=0, allow_inf_nan=False, description="pixels")
     cx: float | None = Field(default=None, allow_inf_nan=False)
     cy: float | None = Field(default=None, allow_inf_nan=False)
+    doffs: float = Field(default=0.0, allow_inf_nan=False, description="pixels")
     save_path: Path
     stage: Literal["float", "calibration", "qat", "int_infer", "deployed"] = "float"
     max_size: int | None = Field(default=None, ge=16, le=8192)
@@ -95,6 +96,13 @@ def infer(
     cy: Annotated[
         float | None, typer.Option(help="Principal point y in px for --ply (default: centre).")
     ] = None,
+    doffs: Annotated[
+        float,
+        typer.Option(
+            help="x-offset of the right view's principal point in px (Middlebury's doffs): "
+            "depth = f x baseline / (disparity + doffs)."
+        ),
+    ] = 0.0,
     ply: Annotated[bool, typer.Option(help="Also write a coloured point cloud (PLY).")] = False,
     ply_ascii: Annotated[bool, typer.Option(help="Write the PLY as ASCII, not binary.")] = False,
     max_size: Annotated[
@@ -136,6 +144,7 @@ def infer(
         stage=stage,
         cx=cx,
         cy=cy,
+        doffs=doffs,
         ply=ply,
         ply_ascii=ply_ascii,
         max_size=max_size,
@@ -149,7 +158,7 @@ def infer(
 
     cfg = load_config(opts.config, sets=opts.sets)
     pairs = resolve_pairs(opts.imgl, opts.imgr)
-    camera = Camera(opts.baseline, opts.f, opts.cx, opts.cy)
+    camera = Camera(opts.baseline, opts.f, opts.cx, opts.cy, opts.doffs)
     settings = InferSettings(
         stage=opts.stage,
         max_size=opts.max_size,

@@ -18,18 +18,25 @@ def disparity_to_depth(
     baseline_m: float,
     focal_px: float,
     min_disparity_px: float = MIN_DISPARITY_PX,
+    doffs_px: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(H, W) disparity in px -> (depth in metres, valid mask), both (H, W).
 
     With the baseline in metres and the focal length in pixels the depth is in metres. Pixels
-    whose disparity is not finite or is <= ``min_disparity_px`` are invalid and get depth 0.
+    whose disparity is not finite or is <= ``min_disparity_px``, or whose ``disparity +
+    doffs_px`` is, are invalid and get depth 0.
     """
     if baseline_m <= 0 or focal_px <= 0:
         raise ValueError("baseline and focal length must be positive")
     disparity_px = np.asarray(disparity_px, dtype=np.float32)
-    valid = np.isfinite(disparity_px) & (disparity_px > min_disparity_px)
+    shifted = disparity_px + np.float32(doffs_px)
+    valid = (
+        np.isfinite(disparity_px)
+        & (disparity_px > min_disparity_px)
+        & (shifted > min_disparity_px)
+    )
     depth_m = np.zeros_like(disparity_px)
-    depth_m[valid] = (focal_px * baseline_m) / disparity_px[valid]
+    depth_m[valid] = (focal_px * baseline_m) / shifted[valid]
     return depth_m, valid
 
 

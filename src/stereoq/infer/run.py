@@ -46,12 +46,14 @@ OUTPUT_FILES = {
 
 @dataclass(frozen=True)
 class Camera:
-    """Rectified pair geometry: baseline in metres, focal length and principal point in pixels."""
+    """Rectified pair geometry: baseline in metres; focal length, principal point and the views'
+    principal-point offset ``doffs`` in pixels."""
 
     baseline_m: float
     focal_px: float
     cx_px: float | None = None
     cy_px: float | None = None
+    doffs_px: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.baseline_m > 0:
@@ -166,7 +168,7 @@ def infer_pair(
     disp, scale = estimate(estimator, left, right, settings.max_size, label=f"image {pair.left}")
     t2 = time.perf_counter()
     depth_m, valid = disparity_to_depth(
-        disp, camera.baseline_m, camera.focal_px, settings.min_disparity_px
+        disp, camera.baseline_m, camera.focal_px, settings.min_disparity_px, camera.doffs_px
     )
     outputs = write_outputs(out_dir, left, disp, depth_m, valid, camera, settings)
     t3 = time.perf_counter()
@@ -221,7 +223,9 @@ def write_outputs(
 
     footer = (
         f"stage {settings.stage} | baseline {camera.baseline_m:g} m | f {camera.focal_px:g} px | "
-        f"depth = f * baseline / disparity | black: invalid (disparity <= "
+        + ("depth = f * baseline / disparity" if not camera.doffs_px else
+           f"depth = f * baseline / (disparity + {camera.doffs_px:g})")
+        + f" | black: invalid (disparity <= "
         f"{settings.min_disparity_px:g} px)"
     )
     picture = overview.compose(
@@ -279,6 +283,7 @@ def run_pairs(
             "focal_px": camera.focal_px,
             "cx_px": camera.cx_px,
             "cy_px": camera.cy_px,
+            "doffs_px": camera.doffs_px,
             "principal_point": "given" if camera.cx_px is not None else "image centre",
         },
         "depth_units": "metres (baseline in m, focal length in px)",
