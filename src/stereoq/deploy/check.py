@@ -76,12 +76,11 @@ class CheckReport:
 def check_stage(
     cfg: Any, stage: str, backend_name: str, height: int, width: int
 ) -> CheckReport:
-    """Export ``stage`` at this size if needed, then ask the backend how it runs each op."""
+    """The backend's source for ``stage`` at this size (exported if needed), then how the
+    backend runs each of its ops."""
     from stereoq.deploy.backends import get_backend
-    from stereoq.deploy.compile import stage_onnx
     from stereoq.deploy.onnx_export import check_size
 
     backend = get_backend(backend_name)
     check_size(cfg, height, width)
-    path, _ = stage_onnx(cfg, stage, height, width)
-    return backend.check(path)
+    return backend.check(backend.stage_source(cfg, stage, height, width).path)

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import torch
 
 from stereoq.deploy.backends import Backend, get_backend
@@ -26,7 +25,6 @@ from stereoq.deploy.onnx_export import (
     stage_graph,
 )
 from stereoq.deploy.ort_runner import postprocess
-from stereoq.deploy.qdq_graph import node_scopes
 from stereoq.engine.report import Reporter
 from stereoq.errors import StereoqError
 from stereoq.settings.config import ExperimentConfig
@@ -95,13 +93,10 @@ def compile_stage(
     """Export (if needed), build the artifact under ``<run_dir>/deploy/<backend>/``, time it."""
     backend = get_backend(backend_name)
     check_size(cfg, height, width)
-    onnx_path, exported = stage_onnx(cfg, stage, height, width)
-    metadata = read_metadata(onnx_path)
-    if metadata is None:
-        raise StereoqError(f"{onnx_path} has no stereoq metadata; export it with stereoq export")
-    out = backend.compile(onnx_path, metadata, artifact_dir(cfg, backend_name))
-    scopes = node_scopes(onnx.load(str(onnx_path)))
-    perf = backend.benchmark(out, runs, warmup, threads, top, scopes)
+    source = backend.stage_source(cfg, stage, height, width)
+    metadata, exported = source.metadata, source.export
+    out = backend.compile(source.path, metadata, artifact_dir(cfg, backend_name))
+    perf = backend.benchmark(out, runs, warmup, threads, top, backend.scopes(source.path))
     perf["fps"] = 1000.0 / perf["median_ms"] if perf["median_ms"] > 0 else float("inf")
     machine = {
         "cpu": platform.processor() or platform.machine(),

@@ -1,6 +1,7 @@
 """Named deployment backends: one module each, registered by name, imported on first use.
 
-A backend turns the exported ONNX graph into something that runs on a target, says which
+A backend turns the stage's deployed graph (the ONNX export, or the ``torch.export`` program for
+backends that declare ``consumes = "program"``) into something that runs on a target, says which
 precision every op runs in there (``check``), builds the deployable artifact (``compile``),
 measures it (``benchmark``) and runs it for validation (``load``). Adding a target (TensorRT,
 OpenVINO) is one more module that registers a ``Backend`` subclass and one line in ``MODULES``.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,28 +22,69 @@ from stereoq.deploy.check import CheckReport
 from stereoq.deploy.metadata import DeployMetadata
 from stereoq.errors import StereoqError
 from stereoq.registry import Registry
+from stereoq.settings.config import ExperimentConfig
 
 BACKENDS = Registry("backend")
 
-MODULES = {"ort": "stereoq.deploy.backends.ort"}
+MODULES = {
+    "ort": "stereoq.deploy.backends.ort",
+    "inductor": "stereoq.deploy.backends.inductor",
+}
 """Backend name -> module that registers it (imported lazily: runtimes are heavy)."""
 
 RawRunner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 """(1, 6, H, W) float32 normalised pair -> (disparity_half, offset), normalised."""
 
 
+@dataclass
+class StageSource:
+    """What a backend builds from: the stage's graph file at one size, and its contract."""
+
+    path: Path
+    metadata: DeployMetadata
+    export: Any = None
+    """The ``ExportResult`` when an ONNX export was (re)made for this call."""
+
+
 class Backend(ABC):
-    """A deployment target fed with the stage's ONNX file (float or int8 QDQ)."""
+    """A deployment target fed with the stage's graph file: ``consumes`` names which one.
+
+    ``"onnx"`` (the default): the stage's ONNX file (float or int8 QDQ) at the deployment size,
+    exported when missing or stale. A backend that consumes another artifact overrides
+    ``stage_source`` (and ``scopes``); every other method receives that source's path.
+    """
 
     name: ClassVar[str]
     description: ClassVar[str]
+    consumes: ClassVar[str] = "onnx"
+
+    def stage_source(
+        self, cfg: ExperimentConfig, stage: str, height: int, width: int
+    ) -> StageSource:
+        """The graph file this backend builds ``stage`` from at ``height`` x ``width``."""
+        from stereoq.deploy.compile import stage_onnx
+        from stereoq.deploy.onnx_export import read_metadata
+
+        path, exported = stage_onnx(cfg, stage, height, width)
+        metadata = read_metadata(path)
+        if metadata is None:
+            raise StereoqError(f"{path} has no stereoq metadata; export it with stereoq export")
+        return StageSource(path, metadata, exported)
+
+    def scopes(self, source: Path) -> dict[str, str]:
+        """Source node name -> PyTorch module, for the layer table."""
+        import onnx
+
+        from stereoq.deploy.qdq_graph import node_scopes
+
+        return node_scopes(onnx.load(str(source)))
 
     @abstractmethod
-    def check(self, onnx_path: Path) -> CheckReport:
+    def check(self, source: Path) -> CheckReport:
         """Every node of the graph as the runtime optimizes and runs it, with its precision."""
 
     @abstractmethod
-    def compile(self, onnx_path: Path, metadata: DeployMetadata, out_dir: Path) -> Path:
+    def compile(self, source: Path, metadata: DeployMetadata, out_dir: Path) -> Path:
         """Write the deployable artifact into ``out_dir`` (replaced atomically); returns it."""
 
     @abstractmethod
