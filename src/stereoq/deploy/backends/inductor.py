@@ -76,14 +76,20 @@ def lower_stage(
     cfg: ExperimentConfig, stage: str, height: int, width: int
 ) -> tuple[torch.export.ExportedProgram, dict[str, Any], DeployMetadata]:
     """The stage's graph lowered for inductor and exported at (1, 6, height, width)."""
-    from stereoq.quant.lowering import lower_for_inductor, output_quant
-
     if stage not in STAGES:
         raise StereoqError(
             f"option --stage: the inductor backend builds {' or '.join(STAGES)}, not {stage!r}",
             exit_code=2,
         )
-    module = _stage_module(cfg, stage)
+    return lower_module(cfg, stage, _stage_module(cfg, stage), height, width)
+
+
+def lower_module(
+    cfg: ExperimentConfig, stage: str, module: torch.nn.Module, height: int, width: int
+) -> tuple[torch.export.ExportedProgram, dict[str, Any], DeployMetadata]:
+    """``module`` (a converted Q/DQ GraphModule, or a float module) lowered and exported."""
+    from stereoq.quant.lowering import lower_for_inductor, output_quant
+
     quant: dict[str, tuple[float, int] | None] = {}
     report: dict[str, Any] = {}
     if isinstance(module, torch.fx.GraphModule):
@@ -95,6 +101,17 @@ def lower_stage(
     with quiet(*QUIET_LOGGERS):
         program = torch.export.export(module, (torch.zeros(1, 6, height, width),))
     return program, report, metadata
+
+
+def save_source(path: Path, program: torch.export.ExportedProgram, lowering: dict[str, Any],
+                metadata: DeployMetadata) -> Path:
+    """The lowered program and, beside it (``.json``), its lowering report and metadata."""
+    from stereoq.quant.artifacts import save_program
+
+    save_program(path, program)
+    side = {"lowering": lowering, "metadata": metadata.model_dump()}
+    _write_text(path.with_suffix(".json"), json.dumps(side, indent=2) + "\n")
+    return path
 
 
 def _compile_package(program: torch.export.ExportedProgram, package: Path) -> float:
@@ -170,12 +187,8 @@ class InductorBackend(Backend):
     ) -> StageSource:
         """The lowered program at this size, saved as ``deploy/<stage>_inductor_<H>x<W>.pt2``
         with its lowering report and metadata beside it (rebuilt on every call: seconds)."""
-        from stereoq.quant.artifacts import save_program
-
         program, report, metadata = lower_stage(cfg, stage, height, width)
-        path = save_program(_program_path(cfg, stage, height, width), program)
-        side = {"lowering": report, "metadata": metadata.model_dump()}
-        _write_text(path.with_suffix(".json"), json.dumps(side, indent=2) + "\n")
+        path = save_source(_program_path(cfg, stage, height, width), program, report, metadata)
         return StageSource(path, metadata)
 
     def scopes(self, source: Path) -> dict[str, str]:
