@@ -24,7 +24,9 @@ WidthOpt = Annotated[
     int | None,
     typer.Option(help="Input width in px, a multiple of 16. Default: validation frames'."),
 ]
-BackendOpt = Annotated[str, typer.Option(help="Deployment backend (ort: ONNX Runtime CPU).")]
+BackendOpt = Annotated[str, typer.Option(
+    help="Deployment backend (ort: ONNX Runtime CPU; inductor: AOTInductor package, oneDNN "
+    "int8 convs on x86, int_infer or float stage).")]
 
 
 class DeployOptions(BaseModel):
