@@ -151,3 +151,17 @@ def test_onnx_export_matches_onnxruntime(tiny: StereoNet, tmp_path: Path) -> Non
         ref = DeployGraph(tiny)(x)
     for g, r in zip(got, ref, strict=True):
         np.testing.assert_allclose(g, r.numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_loss_is_the_mean_over_valid_pixels_at_each_scale(tiny_config: Path) -> None:
+    loss_fn = build_loss(load_config(str(tiny_config)).model)  # maxdisp 64
+    torch.manual_seed(0)
+    gt = torch.rand(2, 1, 16, 32) * 80 - 5  # some below 0 and above maxdisp
+    gt[0, 0, :2] = float("nan")
+    preds = [torch.rand(2, 1, 16 // s, 32 // s) * 64 for s in (8, 4, 2, 1, 1)]
+    expected = 0.0
+    for weight, pred in zip(loss_fn.weights, preds, strict=True):
+        target = torch.nn.functional.interpolate(gt, size=pred.shape[-2:], mode="nearest")
+        ok = torch.isfinite(target) & (target > 0) & (target < 64)
+        expected += weight * torch.nn.functional.smooth_l1_loss(pred[ok], target[ok]).item()
+    assert loss_fn(preds, gt).item() == pytest.approx(expected, rel=1e-5)

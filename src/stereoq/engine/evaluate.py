@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from stereoq.engine.allocator import keep_freed_memory
 from stereoq.engine.distributed import Context
 from stereoq.engine.metrics import DisparityMetrics
 from stereoq.engine.predictor import load_predictor
@@ -65,6 +66,7 @@ def evaluate(
 ) -> dict[str, float]:
     """Metrics (``stereoq.engine.metrics``) of ``stage``'s model on the validation set."""
     reporter = reporter or Reporter()
+    keep_freed_memory()
     model = load_predictor(cfg, stage, checkpoint)
     device = torch.device("cuda" if stage == "float" and torch.cuda.is_available() else "cpu")
     if stage == "float":

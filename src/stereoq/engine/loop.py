@@ -21,9 +21,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from stereoq.engine import distributed
+from stereoq.engine.allocator import keep_freed_memory
 from stereoq.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from stereoq.engine.distributed import Context
 from stereoq.engine.evaluate import accumulate, pair_input, val_loader
+from stereoq.engine.layout import contiguous_state
 from stereoq.engine.metrics import AVERAGING, DisparityMetrics
 from stereoq.engine.optim import build_optimizer, lr_at
 from stereoq.engine.report import Reporter
@@ -45,6 +47,7 @@ def run_stage(
 ) -> dict[str, Any]:
     """``stereoq train --stage NAME``: the loop for training stages, ``Stage.run`` otherwise."""
     stage = get_stage(cfg, stage_name)
+    keep_freed_memory()
     if not stage.trains:
         return stage.run(reporter or Reporter())
     return train(cfg, stage, resume, reporter)
@@ -80,7 +83,7 @@ def _train(
     )
     loader = DataLoader(
         train_set, batch_size=recipe.batch_size, sampler=sampler, drop_last=True,
-        num_workers=cfg.data.num_workers,
+        num_workers=cfg.data.num_workers, persistent_workers=cfg.data.num_workers > 0,
     )
     steps = len(loader)
     if steps == 0:
@@ -175,12 +178,12 @@ def _train(
         rngs = distributed.all_gather(rng_state(), ctx)
         if ctx.is_main:
             if improved:
-                save_checkpoint(best_path, {"model": model.state_dict(), "epoch": epoch + 1,
+                save_checkpoint(best_path, {"model": contiguous_state(model), "epoch": epoch + 1,
                                             "metrics": val})
                 stage.save(model, out_dir, val)
             append_log(log_path, record)
             save_checkpoint(last_path, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "model": contiguous_state(model), "optimizer": optimizer.state_dict(),
                 "epoch": epoch + 1, "best_epe": best_epe, "best_epoch": best_epoch,
                 "best_metrics": best_metrics, "rng": rngs,
             })

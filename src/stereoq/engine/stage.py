@@ -99,9 +99,10 @@ class FloatStage(Stage):
     name = "float"
 
     def prepare(self, example: Tensor) -> nn.Module:
+        from stereoq.engine.layout import channels_last
         from stereoq.models.build import build_model
 
-        return build_model(self.cfg.model)
+        return channels_last(build_model(self.cfg.model))
 
 
 def _import_stage_modules() -> None:

@@ -50,8 +50,12 @@ class MultiScaleSmoothL1(nn.Module):
         for weight, pred in zip(self.weights, preds, strict=True):
             target = resize_nearest(gt, tuple(pred.shape[-2:]))
             mask = valid_mask(target, self.maxdisp)
-            if mask.any():
-                total = total + weight * F.smooth_l1_loss(pred[mask], target[mask], beta=self.beta)
-            else:
-                total = total + 0.0 * pred.sum()
+            # The mean over valid pixels as a masked sum: no boolean indexing (a nonzero scan
+            # and a scatter in backward per scale). Invalid pixels get target = prediction, so
+            # their loss and gradient are exactly 0, also where gt is inf or NaN; with no valid
+            # pixel the term is 0 and still part of the graph.
+            target = torch.where(mask, target, pred.detach())
+            per_pixel = F.smooth_l1_loss(pred, target, reduction="none", beta=self.beta)
+            count = mask.sum().clamp(min=1).to(pred.dtype)
+            total = total + weight * per_pixel.sum() / count
         return total
