@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 import pytest
 import torch
 
 from stereoq.models.build import build_model
-from stereoq.quant.prepare import calibrate, convert, prepare
+from stereoq.quant.prepare import MIN_CONV_CHANNELS, calibrate, convert, prepare
 from stereoq.quant.quantizer import QuantRecipe
 from stereoq.quant.report import precision_report
 
@@ -14,11 +16,16 @@ from .conftest import random_pair, tiny_cfg
 
 
 @pytest.fixture(scope="module")
-def converted() -> torch.fx.GraphModule:
+def observed() -> torch.fx.GraphModule:
     torch.manual_seed(0)
     model = build_model(tiny_cfg().model)
     observed = prepare(model, QuantRecipe(bins=256))
     calibrate(observed, [random_pair(2, seed=1), random_pair(1, 96, 192, seed=2)])
+    return observed
+
+
+@pytest.fixture(scope="module")
+def converted(observed: torch.fx.GraphModule) -> torch.fx.GraphModule:
     return convert(observed)
 
 
@@ -38,22 +45,47 @@ def _ops(converted: torch.fx.GraphModule, module: str, op: str) -> list[dict]:
             if o["op"] == op and module in o["module"]]
 
 
-def test_disparity_tensors_are_int16_and_features_uint8(converted: torch.fx.GraphModule) -> None:
+def test_convolutions_are_8_bit_and_the_elementwise_disparity_path_int16(
+    converted: torch.fx.GraphModule,
+) -> None:
     (softmax,) = _ops(converted, "head.regression", "softmax.int")
     assert softmax["output"] == "int16"
     (regression,) = _ops(converted, "head.regression", "sum.dim_IntList")
     assert regression["output"] == "int16"
-    offsets = _ops(converted, ".offset", "conv2d.default")
-    assert len(offsets) == 4 and all(o["output"] == "int16" for o in offsets)
     residual = [
         o for o in _ops(converted, "refinement", "add.Tensor") if "blocks" not in o["module"]
     ]
     assert len(residual) == 3 and all(o["output"] == "int16" for o in residual)
+    # every convolution, the disparity ones included, is uint8 x int8 -> uint8 (QLinearConv)
+    convs = [o for o in precision_report(converted)["ops"] if o["op"].startswith("conv")]
+    disparity_convs = [o for o in convs if any(
+        part in o["module"] for part in ("head.score", "levels.")) and "blocks" not in o["module"]]
+    assert len(disparity_convs) == 9
+    assert all(o["inputs"][:2] == ["uint8", "int8"] and o["output"] == "uint8" for o in convs)
+    # the stem's concat requantizes the int16 disparity to uint8 next to the image
     concats = _ops(converted, "refinement.levels", "cat.default")
-    assert len(concats) == 4 and all(o["output"] == "int16" for o in concats)
-    agg = _ops(converted, "head.aggregation", "conv3d.default")
-    assert agg and all(o["inputs"][:2] == ["uint8", "int8"] and o["output"] == "uint8"
-                       for o in agg)
+    assert len(concats) == 4 and all(
+        o["inputs"] == ["uint8", "uint8"] and o["output"] == "uint8" for o in concats
+    )
+    report = precision_report(converted)
+    assert report["int16_ops"] and all("conv" not in line for line in report["int16_ops"])
+
+
+def test_16_bit_disparity_convolutions_on_request() -> None:
+    torch.manual_seed(0)
+    observed = prepare(build_model(tiny_cfg().model), QuantRecipe(bins=256,
+                                                                   disparity_conv_bits=16))
+    calibrate(observed, [random_pair(1, seed=1)])
+    converted = convert(observed)
+    offsets = _ops(converted, ".offset", "conv2d.default")
+    assert len(offsets) == 4 and all(o["output"] == "int16" for o in offsets)
+    stems = _ops(converted, "refinement.levels", "conv2d.default")
+    stems = [o for o in stems if o["module"].endswith(".stem.0")]
+    assert len(stems) == 4 and all(o["inputs"][0] == "int16" for o in stems)
+    # the stem's output is 8-bit again: the residual blocks stay uint8
+    blocks = _ops(converted, "refinement.levels.0.blocks", "conv2d.default")
+    assert blocks and all(o["inputs"][0] == "uint8" and o["output"] == "uint8" for o in blocks)
+    assert all("disparity_conv_bits" in o["reason"] for o in offsets)
 
 
 def test_weights_per_channel_symmetric_and_input_fixed_scale(
@@ -85,3 +117,23 @@ def test_converted_graph_tracks_the_float_model() -> None:
         ref, out = model.raw(x)[-1], convert(observed)(x)[-1]
     err = (ref - out).abs().mean().item()
     assert err < 0.1 * ref.abs().mean().item()
+
+
+def test_narrow_convs_are_padded_to_full_kernel_blocks_without_changing_results(
+    observed: torch.fx.GraphModule, converted: torch.fx.GraphModule
+) -> None:
+    unpadded = convert(observed, min_channels=0)
+
+    def out_channels(graph: torch.fx.GraphModule) -> list[int]:
+        weights = [n.args[1].args[0] for n in graph.graph.nodes
+                   if n.op == "call_function" and "conv" in str(n.target)]
+        return [attrgetter(w.target)(graph).shape[0] for w in weights]
+
+    before, after = out_channels(unpadded), out_channels(converted)
+    assert min(before) < MIN_CONV_CHANNELS  # the tiny model has 1-, 8- and 16-channel convs
+    assert min(after) == MIN_CONV_CHANNELS
+    assert [max(c, MIN_CONV_CHANNELS) for c in before] == after
+    x = random_pair(1, seed=4)
+    with torch.no_grad():
+        for a, b in zip(unpadded(x), converted(x), strict=True):
+            assert a.shape == b.shape and torch.equal(a, b)

@@ -1,14 +1,22 @@
-"""StereoNet's PT2E quantizer: int8 features, int16 disparity, Q/DQ where ONNX Runtime fuses.
+"""StereoNet's PT2E quantizer: int8 convolutions, int16 elementwise disparity, Q/DQ where ONNX
+Runtime fuses.
 
 Placement follows ONNX Runtime's QDQ fusion conventions, so the exported graph runs as
 QLinearConv / QLinearAdd / QLinearConcat there:
 - conv (2-D and 3-D) (+ ReLU): uint8 per-tensor input, int8 per-channel symmetric weight in
-  [-127, 127], one output quantizer after the ReLU (BN is folded before export);
-- add (+ ReLU), concat/stack, mul, mean, sum, softmax, bilinear resize: every input and the
-  output quantized;
-- data movement (slice, pad, reshape, squeeze, ...): shares its input's parameters.
-Every tensor that carries disparity (score conv output, softmax, regression, upsampled disparity,
-the refinement's concat, offset conv, residual add and ReLU) is int16 instead of uint8.
+  [-127, 127], one uint8 output quantizer after the ReLU (BN is folded before export), int32
+  accumulation. This holds for the convolutions that read or write disparity too (refinement
+  stems and offset convs, the cost-aggregation score conv): ONNX Runtime has no int16
+  convolution kernel, so a 16-bit conv would run in float there;
+- add (+ ReLU), concat/stack, mul, mean, sum, softmax: every input and the output quantized;
+- data movement (slice, pad, reshape, squeeze, ...) and bilinear resize: share their input's
+  parameters.
+The elementwise disparity path (softmax, soft-argmin regression, disparity upsampling, the
+residual add + ReLU of each refinement level) is int16: 8 bits there roughly double the error,
+and these ops are cheap (one channel). An int16 tensor entering an 8-bit op (the refinement
+stem's concat of disparity and image) is requantized to uint8 with its own scale; an 8-bit
+tensor entering an int16 op is read as is. ``QuantRecipe.disparity_conv_bits = 16`` makes the
+disparity convolutions (and the stem concat) int16 too, for runtimes that have such kernels.
 """
 
 from __future__ import annotations
@@ -43,11 +51,12 @@ ELEMENTWISE = {
     aten.sum.dim_IntList,
     aten.softmax.int,
     aten._softmax.default,
-    aten.upsample_bilinear2d.vec,
-    aten.upsample_bilinear2d.default,
     aten.relu.default,
     aten.sub.Tensor,
 }
+# Bilinear resizing stays within its input's range: the output shares the input's scale, which
+# lets ONNX Runtime drop the Q/DQ pair and resize uint8 directly.
+SAME_RANGE = {aten.upsample_bilinear2d.vec, aten.upsample_bilinear2d.default}
 DATA_MOVEMENT = {
     aten.slice.Tensor,
     aten.pad.default,
@@ -76,6 +85,7 @@ class QuantRecipe:
     bins: int = 8192
     input_scale: float | None = 1.0 / 128.0  # None: observe the input like any activation
     input_zero_point: int = 128
+    disparity_conv_bits: int = 8  # 8: integer convs everywhere in ORT; 16: int16 disparity convs
 
 
 def _act_spec(recipe: QuantRecipe, bits: int) -> Any:
@@ -170,19 +180,29 @@ class StereoQuantizer(_q.Quantizer):
 
     def annotate(self, model: GraphModule) -> GraphModule:
         out_spec: dict[Node, Any] = {}  # how each node's output is quantized
-        disparity: set[Node] = set()
+        out_bits: dict[Node, int] = {}
+        disparity: set[Node] = set()  # outputs that carry disparity (int16 ops)
         done: set[Node] = set()
+        conv16 = self.recipe.disparity_conv_bits == 16
 
         def act(bits16: bool) -> Any:
             return self.act16 if bits16 else self.act8
 
         def edge(arg: Node, bits16: bool) -> Any:
-            """Reuse the producer's quantizer (no requantization) or observe the edge."""
-            if arg in out_spec:
+            """Reuse the producer's quantizer when it is not wider than the consumer wants
+            (no requantization), else observe the edge at the consumer's width."""
+            if arg in out_spec and out_bits[arg] <= (16 if bits16 else 8):
                 return out_spec[arg]
             if arg.op == "placeholder" and self.input_spec is not None:
                 return self.input_spec
             return act(bits16)
+
+        def output(node: Node, spec: Any, bits16: bool, carries: bool) -> None:
+            _annotate(node, None, spec)
+            out_spec[node] = spec
+            out_bits[node] = 16 if bits16 else 8
+            if carries:
+                disparity.add(node)
 
         for node in model.graph.nodes:
             if node.op != "call_function" or node in done:
@@ -192,44 +212,44 @@ class StereoQuantizer(_q.Quantizer):
             if not isinstance(node.meta.get("val"), torch.Tensor) or not inputs:
                 continue
             carries = any(a in disparity for a in inputs)
+            in_disparity_module = bool(DISPARITY_MODULES.search(module_path(node)))
             if target in CONV:
-                carries = bool(DISPARITY_MODULES.search(module_path(node)))
+                out16 = conv16 and in_disparity_module
                 x, w = node.args[0], node.args[1]
                 chain = self._chain(node, BATCH_NORM | RELU)
-                _annotate(node, {x: edge(x, carries), w: self.weight}, None)
+                _annotate(node, {x: edge(x, conv16 and carries), w: self.weight}, None)
                 for n in chain:
                     _annotate(n, {}, None)
                 last = chain[-1] if chain else node
-                _annotate(last, None, act(carries))
-                out_spec[last] = act(carries)
+                output(last, act(out16), out16, out16)
                 done.update(chain)
-                if carries:
-                    disparity.update([node, *chain])
             elif target in ADD and len(inputs) == 2:
                 chain = self._chain(node, RELU)
                 _annotate(node, {a: edge(a, carries) for a in inputs}, None)
                 last = chain[-1] if chain else node
                 if chain:
                     _annotate(last, {}, None)
-                _annotate(last, None, act(carries))
-                out_spec[last] = act(carries)
+                output(last, act(carries), carries, carries)
                 done.update(chain)
-                if carries:
-                    disparity.update([node, *chain])
-            elif target in CONCAT or target in ELEMENTWISE or DISPARITY_MODULES.search(
-                module_path(node)
-            ):
-                carries = carries or bool(DISPARITY_MODULES.search(module_path(node)))
-                _annotate(node, {a: edge(a, carries) for a in inputs}, act(carries))
-                out_spec[node] = act(carries)
-                if carries:
-                    disparity.add(node)
-            elif target in DATA_MOVEMENT:
+            elif target in CONCAT:
+                # a concat feeds convolutions: 8-bit unless those are 16-bit
+                bits16 = carries and conv16
+                _annotate(node, {a: edge(a, bits16) for a in inputs}, None)
+                output(node, act(bits16), bits16, bits16)
+            elif target in ELEMENTWISE or in_disparity_module:
+                carries = carries or in_disparity_module
+                _annotate(node, {a: edge(a, carries) for a in inputs}, None)
+                output(node, act(carries), carries, carries)
+            elif target in DATA_MOVEMENT or target in SAME_RANGE:
                 src = inputs[0]
-                _annotate(node, {src: edge(src, carries)}, None)
+                spec = edge(src, carries)
+                _annotate(node, {src: spec}, None)
                 shared = SharedQuantizationSpec((src, node))
                 _annotate(node, None, shared)
                 out_spec[node] = shared
+                out_bits[node] = out_bits[src] if spec is out_spec.get(src) else (
+                    16 if spec is self.act16 else 8
+                )
                 if carries:
                     disparity.add(node)
         return model

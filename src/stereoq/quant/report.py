@@ -55,6 +55,35 @@ def _precision(dtypes: list[str]) -> str:
     return "int16" if bits == 16 else "int8"
 
 
+SCHEME = {
+    "convolutions": "uint8 activations in and out (per tensor), int8 per-channel symmetric "
+    "weights in [-127, 127], int32 accumulation: ONNX Runtime runs them as QLinearConv. This "
+    "includes the convolutions that read or write disparity (refinement stems and offset "
+    "convs, cost-aggregation score) unless the recipe sets disparity_conv_bits: 16",
+    "disparity path": "int16 for the elementwise ops that carry disparity or its matching "
+    "scores (softmax, soft-argmin regression, disparity upsampling, residual add + ReLU): "
+    "8 bits there cost accuracy, and these ops are cheap (one channel). ONNX Runtime has no "
+    "int16 kernels and runs them in float between int16 QuantizeLinear/DequantizeLinear",
+    "other ops": "8-bit (add, concat, mul, mean, resize of features): integer kernels in "
+    "ONNX Runtime where it has them (QLinearAdd, QLinearConcat, QLinearMul)",
+}
+"""What runs at which width, and why (stored with every precision report)."""
+
+
+def _reason(op: str, precision: str, output: str) -> str:
+    conv = op.startswith("conv")
+    if precision == "float":
+        return "not quantized: no Q/DQ around it"
+    if precision == "int8":
+        return "8-bit convolution (int32 accumulation)" if conv else "8-bit feature op"
+    if conv:
+        return ("16-bit disparity convolution (disparity_conv_bits: 16); no int16 conv kernel "
+                "in ONNX Runtime, which runs it in float")
+    if output == "int16":
+        return "carries disparity: int16 elementwise path"
+    return "reads an int16 disparity tensor"
+
+
 def precision_report(graph: GraphModule) -> dict[str, Any]:
     """Each tensor op of a converted graph with the precision of its inputs and output.
 
@@ -84,15 +113,18 @@ def precision_report(graph: GraphModule) -> dict[str, Any]:
         quantized_out = bool(users) and all(_is_qdq(u, "quantize") for u in users)
         output = _qdq_dtype(users[0]) if quantized_out else "float"
         dtypes = [d for d in inputs if d not in ("bias", "fused")] + [output]
+        op = str(node.target).removeprefix("aten.")
+        precision = _precision(dtypes)
         ops.append(
             {
                 "name": node.name,
-                "op": str(node.target).removeprefix("aten."),
+                "op": op,
                 "module": module_path(node),
                 "kind": "data movement" if node.target in DATA_MOVEMENT else "compute",
                 "inputs": inputs,
                 "output": output,
-                "precision": _precision(dtypes),
+                "precision": precision,
+                "reason": _reason(op, precision, output),
             }
         )
     counts = Counter(op["precision"] for op in ops)
@@ -100,7 +132,10 @@ def precision_report(graph: GraphModule) -> dict[str, Any]:
     for op in ops:
         by_op.setdefault(op["op"], Counter())[op["precision"]] += 1
     return {
+        "scheme": SCHEME,
         "summary": {k: counts.get(k, 0) for k in ("int8", "int16", "float")},
+        "int16_ops": [f"{op['name']} ({op['op']}, {op['module']}): {op['reason']}"
+                      for op in ops if op["precision"] == "int16"],
         "by_op": {k: dict(v) for k, v in sorted(by_op.items())},
         "float_ops": [f"{op['name']} ({op['op']}, {op['module']})" for op in ops
                       if op["precision"] == "float"],
