@@ -83,7 +83,7 @@ def _train(
     )
     loader = DataLoader(
         train_set, batch_size=recipe.batch_size, sampler=sampler, drop_last=True,
-        num_workers=cfg.data.num_workers, persistent_workers=cfg.data.num_workers > 0,
+        num_workers=cfg.data.num_workers,
     )
     steps = len(loader)
     if steps == 0:
