@@ -4,7 +4,7 @@ Trains the float stage of the config (default: the embedded ``stereonet_syntheti
 ``stereoq train --stage float`` does, timing it, then evaluates on the same full-size synthetic
 validation set: a freshly initialised model, the trained best checkpoint and StereoSGBM.
 
-    OMP_WAIT_POLICY=PASSIVE python bench/default_run.py            # trains (25 CPU-minutes)
+    OMP_WAIT_POLICY=PASSIVE python bench/default_run.py            # trains (~10 min on 2 cores)
     python bench/default_run.py --skip-train                       # re-evaluate an existing run
 
 OMP_WAIT_POLICY=PASSIVE matters only on a machine shared with other CPU-heavy processes: there,
