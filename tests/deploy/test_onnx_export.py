@@ -48,6 +48,24 @@ def test_default_size_rounds_validation_frames_up(deploy_cfg) -> None:
     assert default_size(deploy_cfg) == (64, 128)  # frames are 60x120
 
 
+def test_default_size_of_packed_data_comes_from_its_frames(deploy_cfg, monkeypatch) -> None:
+    import stereoq.data
+
+    cfg = deploy_cfg.model_copy(
+        update={"data": deploy_cfg.data.model_copy(update={"source": "lmdb"})}
+    )
+    monkeypatch.setattr(
+        stereoq.data, "build_dataset", lambda *a, **k: [{"left": torch.zeros(3, 100, 200)}]
+    )
+    assert default_size(cfg) == (112, 208)
+
+    def unreadable(*a, **k):
+        raise StereoqError("no packed data")
+
+    monkeypatch.setattr(stereoq.data, "build_dataset", unreadable)
+    assert default_size(cfg) == (544, 960)
+
+
 def test_size_not_a_multiple_is_an_option_error(deploy_cfg) -> None:
     with pytest.raises(StereoqError, match="--width: 120 is not a positive multiple of 16") as e:
         export_stage(deploy_cfg, "float", 64, 120)

@@ -45,11 +45,21 @@ def size_multiple(cfg: ExperimentConfig) -> int:
 
 
 def default_size(cfg: ExperimentConfig) -> tuple[int, int]:
-    """The validation frames' size rounded up to the model's multiple (SceneFlow: 544x960)."""
+    """The validation frames' size rounded up to the model's multiple (SceneFlow: 544x960).
+
+    Read from the first validation frame (packed LMDB or file tree); SceneFlow's 540x960 when
+    the validation set cannot be read.
+    """
     if cfg.data.source == "synthetic":
         height, width = cfg.data.synthetic.height, cfg.data.synthetic.width
     else:
         height, width = 540, 960
+        try:
+            from stereoq.data import build_dataset
+
+            height, width = build_dataset(cfg.data, "val", crop=False)[0]["left"].shape[-2:]
+        except (StereoqError, OSError, IndexError):
+            pass
     m = size_multiple(cfg)
     return -(-height // m) * m, -(-width // m) * m
 
