@@ -170,7 +170,7 @@ class IntInferStage(Stage):
         """Integer program vs fake-quant model on the first validation images, in px.
 
         One quantization step = the coarser of the two output quantizers' steps (the 1/2
-        disparity and the offset, both int16) times maxdisp.
+        disparity, int16, and the offset, uint8 as every conv output) times maxdisp.
         """
         from stereoq.engine.evaluate import pair_input, val_dataset
         from stereoq.quant.prepare import output_scales
