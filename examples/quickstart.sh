@@ -3,7 +3,7 @@
 # pack -> float -> calibration -> QAT -> int_infer -> predict every stage -> export/check ->
 # compile --validate -> infer on a pair -> one summary table.
 #
-#   bash examples/quickstart.sh            # ~16 min on 2 idle CPU cores (10 of them float training)
+#   bash examples/quickstart.sh            # ~15 min on 2 idle CPU cores (10 of them float training)
 #   FAST=1 bash examples/quickstart.sh     # a smoke run of the same chain in a few minutes
 #
 # Everything goes under runs/stereonet_synthetic/ (RUN_DIR) and data/synthetic_lmdb/.
