@@ -10,6 +10,11 @@ OpenVINO) is one more module that registers a ``Backend`` subclass and one line 
 from __future__ import annotations
 
 import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -120,3 +125,27 @@ def get_backend(name: str) -> Backend:
         )
     importlib.import_module(MODULES[name])
     return BACKENDS.build(name)
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Swap ``new`` into ``target``; an existing artifact is only removed once ``new`` is in."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def run_artifact_bench(artifact_dir: Path, script: str, args: list[str]) -> dict[str, Any]:
+    """Run the artifact's own runner script (``bench`` mode) in a fresh Python process and
+    return the JSON result it prints last; a one-line error if the run fails."""
+    cmd = [sys.executable, str(Path(artifact_dir) / script), str(artifact_dir), "bench", *args]
+    env = {**os.environ, "PYTHONNOUSERSITE": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise StereoqError(f"benchmark of {artifact_dir} failed: {last}")
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -21,8 +21,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import zipfile
@@ -32,7 +30,14 @@ from typing import Any
 import torch
 
 from stereoq.deploy import aoti_runner
-from stereoq.deploy.backends import BACKENDS, Backend, RawRunner, StageSource
+from stereoq.deploy.backends import (
+    BACKENDS,
+    Backend,
+    RawRunner,
+    StageSource,
+    replace_dir,
+    run_artifact_bench,
+)
 from stereoq.deploy.check import FLOAT, FLOAT_DATA, INT8, INT8_DATA, CheckReport, NodeVerdict
 from stereoq.deploy.metadata import OUTPUT_NAMES, DeployMetadata, describe
 from stereoq.errors import StereoqError
@@ -236,7 +241,7 @@ class InductorBackend(Backend):
             (tmp / LOWERING_FILE).write_text(json.dumps(summary, indent=2) + "\n",
                                              encoding="utf-8")
             shutil.copyfile(aoti_runner.__file__, tmp / RUNNER_SCRIPT)
-            _replace_dir(tmp, out_dir)
+            replace_dir(tmp, out_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -252,17 +257,10 @@ class InductorBackend(Backend):
         scopes: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         artifact_dir = Path(artifact_dir)
-        cmd = [
-            sys.executable, str(artifact_dir / RUNNER_SCRIPT), str(artifact_dir), "bench",
+        result = run_artifact_bench(artifact_dir, RUNNER_SCRIPT, [
             "--runs", str(runs), "--warmup", str(warmup), "--threads", str(threads or 0),
             "--profile", "3",
-        ]
-        env = {**os.environ, "PYTHONNOUSERSITE": "1"}
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-        if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise StereoqError(f"benchmark of {artifact_dir} failed: {last}")
-        result = json.loads(done.stdout.strip().splitlines()[-1])
+        ])
         profile = result.pop("profile")
         total = sum(r["ms"] for r in profile) or 1.0
         result["top_layers"] = [
@@ -285,15 +283,3 @@ def _write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Swap ``new`` into ``target``; an existing artifact is only removed once ``new`` is in."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-    os.replace(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

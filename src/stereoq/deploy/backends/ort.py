@@ -9,10 +9,7 @@ ORT rewrote it for this machine, so it reports what really runs.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,7 +17,13 @@ from typing import Any
 import onnx
 
 from stereoq.deploy import ort_runner
-from stereoq.deploy.backends import BACKENDS, Backend, RawRunner
+from stereoq.deploy.backends import (
+    BACKENDS,
+    Backend,
+    RawRunner,
+    replace_dir,
+    run_artifact_bench,
+)
 from stereoq.deploy.check import (
     CONVERT,
     FLOAT,
@@ -159,7 +162,7 @@ class OrtBackend(Backend):
                 metadata.model_dump_json(indent=2) + "\n", encoding="utf-8"
             )
             shutil.copyfile(ort_runner.__file__, tmp / RUNNER_SCRIPT)
-            _replace_dir(tmp, out_dir)
+            replace_dir(tmp, out_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -176,17 +179,10 @@ class OrtBackend(Backend):
     ) -> dict[str, Any]:
         artifact_dir = Path(artifact_dir)
         with tempfile.TemporaryDirectory(prefix="stereoq-prof-") as tmp:
-            cmd = [
-                sys.executable, str(artifact_dir / RUNNER_SCRIPT), str(artifact_dir), "bench",
+            result = run_artifact_bench(artifact_dir, RUNNER_SCRIPT, [
                 "--runs", str(runs), "--warmup", str(warmup), "--threads", str(threads or 0),
                 "--profile", "3", "--profile-prefix", str(Path(tmp) / "profile"),
-            ]
-            env = {**os.environ, "PYTHONNOUSERSITE": "1"}
-            done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-            if done.returncode != 0:
-                last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-                raise StereoqError(f"benchmark of {artifact_dir} failed: {last}")
-            result = json.loads(done.stdout.strip().splitlines()[-1])
+            ])
             trace = json.loads(Path(result.pop("profile")).read_text(encoding="utf-8"))
         result["top_layers"] = top_layers(trace, top, scopes)
         result["memory_method"] = (
@@ -198,15 +194,3 @@ class OrtBackend(Backend):
 
     def load(self, artifact_dir: Path, threads: int | None = None) -> RawRunner:
         return ort_runner.StereoRunner(artifact_dir, threads).raw
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Swap ``new`` into ``target``; an existing artifact is only removed once ``new`` is in."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-    os.replace(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
