@@ -21,6 +21,7 @@ from stereoq.deploy.onnx_export import (
     export_stage,
     fit,
     read_metadata,
+    reference_graph,
     run_torch,
     stage_graph,
 )
@@ -132,7 +133,7 @@ def validate(
     if count == 0:
         raise StereoqError("the validation set is empty")
     run_artifact = backend.load(artifact)
-    graph = stage_graph(cfg, metadata.stage)
+    graph = reference_graph(stage_graph(cfg, metadata.stage))
     maxdisp = float(metadata.maxdisp)
     steps = {o.name: o.agreement_step for o in metadata.outputs}
     known = [s for s in steps.values() if s]

@@ -1,18 +1,15 @@
 """ONNX Runtime vs PyTorch on every quantized tensor of an int8 QDQ export.
 
-A QDQ graph is a chain of integer tensors (each ``QuantizeLinear`` output); PyTorch computes
-each one as dequantize -> float op -> quantize, ONNX Runtime with fused integer kernels
-(QLinearConv with an int32 bias and an int32 accumulator, QLinearAdd, ...). Both round, and
-they round a few values near a half-step the other way: one LSB on a small fraction of a
-tensor. A trained network carries such a one-LSB flip forward and grows it, so the final
-outputs of two faithful runs can differ by several output steps (measured on the quick start's
-model: ONNX Runtime with graph optimizations off, i.e. PyTorch's own float arithmetic, met the
-old end-to-end bar on only 98.1 % of pixels). What the deployed file must guarantee is that
-ONNX Runtime computes the graph PyTorch defines, so each tensor is compared *given the same
-integer inputs*: PyTorch's graph runs with every quantized tensor replaced by ONNX Runtime's
-(teacher forcing) and each op's integer output must be within one step of its own integer type
-(one LSB). The free-running difference (how far the rounding flips carried) is reported next
-to it, in 8-bit steps of the tensor's range.
+A QDQ graph is a chain of integer tensors (each ``QuantizeLinear`` output). ONNX Runtime computes
+them with fused integer kernels (QLinearConv with an int32 bias and accumulator, QLinearAdd, ...)
+and the remaining ops as dequantize -> float op -> quantize. PyTorch's reference evaluates the
+convolutions as the integer kernels do (``stereoq.quant.integer_conv``), everything else op by op.
+Each tensor is compared *given the same integer inputs*: PyTorch's graph runs with every
+quantized tensor replaced by ONNX Runtime's (teacher forcing), which locates an op that departs
+from the graph's meaning even where a trained network would carry a small difference forward.
+Convolutions agree to the bit; float ops (softmax, resize, reductions of the disparity path)
+may round a value near a half-step the other way (one LSB). The free-running difference (how
+far such flips carried) is reported next to it, in 8-bit steps of the tensor's range.
 """
 
 from __future__ import annotations
@@ -92,18 +89,25 @@ def _is_quantize(node: Node) -> bool:
 
 
 class _Recorder(Interpreter):
-    """Runs a graph, records each quantize output, optionally substitutes ORT's value."""
+    """Runs a graph, records each quantize output, optionally substitutes ORT's value.
+
+    Integer-conv nodes (``stereoq.quant.integer_conv``) count as the quantize they replaced.
+    """
 
     def __init__(self, module: GraphModule, forced: dict[str, np.ndarray] | None) -> None:
         super().__init__(module)
         self.forced = forced or {}
         self.values: dict[str, np.ndarray] = {}
+        from stereoq.quant.integer_conv import RENAMED_KEY
+
+        self.renamed: dict[str, str] = module.meta.get(RENAMED_KEY, {})
 
     def run_node(self, n: Node) -> Any:
         out = super().run_node(n)
-        if _is_quantize(n):
-            self.values[n.name] = out.numpy().copy()
-            other = self.forced.get(n.name)
+        if _is_quantize(n) or n.name in self.renamed:
+            name = self.renamed.get(n.name, n.name)
+            self.values[name] = out.numpy().copy()
+            other = self.forced.get(name)
             if other is not None and other.shape == tuple(out.shape):
                 return torch.from_numpy(other).to(out.dtype)
         return out
@@ -124,8 +128,12 @@ def compare_tensors(
 ) -> list[TensorAgreement]:
     """Every quantized tensor of the export (present in both graphs), over ``inputs``.
 
-    ``module`` must be the program the ONNX file was exported from (same node names).
+    ``module`` must be the program the ONNX file was exported from (same node names); its
+    convolutions are evaluated as integer kernels compute them.
     """
+    from stereoq.quant.integer_conv import integer_convs
+
+    module = integer_convs(module)
     names = quantized_tensors(model)
     ort_runs = run_ort_tensors(model, inputs, names)
     local: dict[str, list[np.ndarray]] = {}

@@ -160,16 +160,25 @@ def load_program(path: Path, hint: str = "") -> torch.export.ExportedProgram:
         raise StereoqError(f"model {path} cannot be read: {reason}") from None
 
 
-def load_stage_graph(cfg: ExperimentConfig, stage: str) -> nn.Module:
+def load_stage_graph(cfg: ExperimentConfig, stage: str, integer: bool = True) -> nn.Module:
     """(B, 6, H, W), H and W multiples of 16 -> (1/2-res disparity, full-res offset), normalised.
 
     ``calibration`` and ``qat`` give their fake-quant graphs, ``int_infer`` the integer program.
+    With ``integer`` (the default: how the model is evaluated) their convolutions compute as
+    integer kernels do (``stereoq.quant.integer_conv``); without it the graph is as saved
+    (the Q/DQ form that exports to ONNX).
     """
     if stage not in QUANT_STAGES:
         raise StereoqError(f"stage {stage!r} is not a quantized stage", exit_code=2)
     if stage == "int_infer":
         program = load_program(artifact_path(cfg, stage), hint=train_hint(cfg, stage))
-        return program.module()
-    from stereoq.quant.prepare import LastTwo
+        graph: nn.Module = program.module()
+    else:
+        from stereoq.quant.prepare import LastTwo
 
-    return LastTwo(load_fake_quant(cfg, stage))
+        graph = LastTwo(load_fake_quant(cfg, stage))
+    if not integer:
+        return graph
+    from stereoq.quant.integer_conv import eval_mode, integer_convs
+
+    return integer_convs(eval_mode(graph))
