@@ -61,7 +61,7 @@ step "Accuracy of every stage against OpenCV SGBM"
 stereoq predict --stage all --baseline sgbm "${SETS[@]}"
 
 step "Deploy the integer model on ONNX Runtime"
-# export verifies ONNX Runtime against PyTorch tensor by tensor (see the README).
+# export verifies ONNX Runtime against PyTorch's integer model, end to end and tensor by tensor.
 stereoq export --stage int_infer "${SETS[@]}"
 stereoq check --stage int_infer "${SETS[@]}"
 stereoq compile --stage int_infer --validate "${SETS[@]}"

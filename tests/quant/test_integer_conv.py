@@ -77,10 +77,14 @@ CASES = {
     "conv2d_relu": dict(c_in=16, c_out=16, dims=2, relu=True, stride=1, shape=(1, 16, 24, 40)),
     "conv2d_stride2": dict(c_in=8, c_out=32, dims=2, relu=False, stride=2, shape=(2, 8, 20, 36)),
     "conv3d_relu": dict(c_in=8, c_out=16, dims=3, relu=True, stride=1, shape=(1, 8, 6, 10, 14)),
-    # 256 * 9 taps of mean |w| ~ 64 times |q_x - z_x| <= 135 pass 2**24: float64 sums
+    # 256 * 9 taps of mean |w| ~ 64 times |q_x - z_x| <= 135 pass 2**24: split input
     "conv2d_wide": dict(c_in=256, c_out=16, dims=2, relu=False, stride=1, shape=(1, 256, 12, 20),
                         big_weights=True),
+    # 2048 * 9 taps: even 16 * sum |w| passes 2**24: float64 sums
+    "conv2d_huge": dict(c_in=2048, c_out=16, dims=2, relu=True, stride=1, shape=(1, 2048, 6, 6),
+                        big_weights=True),
 }
+PARTS = {"conv2d_wide": 2, "conv2d_huge": 0}
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -99,7 +103,7 @@ def test_integer_conv_equals_onnx_runtime_to_the_bit(case: str, tmp_path: Path) 
     exact = integer_convs(program.module())
     assert integer_conv_count(exact) == 1
     (layer,) = [m for m in exact.modules() if isinstance(m, IntegerConv)]
-    assert layer.acc_dtype == (torch.float64 if case == "conv2d_wide" else torch.float32)
+    assert layer.parts == PARTS.get(case, 1)
     with torch.no_grad():
         ours = exact(x)
         float_path = program.module()(x)
@@ -118,12 +122,12 @@ def test_float32_accumulation_is_exact_under_the_bound() -> None:
                 y_range=(0, 255), relu=False, fake=False,
                 geometry=ConvGeometry((1, 1), (1, 1), (1, 1), 1))
     layer = IntegerConv(weight_q=w, **args)
-    assert layer.acc_dtype == torch.float32  # 128 * 32 * 9 * 127 < 2**24
+    assert layer.parts == 1  # 128 * 32 * 9 * 127 < 2**24
     acc32 = nn.functional.conv2d(x.float() - 128, w, padding=1)
     acc64 = nn.functional.conv2d(x.double() - 128, w.double(), padding=1)
     assert torch.equal(acc32.double(), acc64)
     layer64 = IntegerConv(weight_q=w, **args)
-    layer64.acc_dtype = torch.float64
+    layer64.parts, layer64.acc_dtype = 0, torch.float64
     layer64.weight_q = layer64.weight_q.double()
     assert torch.equal(layer(x), layer64(x))
 

@@ -14,8 +14,9 @@ forward until 10 % of the final disparity pixels differ by more than one output 
 the quick start's model). Evaluating the convolutions here the runtime's way makes PyTorch's
 integer model and the deployed one agree to the bit on every convolution.
 
-The sums are exact: the integer operands are held in float32 when no partial sum can reach
-2**24 (``max |q_x - z_x| * sum |q_w[c]|``, bounded per conv), else in float64.
+The sums are exact: float32 convolutions of integer operands whenever no partial sum can reach
+2**24 (``max |q_x - z_x| * sum |q_w[c]|``, bounded per conv); wider convs split the input into
+``16 * high + low`` and sum two such convolutions in float64; float64 beyond that.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ aten = torch.ops.aten
 CONVS = (aten.conv2d.default, aten.conv3d.default)
 RELUS = (aten.relu.default, aten.relu_.default)
 FLOAT32_EXACT = 2**24
+SPLIT = 16
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 RENAMED_KEY = "stereoq_integer_conv_names"
 """``GraphModule.meta`` key: name of each IntegerConv node -> the quantize node it replaced."""
@@ -88,8 +90,14 @@ class IntegerConv(nn.Module):
     ) -> None:
         super().__init__()
         x_max = max(x_zero - x_range[0], x_range[1] - x_zero)
-        worst = x_max * weight_q.abs().flatten(1).sum(1).max().item()
-        self.acc_dtype = torch.float32 if worst < FLOAT32_EXACT else torch.float64
+        weight_sum = weight_q.abs().flatten(1).sum(1).max().item()
+        if x_max * weight_sum < FLOAT32_EXACT:
+            self.parts = 1
+        elif SPLIT * weight_sum < FLOAT32_EXACT and x_max < SPLIT * SPLIT:
+            self.parts = 2  # q - z = 16 hi + lo, |hi|, lo <= 16: two exact float32 convs
+        else:
+            self.parts = 0
+        self.acc_dtype = torch.float32 if self.parts else torch.float64
         self.register_buffer("weight_q", weight_q.to(self.acc_dtype))
         self.register_buffer("bias_q", bias_q.to(torch.float64))
         self.register_buffer("multiplier", multiplier.to(torch.float32))
@@ -105,10 +113,18 @@ class IntegerConv(nn.Module):
                    else x.to(torch.float32) - self.x_zero)
         g = self.geometry
         conv = F.conv2d if self.weight_q.dim() == 4 else F.conv3d
-        acc = conv(centred.to(self.acc_dtype), self.weight_q, None, g.stride, g.padding,
-                   g.dilation, g.groups)
+        def run(v: Tensor) -> Tensor:
+            out = conv(v.to(self.acc_dtype), self.weight_q, None, g.stride, g.padding,
+                       g.dilation, g.groups)
+            return out.to(torch.float64)
+
+        if self.parts == 2:
+            high = torch.floor(centred / SPLIT)  # zero padding pads both parts with 0
+            acc = SPLIT * run(high) + run(centred - SPLIT * high)
+        else:
+            acc = run(centred)
         shape = (1, -1) + (1,) * (acc.dim() - 2)
-        acc = (acc.to(torch.float64) + self.bias_q.view(shape)).to(torch.float32)
+        acc = (acc + self.bias_q.view(shape)).to(torch.float32)
         q = torch.round(acc * self.multiplier.view(shape)) + self.y_zero
         q = q.clamp(self.low, self.high)
         if self.fake:
