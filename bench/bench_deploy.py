@@ -27,7 +27,7 @@ from timing import time_torch  # bench/timing.py, beside this script
 from stereoq.cli.output import print_table, write_json
 from stereoq.deploy.backends import get_backend
 from stereoq.deploy.metadata import describe
-from stereoq.deploy.onnx_export import OPSET, compare, run_torch, to_onnx
+from stereoq.deploy.onnx_export import OPSET, compare, reference_graph, run_torch, to_onnx
 from stereoq.deploy.qdq_graph import QdqGraph, node_scopes
 from stereoq.models.build import build_model
 from stereoq.models.stereonet import DeployGraph
@@ -75,7 +75,7 @@ def ort_figures(cfg, graph, x, name, height, width, work, runs, warmup, threads)
     scopes = node_scopes(onnx.load(str(path)))
     perf = backend.benchmark(artifact, runs, warmup, threads, 10, scopes)
     got = [backend.load(artifact, threads)(x.numpy())]
-    agreement = compare(got, run_torch(graph, [x]),
+    agreement = compare(got, run_torch(reference_graph(graph), [x]),
                         {o.name: o.agreement_step for o in meta.outputs}, precision != "float32")
     int_convs, convs = check.conv_summary()
     return {**{k: perf[k] for k in ("median_ms", "p90_ms", "peak_rss_mib", "runs", "warmup",
@@ -99,7 +99,7 @@ def inductor_figures(cfg, q, x, height, width, work, runs, warmup, threads) -> d
     summary = json.loads((artifact / "lowering.json").read_text(encoding="utf-8"))
     perf = backend.benchmark(artifact, runs, warmup, threads, 10)
     got = [backend.load(artifact, threads)(x.numpy())]
-    agreement = compare(got, run_torch(q, [x]),
+    agreement = compare(got, run_torch(reference_graph(q), [x]),
                         {o.name: o.agreement_step for o in meta.outputs}, True)
     return {**{k: perf[k] for k in ("median_ms", "p90_ms", "peak_rss_mib", "runs", "warmup",
                                     "threads", "top_layers")},

@@ -72,7 +72,7 @@ def compiled_int8(cfg, q: torch.nn.Module, x: torch.Tensor) -> tuple[object, dic
     from torch._inductor.utils import run_and_get_code
 
     from stereoq.deploy.metadata import OUTPUT_NAMES
-    from stereoq.deploy.onnx_export import compare, run_torch
+    from stereoq.deploy.onnx_export import compare, reference_graph, run_torch
     from stereoq.quant.lowering import lower_for_inductor, output_quant
     from stereoq.quant.prepare import export_program
 
@@ -93,7 +93,8 @@ def compiled_int8(cfg, q: torch.nn.Module, x: torch.Tensor) -> tuple[object, dic
         "torch.ops.onednn.qconv2d_pointwise")
     fconv = text.count("torch.ops.mkldnn._convolution_pointwise.") + text.count(
         "extern_kernels.convolution(")
-    agreement = compare([tuple(t.numpy() for t in out)], run_torch(q, [x]), steps, True)
+    reference = run_torch(reference_graph(q), [x])
+    agreement = compare([tuple(t.numpy() for t in out)], reference, steps, True)
     facts = {"compile_s": secs, "int8_convs_generated": qconv, "float_convs_generated": fconv,
              "lowering": report.to_json(), "agreement_vs_int8_graph": agreement.to_json()}
     return fn, facts

@@ -20,7 +20,6 @@ from stereoq.quant.integer_conv import (
     IntegerConv,
     bias_to_int32,
     integer_conv_count,
-    integer_convs,
 )
 from stereoq.quant.prepare import (
     LastTwo,
@@ -33,6 +32,7 @@ from stereoq.quant.prepare import (
 )
 from stereoq.quant.quantizer import QuantRecipe
 from stereoq.quant.report import precision_report
+from stereoq.quant.runtime_eval import runtime_eval
 
 from .conftest import random_pair, tiny_cfg
 
@@ -100,7 +100,7 @@ def test_integer_conv_equals_onnx_runtime_to_the_bit(case: str, tmp_path: Path) 
     (conv_out,) = [n.output[0] for n in model.graph.node if n.op_type == "QuantizeLinear"][1:]
     got = run_ort_tensors(model, [x], [conv_out])[0][conv_out]
 
-    exact = integer_convs(program.module())
+    exact = runtime_eval(program.module())
     assert integer_conv_count(exact) == 1
     (layer,) = [m for m in exact.modules() if isinstance(m, IntegerConv)]
     assert layer.parts == PARTS.get(case, 1)
@@ -154,8 +154,8 @@ def fake_quant() -> torch.fx.GraphModule:
 
 def test_fake_quant_and_converted_graphs_evaluate_identically(fake_quant) -> None:
     x = random_pair(1, seed=5)
-    a = integer_convs(LastTwo(copy_graph(fake_quant)))
-    b = integer_convs(LastTwo(convert(fake_quant)))
+    a = runtime_eval(LastTwo(copy_graph(fake_quant)))
+    b = runtime_eval(LastTwo(convert(fake_quant)))
     convs = sum(1 for n in fake_quant.graph.nodes if "conv" in str(n.target)
                 and n.op == "call_function")
     assert integer_conv_count(a) == integer_conv_count(b) == convs
@@ -174,7 +174,7 @@ def test_16_bit_convolutions_keep_their_float_arithmetic() -> None:
     converted = convert(observed)
     convs = [o for o in precision_report(converted)["ops"] if "conv" in o["op"]]
     eight_bit = [o for o in convs if o["inputs"][0] == "uint8" and o["output"] == "uint8"]
-    exact = integer_convs(converted)
+    exact = runtime_eval(converted)
     # the offset convs, refinement stems and score conv touch int16 tensors: ORT runs them in
     # float (no int16 kernels), so PyTorch does too
     assert len(convs) - len(eight_bit) == 9

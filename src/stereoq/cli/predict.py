@@ -43,7 +43,11 @@ def predict(
         typer.Option("--json", help="Where to save the metrics. Default: RUN_DIR/predict.json."),
     ] = None,
 ) -> None:
-    """EPE, D1 and bad-1/2/3 on the full-size validation set, as a table and JSON."""
+    """EPE, D1 and bad-1/2/3 on the full-size validation set, as a table and JSON.
+
+    Quantized stages are evaluated as the deployment runtime computes them (8-bit convolutions
+    as integer kernels; see stereoq.quant.runtime_eval).
+    """
     opts = validate_options(
         PredictOptions, stage=stage, config=config, sets=sets or [], checkpoint=checkpoint,
         baseline=baseline, batch_size=batch_size, json_path=json_path,

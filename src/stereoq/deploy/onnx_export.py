@@ -102,13 +102,13 @@ def stage_graph(cfg: ExperimentConfig, stage: str) -> nn.Module:
 
 
 def reference_graph(graph: nn.Module) -> nn.Module:
-    """What a deployed ``graph`` must reproduce: quantized graphs evaluated with integer
-    convolutions (``stereoq.quant.integer_conv``), float graphs as they are."""
+    """What a deployed ``graph`` must reproduce: quantized graphs evaluated as the runtime
+    computes them (``stereoq.quant.runtime_eval``), float graphs as they are."""
     if not any(isinstance(m, torch.fx.GraphModule) for m in graph.modules()):
         return graph
-    from stereoq.quant.integer_conv import integer_convs
+    from stereoq.quant.runtime_eval import runtime_eval
 
-    return integer_convs(graph)
+    return runtime_eval(graph)
 
 
 def quiet_export() -> contextlib.AbstractContextManager[None]:
@@ -207,7 +207,7 @@ class Agreement:
     def ok(self) -> bool:
         """Float: every output element within tolerance. Int8: each output within one 8-bit
         output step on ``required_pct`` % of its elements, against PyTorch's integer model
-        (convolutions as integer kernels compute them), and, where measured, every quantized
+        (``stereoq.quant.runtime_eval``), and, where measured, every quantized
         tensor within one LSB on ``required_pct`` % of its elements given the same inputs."""
         if self.quantized and self.tensors:
             return self.outputs_ok and self.tensors_ok
@@ -323,7 +323,7 @@ def export_stage(
 
     The file appears at its final path only once the checker and the agreement passed; an
     int8 export needs ``min_agreement`` % of each output's elements within one output step of
-    PyTorch's integer model (convolutions as integer kernels compute them) and of each quantized
+    PyTorch's integer model (as the runtime computes it) and of each quantized
     tensor's elements within one LSB given the same inputs.
     """
     check_size(cfg, height, width)

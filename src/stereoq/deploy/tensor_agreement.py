@@ -3,13 +3,14 @@
 A QDQ graph is a chain of integer tensors (each ``QuantizeLinear`` output). ONNX Runtime computes
 them with fused integer kernels (QLinearConv with an int32 bias and accumulator, QLinearAdd, ...)
 and the remaining ops as dequantize -> float op -> quantize. PyTorch's reference evaluates the
-convolutions as the integer kernels do (``stereoq.quant.integer_conv``), everything else op by op.
+graph as the runtime does where it matters (``stereoq.quant.runtime_eval``: integer convolutions,
+``QuantizeLinear``'s 16-bit rounding, its resize order), everything else op by op.
 Each tensor is compared *given the same integer inputs*: PyTorch's graph runs with every
 quantized tensor replaced by ONNX Runtime's (teacher forcing), which locates an op that departs
 from the graph's meaning even where a trained network would carry a small difference forward.
-Convolutions agree to the bit; float ops (softmax, resize, reductions of the disparity path)
-may round a value near a half-step the other way (one LSB). The free-running difference (how
-far such flips carried) is reported next to it, in 8-bit steps of the tensor's range.
+Convolutions, resizes and 16-bit quantizes agree to the bit; the softmax (ONNX Runtime's own
+``exp``) may round a value near a half-step the other way (one LSB). The free-running difference
+(how far such flips carried) is reported next to it, in 8-bit steps of the tensor's range.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def _is_quantize(node: Node) -> bool:
 class _Recorder(Interpreter):
     """Runs a graph, records each quantize output, optionally substitutes ORT's value.
 
-    Integer-conv nodes (``stereoq.quant.integer_conv``) count as the quantize they replaced.
+    Nodes of ``stereoq.quant.runtime_eval`` count as the quantize they replaced.
     """
 
     def __init__(self, module: GraphModule, forced: dict[str, np.ndarray] | None) -> None:
@@ -129,11 +130,11 @@ def compare_tensors(
     """Every quantized tensor of the export (present in both graphs), over ``inputs``.
 
     ``module`` must be the program the ONNX file was exported from (same node names); its
-    convolutions are evaluated as integer kernels compute them.
+    graph is evaluated as the runtime computes it (``stereoq.quant.runtime_eval``).
     """
-    from stereoq.quant.integer_conv import integer_convs
+    from stereoq.quant.runtime_eval import runtime_eval
 
-    module = integer_convs(module)
+    module = runtime_eval(module)
     names = quantized_tensors(model)
     ort_runs = run_ort_tensors(model, inputs, names)
     local: dict[str, list[np.ndarray]] = {}

@@ -164,8 +164,8 @@ def load_stage_graph(cfg: ExperimentConfig, stage: str, integer: bool = True) ->
     """(B, 6, H, W), H and W multiples of 16 -> (1/2-res disparity, full-res offset), normalised.
 
     ``calibration`` and ``qat`` give their fake-quant graphs, ``int_infer`` the integer program.
-    With ``integer`` (the default: how the model is evaluated) their convolutions compute as
-    integer kernels do (``stereoq.quant.integer_conv``); without it the graph is as saved
+    With ``integer`` (the default: how the model is evaluated) they compute as the deployment
+    runtime does (``stereoq.quant.runtime_eval``); without it the graph is as saved
     (the Q/DQ form that exports to ONNX).
     """
     if stage not in QUANT_STAGES:
@@ -179,6 +179,6 @@ def load_stage_graph(cfg: ExperimentConfig, stage: str, integer: bool = True) ->
         graph = LastTwo(load_fake_quant(cfg, stage))
     if not integer:
         return graph
-    from stereoq.quant.integer_conv import eval_mode, integer_convs
+    from stereoq.quant.runtime_eval import eval_mode, runtime_eval
 
-    return integer_convs(eval_mode(graph))
+    return runtime_eval(eval_mode(graph))

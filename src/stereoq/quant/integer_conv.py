@@ -21,8 +21,6 @@ The sums are exact: float32 convolutions of integer operands whenever no partial
 
 from __future__ import annotations
 
-import copy
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -200,7 +198,8 @@ class _Rewriter:
 
     def __init__(self, gm: GraphModule, fake: bool) -> None:
         self.gm, self.fake = gm, fake
-        self.modules = dict(gm.named_modules())
+        # named_modules() lists a shared module once: fake quants of a shared qspec are
+        self.modules = dict(gm.named_modules(remove_duplicate=False))
 
     # -- fake-quant graphs: call_module FakeQuantize nodes -------------------------------
     def _fq(self, node: object) -> nn.Module | None:
@@ -292,46 +291,13 @@ class _Rewriter:
         graph.lint()
         self.gm.recompile()
         self.gm.meta[RENAMED_KEY] = renamed
-        return count
+        return len(renamed)
 
 
-def integer_convs(graph: nn.Module) -> nn.Module:
-    """An eval-only copy of a quantized graph whose convolutions compute as integer kernels do.
-
-    ``graph`` is a converted Q/DQ ``GraphModule``, a frozen fake-quant one (calibration / QAT)
-    or either wrapped as ``LastTwo(graph)``; anything else is returned unchanged. Convolutions
-    that do not read and write quantized tensors keep their float arithmetic.
-    """
-    inner = getattr(graph, "net", None)
-    if not isinstance(graph, GraphModule) and isinstance(inner, GraphModule):
-        wrapper = copy.copy(graph)
-        wrapper._modules = dict(graph._modules)
-        wrapper._modules["net"] = integer_convs(inner)
-        return wrapper
-    if not isinstance(graph, GraphModule):
-        return graph
-    with warnings.catch_warnings():
-        # deepcopy of an exported graph trips a pytree LeafSpec deprecation inside torch
-        warnings.simplefilter("ignore", FutureWarning)
-        copied = copy.deepcopy(graph)
-    fake = False
-    for module in copied.modules():
-        if _is_fake_quant(module):
-            module.disable_observer()
-            fake = True
-    _Rewriter(copied, fake).run()
-    return eval_mode(copied)
-
-
-def eval_mode(module: nn.Module) -> nn.Module:
-    """``module.eval()`` for graphs too (an exported program's module refuses ``eval()``)."""
-    for sub in module.modules():
-        sub.training = False
-    return module
-
-
-def _is_fake_quant(module: nn.Module) -> bool:
-    return hasattr(module, "fake_quant_enabled") and hasattr(module, "scale")
+def rewrite_convs(gm: GraphModule, fake: bool) -> int:
+    """Replace each 8-bit quantized conv of ``gm`` (in place) with an ``IntegerConv``; returns
+    the number replaced. ``fake``: ``gm`` is a frozen fake-quant graph, else a Q/DQ graph."""
+    return _Rewriter(gm, fake).run()
 
 
 def integer_conv_count(graph: nn.Module) -> int:

@@ -169,21 +169,21 @@ class IntInferStage(Stage):
                   reporter: Reporter) -> dict[str, Any]:
         """Integer program vs fake-quant model on the first validation images, in px.
 
-        Both evaluate their convolutions as integer kernels do (how every quantized stage is
-        evaluated, ``stereoq.quant.integer_conv``), each from its own quantization parameters.
+        Both are evaluated as the deployment runtime computes them (as every quantized stage is,
+        ``stereoq.quant.runtime_eval``), each from its own quantization parameters.
         One quantization step = the coarser of the two output quantizers' steps (the 1/2
         disparity, int16, and the offset, uint8 as every conv output) times maxdisp.
         """
         from stereoq.engine.evaluate import pair_input, val_dataset
-        from stereoq.quant.integer_conv import eval_mode, integer_convs
         from stereoq.quant.prepare import output_scales
+        from stereoq.quant.runtime_eval import eval_mode, runtime_eval
 
         cfg = self.cfg
         step_px = max(output_scales(converted)[-2:]) * cfg.model.maxdisp
         dataset = val_dataset(cfg)
         count = min(AGREEMENT_IMAGES, len(dataset))
-        a = _predictor(cfg, integer_convs(eval_mode(fake_quant)))
-        b = _predictor(cfg, integer_convs(program))
+        a = _predictor(cfg, runtime_eval(eval_mode(fake_quant)))
+        b = _predictor(cfg, runtime_eval(program))
         diffs = []
         reporter.task("int_infer vs fake-quant", count)
         for i in range(count):
