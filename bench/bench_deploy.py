@@ -188,8 +188,9 @@ def main() -> None:
     for name, why in failures.items():
         print(f"{name}: failed: {why}")
     agr = results["int8 ONNX Runtime"]["agreement_vs_pytorch"]
-    print(f"int8 ORT vs PyTorch Q/DQ graph: {agr['within_pct']} % within one step, max "
-          f"{agr['max_abs']} (normalised){'' if args.checkpoint else ' (random weights)'}")
+    print(f"int8 ORT vs PyTorch's integer model (runtime_eval): {agr['within_pct']} % within "
+          f"one step, max {agr['max_abs']} (normalised)"
+          f"{'' if args.checkpoint else ' (random weights)'}")
     write_json(args.json, {"config": cfg.name, "height": args.height, "width": args.width,
                            "threads": args.threads, "checkpoint": str(args.checkpoint),
                            "results": results, "failures": failures})
