@@ -8,7 +8,7 @@ graph as the runtime does where it matters (``stereoq.quant.runtime_eval``: inte
 Each tensor is compared *given the same integer inputs*: PyTorch's graph runs with every
 quantized tensor replaced by ONNX Runtime's (teacher forcing), which locates an op that departs
 from the graph's meaning even where a trained network would carry a small difference forward.
-Convolutions, additions, resizes and 16-bit quantizes agree to the bit; the softmax (its own
+Convolutions, resizes and 16-bit quantizes agree to the bit; the softmax (ONNX Runtime's own
 ``exp``) may round a value near a half-step the other way (one LSB). The free-running difference
 (how far such flips carried) is reported next to it, in 8-bit steps of the tensor's range.
 """

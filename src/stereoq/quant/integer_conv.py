@@ -103,7 +103,6 @@ class IntegerConv(nn.Module):
         self.x_scale, self.x_zero, self.y_zero = float(x_scale), int(x_zero), int(y_zero)
         self.low = max(y_range[0], y_zero) if relu else y_range[0]
         self.high = y_range[1]
-        self.y_range = y_range
         self.geometry, self.fake, self.out_dtype = geometry, fake, out_dtype
 
     def forward(self, x: Tensor) -> Tensor:
@@ -208,19 +207,6 @@ class _Rewriter:
             mod = self.modules.get(str(node.target))
             if mod is not None and hasattr(mod, "scale") and hasattr(mod, "quant_min"):
                 return mod
-        return None
-
-    def fake_quant_of(self, node: object) -> _Quant | None:
-        """Quantization of a fake-quantized value: a fake quant's output, or an earlier
-        rewrite's (its output quantizer)."""
-        mod = self._fq(node)
-        if mod is not None:
-            return None if mod.is_per_channel else self._fq_quant(mod)
-        if isinstance(node, Node) and node.op == "call_module":
-            mod = self.gm.get_submodule(str(node.target))
-            if getattr(mod, "fake", False) and hasattr(mod, "y_range"):
-                return _Quant(float(mod.y_scale), int(mod.y_zero), int(mod.y_range[0]),
-                              int(mod.y_range[1]), torch.uint8)
         return None
 
     def _fq_quant(self, mod: nn.Module) -> _Quant:

@@ -1,18 +1,17 @@
 """Evaluate a quantized graph the way the deployment runtime computes it.
 
 A Q/DQ graph (or a frozen fake-quant graph) fixes every rounding of the integer model, but run op
-by op in PyTorch it computes the in-between float arithmetic its own way. Four places decide
+by op in PyTorch it computes the in-between float arithmetic its own way. Three places decide
 roundings differently from ONNX Runtime, and a trained network carries the resulting one-LSB
 flips forward to the outputs:
 
 - 8-bit convolutions: integer kernels (int32 bias, exact sums, float32 requantization):
   ``stereoq.quant.integer_conv``;
-- 8-bit additions: ``QLinearAdd``'s ratios and fused multiply-adds: ``stereoq.quant.integer_add``;
 - 16-bit quantization (standalone ``QuantizeLinear`` in ONNX Runtime): ``round(x / scale)``,
   not PyTorch's multiplication by the reciprocal: ``stereoq.quant.quantize_linear``;
 - bilinear resizes: ONNX Runtime's float order, ``stereoq.quant.bilinear``.
 
-``runtime_eval`` returns an evaluation copy with all four; the saved graphs (and their ONNX
+``runtime_eval`` returns an evaluation copy with all three; the saved graphs (and their ONNX
 exports) are unchanged. Every quantized stage is evaluated this way: ``predict``, the int_infer
 agreement, ``export`` and ``compile --validate``.
 """
@@ -26,7 +25,6 @@ from torch import nn
 from torch.fx import GraphModule
 
 from stereoq.quant.bilinear import runtime_resizes
-from stereoq.quant.integer_add import rewrite_adds
 from stereoq.quant.integer_conv import RENAMED_KEY, rewrite_convs
 from stereoq.quant.quantize_linear import division_quantizes
 
@@ -55,7 +53,6 @@ def runtime_eval(graph: nn.Module) -> nn.Module:
             module.disable_observer()
             fake = True
     rewrite_convs(copied, fake)
-    copied.meta[RENAMED_KEY].update(rewrite_adds(copied, fake))
     copied.meta[RENAMED_KEY].update(division_quantizes(copied, fake))
     runtime_resizes(copied)
     return eval_mode(copied)
