@@ -14,6 +14,8 @@ import torch
 from torch import Tensor, nn
 from torch.fx import GraphModule, Node
 
+from stereoq.quant.integer_conv import _value
+
 WIDE_STEPS = 256
 """A quantizer with more integer steps than this is 16-bit."""
 
@@ -64,9 +66,9 @@ def division_quantizes(gm: GraphModule, fake: bool) -> dict[str, str]:
             if node.op != "call_function" or "quantize_per_tensor" not in str(node.target) or (
                     "dequantize" in str(node.target)):
                 continue
-            values = [_constant(gm, a) for a in node.args[1:6]]
-            if any(v is None for v in values):
-                continue
+            values = [_value(gm, a) for a in node.args[1:6]]
+            if any(isinstance(v, (Node, Tensor)) for v in values):
+                continue  # computed or per-element parameters: not a plain 16-bit quantize
             scale, zero, low, high, dtype = values
             params = (float(scale), int(zero), int(low), int(high), dtype)
         if params[3] - params[2] <= WIDE_STEPS:
@@ -80,13 +82,3 @@ def division_quantizes(gm: GraphModule, fake: bool) -> dict[str, str]:
         gm.recompile()
     return renamed
 
-
-def _constant(gm: GraphModule, arg: object) -> object:
-    if isinstance(arg, Node):
-        if arg.op != "get_attr":
-            return None
-        value = gm
-        for part in str(arg.target).split("."):
-            value = getattr(value, part)
-        return value.item() if isinstance(value, Tensor) and value.numel() == 1 else None
-    return arg
