@@ -104,8 +104,6 @@ def stage_graph(cfg: ExperimentConfig, stage: str) -> nn.Module:
 def reference_graph(graph: nn.Module) -> nn.Module:
     """What a deployed ``graph`` must reproduce: quantized graphs evaluated as the runtime
     computes them (``stereoq.quant.runtime_eval``), float graphs as they are."""
-    if not any(isinstance(m, torch.fx.GraphModule) for m in graph.modules()):
-        return graph
     from stereoq.quant.runtime_eval import runtime_eval
 
     return runtime_eval(graph)

@@ -179,6 +179,6 @@ def load_stage_graph(cfg: ExperimentConfig, stage: str, integer: bool = True) ->
         graph = LastTwo(load_fake_quant(cfg, stage))
     if not integer:
         return graph
-    from stereoq.quant.runtime_eval import eval_mode, runtime_eval
+    from stereoq.quant.runtime_eval import runtime_eval
 
-    return runtime_eval(eval_mode(graph))
+    return runtime_eval(graph)

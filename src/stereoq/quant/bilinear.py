@@ -18,6 +18,8 @@ import torch
 from torch import Tensor, nn
 from torch.fx import GraphModule
 
+from stereoq.quant.integer_conv import replace_with_module
+
 UPSAMPLE = torch.ops.aten.upsample_bilinear2d.vec
 
 
@@ -71,12 +73,8 @@ def runtime_resizes(gm: GraphModule) -> int:
         x, size, align_corners, scale = args[:4]
         if align_corners or (size is None and scale is None):
             continue
-        name = f"runtime_bilinear_{count}"
-        gm.add_submodule(name, RuntimeBilinear(None if size else tuple(scale)))
-        with graph.inserting_before(node):
-            new = graph.call_module(name, (x, *size) if size else (x,))
-        new.meta = dict(node.meta)
-        node.replace_all_uses_with(new)
+        replace_with_module(gm, node, RuntimeBilinear(None if size else tuple(scale)),
+                            f"runtime_bilinear_{count}", (x, *size) if size else (x,))
         graph.erase_node(node)
         count += 1
     if count:

@@ -198,7 +198,7 @@ class _Rewriter:
 
     def __init__(self, gm: GraphModule, fake: bool) -> None:
         self.gm, self.fake = gm, fake
-        # named_modules() lists a shared module once: fake quants of a shared qspec are
+        # remove_duplicate=False: fake quants of a shared qspec are one module under two names
         self.modules = dict(gm.named_modules(remove_duplicate=False))
 
     # -- fake-quant graphs: call_module FakeQuantize nodes -------------------------------
@@ -219,10 +219,10 @@ class _Rewriter:
         scale, zero, low, high, dtype = (_value(self.gm, a) for a in node.args[1:6])
         return _Quant(float(scale), int(zero), int(low), int(high), dtype)
 
-    def match(self, conv: Node) -> tuple[Node, Tensor, Tensor | None, Node, _Quant, _Quant,
-                                         Tensor, bool] | None:
-        """(input node, integer weight, bias, output node, input quant, output quant, weight
-        scales, relu) of a quantized conv, or None."""
+    def match(self, conv: Node) -> tuple[Tensor, Tensor | None, Node, _Quant, _Quant, Tensor,
+                                         bool] | None:
+        """(integer weight, bias, output node, input quant, output quant, weight scales, relu)
+        of a quantized conv, or None."""
         x, w = conv.args[0], conv.args[1]
         bias_node = conv.args[2] if len(conv.args) > 2 else None
         if bias_node is not None and not (isinstance(bias_node, Node)
@@ -243,8 +243,7 @@ class _Rewriter:
             w_scale = fw.scale.detach().float()
             shape = (-1,) + (1,) * (weight.dim() - 1)
             weight_q = torch.round(fw(weight) / w_scale.view(shape))
-            return (x.args[0], weight_q, bias, out, self._fq_quant(fx), self._fq_quant(fy),
-                    w_scale, relu)
+            return weight_q, bias, out, self._fq_quant(fx), self._fq_quant(fy), w_scale, relu
         if not (_is_call(x, ("dequantize_per_tensor",)) and _is_call(
                 w, ("dequantize_per_channel",)) and _is_call(out, ("quantize_per_tensor",))
                 and "dequantize" not in str(out.target)):
@@ -252,17 +251,16 @@ class _Rewriter:
         w_int, w_scale, w_zero = (_value(self.gm, a) for a in w.args[:3])
         if not isinstance(w_int, Tensor) or bool(torch.as_tensor(w_zero).ne(0).any()):
             return None
-        return (x.args[0], w_int.float(), bias, out, self._qdq_quant(x), self._qdq_quant(out),
+        return (w_int.float(), bias, out, self._qdq_quant(x), self._qdq_quant(out),
                 torch.as_tensor(w_scale).float(), relu)
 
     def run(self) -> int:
         graph = self.gm.graph
         renamed: dict[str, str] = {}
-        count = 0
         convs = [n for n in graph.nodes if n.op == "call_function" and n.target in CONVS]
         # match all first: rewriting one conv replaces the fake quant the next conv reads
         matches = [(conv, found) for conv in convs if (found := self.match(conv)) is not None]
-        for conv, (_, weight_q, bias, out, qx, qy, w_scale, relu) in matches:
+        for conv, (weight_q, bias, out, qx, qy, w_scale, relu) in matches:
             if max(qx.high - qx.low, qy.high - qy.low) > 255:
                 continue  # 16-bit convs run in float on ONNX Runtime too (no int16 kernels)
             module = IntegerConv(
@@ -273,25 +271,32 @@ class _Rewriter:
                 y_scale=qy.scale, y_zero=qy.zero, y_range=(qy.low, qy.high),
                 relu=relu, geometry=_geometry(conv), fake=self.fake, out_dtype=qy.dtype,
             )
-            name = f"integer_conv_{count}"
-            self.gm.add_submodule(name, module)
             # the fake-quant graph feeds the input fake quant's output, the Q/DQ graph the
             # integer tensor under the dequantize (read now: an earlier rewrite may have
             # replaced its producer)
             arg = conv.args[0] if self.fake else conv.args[0].args[0]
-            with graph.inserting_before(out):
-                node = graph.call_module(name, (arg,))
-            node.meta = dict(out.meta)
+            node = replace_with_module(self.gm, out, module, f"integer_conv_{len(renamed)}",
+                                       (arg,))
             renamed[node.name] = out.name
-            out.replace_all_uses_with(node)
             for query in [u for u in conv.users if _is_shape_query(u)]:
                 query.replace_input_with(conv, node)
-            count += 1
         graph.eliminate_dead_code()
         graph.lint()
         self.gm.recompile()
         self.gm.meta[RENAMED_KEY] = renamed
         return len(renamed)
+
+
+def replace_with_module(gm: GraphModule, node: Node, module: nn.Module, name: str,
+                        args: tuple) -> Node:
+    """Add ``module`` to ``gm`` as ``name`` and route every use of ``node`` to a call of it on
+    ``args``; returns the call. ``node`` stays in the graph until erased or dead-code removed."""
+    gm.add_submodule(name, module)
+    with gm.graph.inserting_before(node):
+        call = gm.graph.call_module(name, args)
+    call.meta = dict(node.meta)
+    node.replace_all_uses_with(call)
+    return call
 
 
 def rewrite_convs(gm: GraphModule, fake: bool) -> int:

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.fx import GraphModule, Node
 
-from stereoq.quant.integer_conv import _value
+from stereoq.quant.integer_conv import _value, replace_with_module
 
 WIDE_STEPS = 256
 """A quantizer with more integer steps than this is 16-bit."""
@@ -34,16 +34,6 @@ class DivisionQuantize(nn.Module):
         if self.fake:
             return (q - self.zero) * self.scale
         return q.to(self.dtype)
-
-
-def _replace(gm: GraphModule, node: Node, module: nn.Module, name: str, arg: Node) -> Node:
-    gm.add_submodule(name, module)
-    with gm.graph.inserting_before(node):
-        new = gm.graph.call_module(name, (arg,))
-    new.meta = dict(node.meta)
-    node.replace_all_uses_with(new)
-    gm.graph.erase_node(node)
-    return new
 
 
 def division_quantizes(gm: GraphModule, fake: bool) -> dict[str, str]:
@@ -73,10 +63,10 @@ def division_quantizes(gm: GraphModule, fake: bool) -> dict[str, str]:
             params = (float(scale), int(zero), int(low), int(high), dtype)
         if params[3] - params[2] <= WIDE_STEPS:
             continue
-        old = node.name
-        new = _replace(gm, node, DivisionQuantize(*params, fake=fake),
-                       f"division_quantize_{len(renamed)}", node.args[0])
-        renamed[new.name] = old
+        new = replace_with_module(gm, node, DivisionQuantize(*params, fake=fake),
+                                  f"division_quantize_{len(renamed)}", (node.args[0],))
+        renamed[new.name] = node.name
+        gm.graph.erase_node(node)
     if renamed:
         gm.graph.lint()
         gm.recompile()

@@ -40,6 +40,7 @@ def runtime_eval(graph: nn.Module) -> nn.Module:
         wrapper = copy.copy(graph)
         wrapper._modules = dict(graph._modules)
         wrapper._modules["net"] = runtime_eval(inner)
+        wrapper.training = False
         return wrapper
     if not isinstance(graph, GraphModule):
         return graph
@@ -55,10 +56,10 @@ def runtime_eval(graph: nn.Module) -> nn.Module:
     rewrite_convs(copied, fake)
     copied.meta[RENAMED_KEY].update(division_quantizes(copied, fake))
     runtime_resizes(copied)
-    return eval_mode(copied)
+    return _eval_mode(copied)
 
 
-def eval_mode(module: nn.Module) -> nn.Module:
+def _eval_mode(module: nn.Module) -> nn.Module:
     """``module.eval()`` for graphs too (an exported program's module refuses ``eval()``)."""
     for sub in module.modules():
         sub.training = False

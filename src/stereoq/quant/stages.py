@@ -176,13 +176,13 @@ class IntInferStage(Stage):
         """
         from stereoq.engine.evaluate import pair_input, val_dataset
         from stereoq.quant.prepare import output_scales
-        from stereoq.quant.runtime_eval import eval_mode, runtime_eval
+        from stereoq.quant.runtime_eval import runtime_eval
 
         cfg = self.cfg
         step_px = max(output_scales(converted)[-2:]) * cfg.model.maxdisp
         dataset = val_dataset(cfg)
         count = min(AGREEMENT_IMAGES, len(dataset))
-        a = _predictor(cfg, runtime_eval(eval_mode(fake_quant)))
+        a = _predictor(cfg, runtime_eval(fake_quant))
         b = _predictor(cfg, runtime_eval(program))
         diffs = []
         reporter.task("int_infer vs fake-quant", count)
