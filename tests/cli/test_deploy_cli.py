@@ -59,9 +59,10 @@ def test_export_check_compile_float(run_config: Path) -> None:
     runs = run_config.parent / "runs" / "tiny_cli" / "deploy"
     res = run("export", "--stage", "float", "--config", str(run_config))
     assert res.returncode == 0, res.stderr
-    assert "onnx.checker: passed" in res.stdout and "agrees" in res.stdout
+    assert "onnx.checker: passed" in res.stdout and "healthy" in res.stdout
     exported = json.loads((runs / "stereonet_float.export.json").read_text())
     assert exported["agreement"]["ok"] and exported["metadata"]["input_shape"] == [1, 6, 64, 128]
+    assert exported["acceptance"]["ok"] and exported["acceptance"]["within_pct"] == 100.0
 
     res = run("check", "--stage", "float", "--config", str(run_config))
     assert res.returncode == 0, res.stderr
@@ -74,11 +75,12 @@ def test_export_check_compile_float(run_config: Path) -> None:
     res = run("compile", "--stage", "float", "--config", str(run_config), "--runs", "2",
               "--warmup", "0", "--threads", "1", "--validate", "--max-samples", "1")
     assert res.returncode == 0, res.stderr
-    assert "top 10 layers" in res.stdout and "pixel agreement" in res.stdout
+    assert "top 10 layers" in res.stdout and "bit-level agreement" in res.stdout
     report = json.loads((runs / "ort" / "report.json").read_text())
     assert report["performance"]["runs"] == 2 and len(report["performance"]["top_layers"]) == 10
     v = report["validation"]
     assert v["samples"] == 1 and v["agreement"]["disparity_within_step_pct"] == 100.0
+    assert v["ok"] and v["acceptance"]["within_pct"] == 100.0 and not v["problems"]
 
 
 def test_bad_input_is_one_line(run_config: Path) -> None:

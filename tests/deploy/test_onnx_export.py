@@ -25,8 +25,13 @@ def test_float_export_passes_checker_and_matches_pytorch(float_export, deploy_cf
     assert [i.name for i in model.graph.input] == ["input"]
     assert [o.name for o in model.graph.output] == ["disparity_half", "offset"]
     agreement = float_export.agreement
-    assert agreement.ok and not agreement.quantized and agreement.samples == 2
+    assert agreement.ok and not agreement.quantized and agreement.samples == 3
     assert max(agreement.max_abs.values()) < 1e-4
+    # the verdict a user cares about: same disparity, same scores against ground truth
+    accepted = float_export.disparity
+    assert accepted.ok and accepted.frames == 3 and accepted.within_pct == 100.0
+    assert accepted.deployed["epe"] == pytest.approx(accepted.reference["epe"], abs=1e-4)
+    assert float_export.to_json()["acceptance"]["ok"] is True
     assert "QuantizeLinear" not in float_export.op_counts and float_export.op_counts["Conv"] > 0
     # no temp files left next to the export
     assert sorted(p.name for p in path.parent.iterdir() if p.name.startswith(".")) == []

@@ -8,7 +8,17 @@ import typer
 from pydantic import Field, PositiveInt
 
 from stereoq.cli.common import ConfigOpt, SetOpt, validate_options
-from stereoq.cli.export import BackendOpt, DeployOptions, HeightOpt, StageOpt, WidthOpt, load_for
+from stereoq.cli.export import (
+    BackendOpt,
+    DeployOptions,
+    HeightOpt,
+    MinAgreementOpt,
+    StageOpt,
+    StrictOpt,
+    WidthOpt,
+    load_for,
+    print_acceptance,
+)
 from stereoq.cli.output import console, print_table, write_json
 
 
@@ -19,6 +29,8 @@ class CompileOptions(DeployOptions):
     threads: PositiveInt | None = None
     validate_: bool = Field(default=False, alias="validate")
     max_samples: PositiveInt | None = None
+    strict: bool = False
+    min_agreement: float = Field(default=99.9, gt=0.0, le=100.0)
 
 
 def compile(  # noqa: A001  (the command's name)
@@ -38,18 +50,23 @@ def compile(  # noqa: A001  (the command's name)
     max_samples: Annotated[
         int | None, typer.Option(help="Validate on the first N samples only.")
     ] = None,
+    strict: StrictOpt = False,
+    min_agreement: MinAgreementOpt = 99.9,
     config: ConfigOpt = None,
     sets: SetOpt = None,
 ) -> None:
     """Build the deployable artifact for a backend and measure its speed and memory.
 
     Writes RUN_DIR/deploy/BACKEND/ (model, metadata.json, run_stereo.py, report.json) and
-    reports latency (median, p90), FPS, peak memory and the 10 costliest layers.
+    reports latency (median, p90), FPS, peak memory and the 10 costliest layers. With
+    --validate, runs the artifact over the validation set beside the PyTorch model and exits 1
+    unless it matches what a user sees: 99 % of disparity pixels within 1 px, the same EPE and
+    D1 (bit-level agreement is reported, and required with --strict).
     """
     opts = validate_options(
         CompileOptions, stage=stage, backend=backend, height=height, width=width, runs=runs,
         warmup=warmup, threads=threads, validate=validate, max_samples=max_samples,
-        config=config, sets=sets or [],
+        strict=strict, min_agreement=min_agreement, config=config, sets=sets or [],
     )
     from stereoq.deploy.backends import get_backend
     from stereoq.deploy.compile import compile_stage
@@ -59,7 +76,8 @@ def compile(  # noqa: A001  (the command's name)
     cfg, h, w = load_for(opts)
     with console.status(f"compiling {opts.stage} for {opts.backend} at {h}x{w} ..."):
         result = compile_stage(
-            cfg, opts.stage, opts.backend, h, w, opts.runs, opts.warmup, opts.threads
+            cfg, opts.stage, opts.backend, h, w, opts.runs, opts.warmup, opts.threads,
+            strict=opts.strict,
         )
     perf = result.performance
     if result.export is not None:
@@ -83,11 +101,19 @@ def compile(  # noqa: A001  (the command's name)
 
         result.validation = validate_artifact(
             cfg, backend_, result.artifact_dir, result.metadata, opts.max_samples,
-            RichReporter(),
+            RichReporter(), strict=opts.strict, min_agreement=opts.min_agreement,
         )
         print_validation(result.validation)
     path = write_json(result.artifact_dir / "report.json", result.to_json())
     console.print(f"saved {path}", highlight=False)
+    if result.validation is not None and not result.validation["ok"]:
+        from stereoq.errors import StereoqError
+
+        raise StereoqError(
+            f"the {opts.backend} artifact departs from PyTorch's {opts.stage} model on "
+            f"{result.validation['samples']} validation frames: "
+            + "; ".join(result.validation["problems"])
+        )
 
 
 def print_validation(v: dict) -> None:
@@ -105,8 +131,9 @@ def print_validation(v: dict) -> None:
     ]
     rows.append(("disparity (px)", agr["disparity_step_px"], agr["disparity_within_step_pct"],
                  agr["disparity_max_abs_px"]))
-    print_table("pixel agreement", ["output", "one step", "% within one step", "max |diff|"],
-                rows)
+    print_table("bit-level agreement" + (" (--strict)" if v["strict"] else " (diagnostic)"),
+                ["output", "one step", "% within one step", "max |diff|"], rows)
+    print_acceptance(v["acceptance"], f"deployed artifact vs PyTorch {v['stage']}")
 
 
 def register(app: typer.Typer) -> None:

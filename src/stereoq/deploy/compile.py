@@ -11,10 +11,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from stereoq.deploy.acceptance import DisparityComparison
 from stereoq.deploy.backends import Backend, get_backend
 from stereoq.deploy.metadata import OUTPUT_NAMES, DeployMetadata
 from stereoq.deploy.onnx_export import (
     FLOAT_TOLERANCE,
+    INT_AGREEMENT,
     ExportResult,
     check_size,
     default_path,
@@ -41,12 +43,13 @@ def _newest_mtime(folder: Path) -> float:
 
 
 def stage_onnx(
-    cfg: ExperimentConfig, stage: str, height: int, width: int
+    cfg: ExperimentConfig, stage: str, height: int, width: int, strict: bool = False
 ) -> tuple[Path, ExportResult | None]:
     """The stage's ONNX file at this size: the existing export when it matches and is newer
-    than everything in the stage's run folder, else a fresh (verified) export."""
+    than everything in the stage's run folder, else a fresh (verified) export. ``strict``
+    always exports afresh, verified bit by bit (``export_stage``)."""
     path = default_path(cfg, stage)
-    if path.is_file():
+    if path.is_file() and not strict:
         meta = read_metadata(path)
         fresh = path.stat().st_mtime >= _newest_mtime(cfg.run_dir / stage)
         if meta is not None and fresh and (meta.stage, meta.height, meta.width) == (
@@ -55,7 +58,7 @@ def stage_onnx(
             width,
         ):
             return path, None
-    result = export_stage(cfg, stage, height, width, path)
+    result = export_stage(cfg, stage, height, width, path, strict=strict)
     return result.path, result
 
 
@@ -90,11 +93,12 @@ def compile_stage(
     warmup: int = 3,
     threads: int | None = None,
     top: int = 10,
+    strict: bool = False,
 ) -> CompileResult:
     """Export (if needed), build the artifact under ``<run_dir>/deploy/<backend>/``, time it."""
     backend = get_backend(backend_name)
     check_size(cfg, height, width)
-    source = backend.stage_source(cfg, stage, height, width)
+    source = backend.stage_source(cfg, stage, height, width, strict)
     metadata, exported = source.metadata, source.export
     out = backend.compile(source.path, metadata, artifact_dir(cfg, backend_name))
     perf = backend.benchmark(out, runs, warmup, threads, top, backend.scopes(source.path))
@@ -116,16 +120,20 @@ def validate(
     metadata: DeployMetadata,
     max_samples: int | None = None,
     reporter: Reporter | None = None,
+    strict: bool = False,
+    min_agreement: float = INT_AGREEMENT,
 ) -> dict[str, Any]:
     """Run the artifact and the stage's PyTorch graph over the validation set.
 
     Both see the same padded input and go through the same post-processing, so differences come
-    from the deployed graph alone. Returns EPE/D1/bad-k of each and their agreement: per output,
-    % of elements within one quantization step and the max difference; on the final disparity,
-    the max difference in px and % of pixels within ``maxdisp x`` the larger output step.
+    from the deployed graph alone. Returns EPE/D1/bad-k of each, the verdict on what a user sees
+    (``acceptance``: final disparity within 1 px, EPE and D1 of both; ``stereoq.deploy.acceptance``)
+    and, as a diagnostic, the bit-level agreement: per output, % of elements within one
+    quantization step and the max difference; on the final disparity, % of pixels within
+    ``maxdisp x`` the larger output step. ``ok`` is the acceptance verdict, and with ``strict``
+    also ``min_agreement`` % of each output within one step.
     """
     from stereoq.data import build_dataset
-    from stereoq.engine.metrics import DisparityMetrics
 
     reporter = reporter or Reporter()
     dataset = build_dataset(cfg.data, "val", crop=False)
@@ -138,11 +146,11 @@ def validate(
     steps = {o.name: o.agreement_step for o in metadata.outputs}
     known = [s for s in steps.values() if s]
     px_step = maxdisp * max(known) if known else maxdisp * FLOAT_TOLERANCE
-    deployed, reference = DisparityMetrics(maxdisp), DisparityMetrics(maxdisp)
+    comparison = DisparityComparison(maxdisp)
     within = dict.fromkeys(OUTPUT_NAMES, 0)
     elements = dict.fromkeys(OUTPUT_NAMES, 0)
     max_abs = dict.fromkeys(OUTPUT_NAMES, 0.0)
-    px_within, px_total, px_max = 0, 0, 0.0
+    px_within, px_total = 0, 0
     reporter.task(f"validating {artifact.name} against {metadata.stage}", count)
     try:
         for i in range(count):
@@ -164,35 +172,45 @@ def validate(
                 tol = steps[name] * 1.001 if steps[name] else FLOAT_TOLERANCE
                 within[name] += int((diff <= tol).sum())
                 elements[name] += diff.size
-                max_abs[name] = max(max_abs[name], float(diff.max()))
+                max_abs[name] = max(max_abs[name], float(np.nan_to_num(diff, nan=np.inf).max()))
             disp_got = postprocess(got[0], got[1], maxdisp)[..., :h, :w]
             disp_ref = postprocess(ref[0], ref[1], maxdisp)[..., :h, :w]
-            diff_px = np.abs(disp_got - disp_ref)
-            px_within += int((diff_px <= px_step * 1.001).sum())
-            px_total += diff_px.size
-            px_max = max(px_max, float(diff_px.max()))
-            gt = item["disp"][None]
-            deployed.update(torch.from_numpy(disp_got), gt)
-            reference.update(torch.from_numpy(disp_ref), gt)
+            px_within += int((np.abs(disp_got - disp_ref) <= px_step * 1.001).sum())
+            px_total += disp_ref.size
+            comparison.update(disp_got, disp_ref, item["disp"][None].numpy())
             reporter.advance()
     finally:
         reporter.done()
+    acceptance = comparison.result()
+    outputs = {
+        name: {
+            "step": steps[name],
+            "within_step_pct": 100.0 * within[name] / max(elements[name], 1),
+            "max_abs": max_abs[name],
+        }
+        for name in OUTPUT_NAMES
+    }
+    problems = list(acceptance.problems)
+    if strict:
+        problems += [
+            f"--strict: {name} {o['within_step_pct']:.3f}% within one step (needs "
+            f"{min_agreement:g}%)"
+            for name, o in outputs.items()
+            if o["within_step_pct"] < min_agreement
+        ]
     return {
         "samples": count,
         "stage": metadata.stage,
-        "deployed": deployed.compute(),
-        "reference": reference.compute(),
+        "deployed": acceptance.deployed,
+        "reference": acceptance.reference,
+        "acceptance": acceptance.to_json(),
+        "strict": strict,
         "agreement": {
-            "outputs": {
-                name: {
-                    "step": steps[name],
-                    "within_step_pct": 100.0 * within[name] / max(elements[name], 1),
-                    "max_abs": max_abs[name],
-                }
-                for name in OUTPUT_NAMES
-            },
+            "outputs": outputs,
             "disparity_step_px": px_step,
             "disparity_within_step_pct": 100.0 * px_within / max(px_total, 1),
-            "disparity_max_abs_px": px_max,
+            "disparity_max_abs_px": acceptance.max_abs_px,
         },
+        "problems": problems,
+        "ok": not problems,
     }

@@ -20,7 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stereoq.deploy.acceptance import DisparityAgreement, DisparityComparison
 from stereoq.deploy.metadata import INPUT_NAME, OUTPUT_NAMES, DeployMetadata, describe
+from stereoq.deploy.ort_runner import postprocess
 from stereoq.deploy.qdq_graph import QdqGraph
 from stereoq.deploy.tensor_agreement import TensorAgreement, compare_tensors
 from stereoq.errors import StereoqError
@@ -37,7 +39,8 @@ INT_AGREEMENT = 99.9
 """Int8 export: % of each output's elements ONNX Runtime must compute within one 8-bit output
 step (``OutputInfo.agreement_step``) of PyTorch's integer model, and % of each quantized tensor's
 elements within one LSB given the same integer inputs (``stereoq.deploy.tensor_agreement``)."""
-VERIFY_SAMPLES = 2
+VERIFY_SAMPLES = 4
+"""Validation frames every export is verified on."""
 
 
 def size_multiple(cfg: ExperimentConfig) -> int:
@@ -143,26 +146,46 @@ def to_onnx(
     return program
 
 
-def verification_inputs(cfg: ExperimentConfig, height: int, width: int) -> list[Tensor]:
-    """A few validation pairs, (1, 6, height, width), padded (replicate) or cropped to size.
+@dataclass
+class VerificationFrame:
+    """One validation pair at the export size and what scoring it needs."""
 
-    Falls back to a fixed random pair when the dataset cannot be read.
+    x: Tensor
+    """(1, 6, height, width): cropped, then replicate-padded."""
+    gt: Tensor | None
+    """(1, 1, h, w) ground truth of the region that came from the frame (None: no dataset)."""
+    size: tuple[int, int]
+    """(h, w) of that region, at the top left of ``x``."""
+
+
+def verification_frames(cfg: ExperimentConfig, height: int, width: int) -> list[VerificationFrame]:
+    """The first ``VERIFY_SAMPLES`` validation pairs at ``height`` x ``width``.
+
+    Falls back to one fixed random pair (no ground truth) when the dataset cannot be read.
     """
     try:
         from stereoq.data import build_dataset
 
         dataset = build_dataset(cfg.data, "val", crop=False)
-        count = min(VERIFY_SAMPLES, len(dataset))
-        pairs = []
-        for i in range(count):
+        frames = []
+        for i in range(min(VERIFY_SAMPLES, len(dataset))):
             item = dataset[i]
-            pairs.append(fit(torch.cat([item["left"], item["right"]], 0)[None], height, width))
-        if pairs:
-            return pairs
+            x = torch.cat([item["left"], item["right"]], 0)[None]
+            h, w = min(x.shape[-2], height), min(x.shape[-1], width)
+            gt = item["disp"][None, ..., :h, :w] if "disp" in item else None
+            frames.append(VerificationFrame(fit(x, height, width), gt, (h, w)))
+        if frames:
+            return frames
     except (StereoqError, OSError):
         pass
     gen = torch.Generator().manual_seed(0)
-    return [torch.rand(1, 6, height, width, generator=gen) * 2 - 1]
+    x = torch.rand(1, 6, height, width, generator=gen) * 2 - 1
+    return [VerificationFrame(x, None, (height, width))]
+
+
+def verification_inputs(cfg: ExperimentConfig, height: int, width: int) -> list[Tensor]:
+    """The inputs of ``verification_frames``."""
+    return [f.x for f in verification_frames(cfg, height, width)]
 
 
 def fit(x: Tensor, height: int, width: int) -> Tensor:
@@ -293,19 +316,76 @@ class ExportResult:
     path: Path
     metadata: DeployMetadata
     agreement: Agreement
+    """Bit level: per output step and, for int8, per quantized tensor (a diagnostic unless
+    the export was strict)."""
+    disparity: DisparityAgreement
+    """What a user sees: final disparity and accuracy of both models (the exit criterion)."""
     op_counts: dict[str, int]
+    strict: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.disparity.ok and (self.agreement.ok or not self.strict)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "path": str(self.path),
             "metadata": self.metadata.model_dump(),
+            "acceptance": self.disparity.to_json(),
+            "strict": self.strict,
             "agreement": self.agreement.to_json(),
             "op_counts": self.op_counts,
+            "ok": self.ok,
         }
 
 
 def default_path(cfg: ExperimentConfig, stage: str) -> Path:
     return cfg.run_dir / "deploy" / f"stereonet_{stage}.onnx"
+
+
+def compare_disparity(
+    got: list[tuple[np.ndarray, ...]],
+    ref: list[tuple[np.ndarray, ...]],
+    frames: list[VerificationFrame],
+    maxdisp: float,
+) -> DisparityAgreement:
+    """Final disparity (after the deployed post-processing) of two runs' outputs, scored
+    against each frame's ground truth where it has one (``stereoq.deploy.acceptance``)."""
+    comparison = DisparityComparison(maxdisp)
+    for g, r, frame in zip(got, ref, frames, strict=True):
+        h, w = frame.size
+        comparison.update(
+            postprocess(g[0], g[1], maxdisp)[..., :h, :w],
+            postprocess(r[0], r[1], maxdisp)[..., :h, :w],
+            None if frame.gt is None else frame.gt.numpy(),
+        )
+    return comparison.result()
+
+
+def first_departing(tensors: list[TensorAgreement], min_pct: float) -> TensorAgreement | None:
+    """The first quantized tensor, in graph order, that ONNX Runtime computes differently
+    from PyTorch given the same inputs: where a broken export goes wrong."""
+    return next((t for t in tensors if t.within_pct < min_pct), None)
+
+
+def failure_message(stage: str, result: ExportResult) -> str:
+    """One line: what is off in a rejected export, and where it starts."""
+    agreement = result.agreement
+    if not result.disparity.ok:
+        text = (f"ONNX Runtime's {stage} export departs from PyTorch's model on "
+                f"{result.disparity.frames} validation frame(s): "
+                + "; ".join(result.disparity.problems))
+    else:
+        need = ("within one step on each output and one LSB on every quantized tensor"
+                if agreement.quantized else "everywhere")
+        text = (f"--strict: ONNX Runtime disagrees with PyTorch on the {stage} export (needs "
+                f"{agreement.required_pct:g}% {need}): {agreement.summary()}")
+    worst = first_departing(agreement.tensors, INT_AGREEMENT)
+    if worst is not None and not result.disparity.ok:
+        where = f" in {worst.scope}" if worst.scope else ""
+        text += (f"; first quantized tensor that departs: {worst.name}{where} "
+                 f"({worst.within_pct:.2f}% within one LSB, max {worst.max_lsb} LSB)")
+    return text
 
 
 def export_stage(
@@ -316,19 +396,23 @@ def export_stage(
     out_path: Path | None = None,
     opset: int = OPSET,
     min_agreement: float = INT_AGREEMENT,
+    strict: bool = False,
 ) -> ExportResult:
     """Export ``stage`` at ``height`` x ``width``, check it, verify ORT against PyTorch.
 
-    The file appears at its final path only once the checker and the agreement passed; an
-    int8 export needs ``min_agreement`` % of each output's elements within one output step of
-    PyTorch's integer model (as the runtime computes it) and of each quantized
-    tensor's elements within one LSB given the same inputs.
+    The file appears at its final path only once the checker and the verification passed:
+    on ``VERIFY_SAMPLES`` validation frames, the final disparity and its accuracy must match
+    PyTorch's (``stereoq.deploy.acceptance``). Bit-level agreement is measured beside it and,
+    with ``strict``, required too: for int8, ``min_agreement`` % of each output's elements
+    within one output step of PyTorch's integer model (as the runtime computes it) and of
+    each quantized tensor's elements within one LSB given the same inputs.
     """
     check_size(cfg, height, width)
     graph = stage_graph(cfg, stage)
     path = Path(out_path) if out_path is not None else default_path(cfg, stage)
     path.parent.mkdir(parents=True, exist_ok=True)
-    inputs = verification_inputs(cfg, height, width)
+    frames = verification_frames(cfg, height, width)
+    inputs = [f.x for f in frames]
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".onnx")
     os.close(fd)
     tmp = Path(tmp_name)
@@ -350,30 +434,28 @@ def export_stage(
             first = str(err).strip().splitlines()[0]
             raise StereoqError(f"exported model fails onnx.checker: {first}") from None
         onnx.save(model, str(tmp))
-        agreement = compare(
-            run_onnx(tmp, inputs), run_torch(reference_graph(graph), inputs), steps,
-            quantized, min_agreement,
-        )
+        got, ref = run_onnx(tmp, inputs), run_torch(reference_graph(graph), inputs)
+        agreement = compare(got, ref, steps, quantized, min_agreement)
         if quantized:
             agreement.tensors = compare_tensors(program.module(), model, inputs)
             if not agreement.tensors:
                 raise StereoqError(
                     f"cannot match the {stage} export's quantized tensors to PyTorch's graph"
                 )
-        if not agreement.ok:
-            need = ("within one step on each output and one LSB on every quantized tensor"
-                    if quantized else "everywhere")
-            raise StereoqError(
-                f"ONNX Runtime disagrees with PyTorch on the {stage} export (needs "
-                f"{agreement.required_pct:g}% {need}): {agreement.summary()}"
-            )
+        counts: dict[str, int] = {}
+        for node in model.graph.node:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+        result = ExportResult(
+            path, metadata, agreement,
+            compare_disparity(got, ref, frames, float(metadata.maxdisp)),
+            dict(sorted(counts.items())), strict,
+        )
+        if not result.ok:
+            raise StereoqError(failure_message(stage, result))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    counts: dict[str, int] = {}
-    for node in model.graph.node:
-        counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return ExportResult(path, metadata, agreement, dict(sorted(counts.items())))
+    return result
 
 
 def read_metadata(path: Path) -> DeployMetadata | None:

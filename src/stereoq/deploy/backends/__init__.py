@@ -64,13 +64,14 @@ class Backend(ABC):
     consumes: ClassVar[str] = "onnx"
 
     def stage_source(
-        self, cfg: ExperimentConfig, stage: str, height: int, width: int
+        self, cfg: ExperimentConfig, stage: str, height: int, width: int, strict: bool = False
     ) -> StageSource:
-        """The graph file this backend builds ``stage`` from at ``height`` x ``width``."""
+        """The graph file this backend builds ``stage`` from at ``height`` x ``width``
+        (``strict``: a fresh export verified bit by bit, see ``export_stage``)."""
         from stereoq.deploy.compile import stage_onnx
         from stereoq.deploy.onnx_export import read_metadata
 
-        path, exported = stage_onnx(cfg, stage, height, width)
+        path, exported = stage_onnx(cfg, stage, height, width, strict)
         metadata = read_metadata(path)
         if metadata is None:
             raise StereoqError(f"{path} has no stereoq metadata; export it with stereoq export")

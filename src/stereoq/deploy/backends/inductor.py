@@ -188,10 +188,11 @@ class InductorBackend(Backend):
     consumes = "program"
 
     def stage_source(
-        self, cfg: ExperimentConfig, stage: str, height: int, width: int
+        self, cfg: ExperimentConfig, stage: str, height: int, width: int, strict: bool = False
     ) -> StageSource:
         """The lowered program at this size, saved as ``deploy/<stage>_inductor_<H>x<W>.pt2``
-        with its lowering report and metadata beside it (rebuilt on every call: seconds)."""
+        with its lowering report and metadata beside it (rebuilt on every call: seconds;
+        nothing is exported, so ``strict`` changes nothing here)."""
         program, report, metadata = lower_stage(cfg, stage, height, width)
         path = save_source(_program_path(cfg, stage, height, width), program, report, metadata)
         return StageSource(path, metadata)

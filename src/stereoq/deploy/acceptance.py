@@ -1,0 +1,154 @@
+"""Is a deployment healthy? Judged on what a user sees: the final disparity and its accuracy.
+
+A deployed model (an ONNX export, a compiled artifact) is compared with the PyTorch model it
+came from on the same frames, after the same post-processing:
+
+- the share of final-disparity pixels within ``pixel_tol_px`` (1 px) of PyTorch's, and the
+  largest difference (reported, not judged: one pixel can flip anywhere);
+- where ground truth is known, EPE and D1 of both: the deployed model's scores may not differ
+  from PyTorch's by more than ``epe_abs_px + epe_rel x EPE`` px of EPE or ``d1_pp`` points of D1.
+
+Bit-level agreement (per output step, per quantized tensor) is a diagnostic beside this
+(``stereoq export --explain``; ``--strict`` makes it the exit criterion), because one-LSB
+rounding differences between runtimes, CPUs and trained models are normal and invisible.
+
+Thresholds, from ``bench/bench_acceptance.py`` on the quick start's trained models (three seeds,
+ONNX Runtime and inductor backends, 48 validation frames) and on the same models with one thing
+broken on purpose (see that script's docstring for the figures): healthy deployments kept
+>= 99.4 % of pixels within 1 px and EPE within 0.005 px; every broken one fell below 97 % or
+moved EPE by > 0.3 px.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from stereoq.engine.metrics import DisparityMetrics
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """What a healthy deployment keeps, against the PyTorch model it came from."""
+
+    pixel_tol_px: float = 1.0
+    min_within_pct: float = 99.0
+    """% of final-disparity pixels within ``pixel_tol_px`` of PyTorch's."""
+    epe_abs_px: float = 0.05
+    epe_rel: float = 0.02
+    """EPE may differ from PyTorch's by ``epe_abs_px + epe_rel x`` PyTorch's EPE."""
+    d1_pp: float = 0.5
+    """D1 may differ from PyTorch's by this many percentage points."""
+
+    def epe_allowance(self, reference_epe: float) -> float:
+        return self.epe_abs_px + self.epe_rel * reference_epe
+
+
+DEFAULT = Thresholds()
+
+
+@dataclass
+class DisparityAgreement:
+    """Deployed vs reference final disparity (px) over a set of frames."""
+
+    frames: int
+    pixels: int
+    within_pct: float
+    mean_abs_px: float
+    max_abs_px: float
+    pixel_tol_px: float
+    deployed: dict[str, float] | None = None
+    """EPE, D1, bad-k of the deployed model (frames with ground truth only)."""
+    reference: dict[str, float] | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        text = (
+            f"{self.within_pct:.2f}% of {self.frames} frames' pixels within "
+            f"{self.pixel_tol_px:g} px, max {self.max_abs_px:.3g} px"
+        )
+        if self.deployed and self.reference:
+            text += (
+                f"; EPE {self.deployed['epe']:.4f} vs {self.reference['epe']:.4f} px, "
+                f"D1 {self.deployed['d1']:.2f} vs {self.reference['d1']:.2f} %"
+            )
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+class DisparityComparison:
+    """Accumulates frames (deployed px, reference px, optional ground truth), then judges."""
+
+    def __init__(self, maxdisp: float, thresholds: Thresholds = DEFAULT) -> None:
+        self.thresholds = thresholds
+        self.deployed = DisparityMetrics(maxdisp)
+        self.reference = DisparityMetrics(maxdisp)
+        self.frames = self.with_gt = self.pixels = self.within = 0
+        self.abs_sum = self.max_abs = 0.0
+
+    def update(self, deployed: np.ndarray, reference: np.ndarray, gt: Any = None) -> None:
+        """``deployed``, ``reference``: (1, 1, H, W) px; ``gt``: (1, 1, H, W) px or None."""
+        diff = np.abs(np.asarray(deployed, np.float64) - np.asarray(reference, np.float64))
+        # NaN differences count as outside the tolerance and as an infinite maximum
+        finite = np.isfinite(diff)
+        self.frames += 1
+        self.pixels += diff.size
+        self.within += int((finite & (diff <= self.thresholds.pixel_tol_px)).sum())
+        self.abs_sum += float(np.where(finite, diff, 0.0).sum())
+        worst = float(diff[finite].max()) if finite.any() else 0.0
+        self.max_abs = max(self.max_abs, worst if finite.all() else float("inf"))
+        if gt is not None:
+            gt_t = torch.as_tensor(np.asarray(gt, np.float32))
+            self.deployed.update(torch.from_numpy(np.asarray(deployed, np.float32)), gt_t)
+            self.reference.update(torch.from_numpy(np.asarray(reference, np.float32)), gt_t)
+            self.with_gt += 1
+
+    def result(self) -> DisparityAgreement:
+        t = self.thresholds
+        agreement = DisparityAgreement(
+            frames=self.frames,
+            pixels=self.pixels,
+            within_pct=100.0 * self.within / self.pixels if self.pixels else 100.0,
+            mean_abs_px=self.abs_sum / self.pixels if self.pixels else 0.0,
+            max_abs_px=self.max_abs,
+            pixel_tol_px=t.pixel_tol_px,
+        )
+        if self.with_gt:
+            agreement.deployed = self.deployed.compute()
+            agreement.reference = self.reference.compute()
+        agreement.problems = judge(agreement, t)
+        return agreement
+
+
+def judge(agreement: DisparityAgreement, t: Thresholds = DEFAULT) -> list[str]:
+    """What is off, one phrase each (empty when the deployment is healthy)."""
+    problems = []
+    if agreement.within_pct < t.min_within_pct:
+        problems.append(
+            f"only {agreement.within_pct:.2f}% of disparity pixels within {t.pixel_tol_px:g} px "
+            f"of PyTorch's (needs {t.min_within_pct:g}%; max difference "
+            f"{agreement.max_abs_px:.3g} px)"
+        )
+    dep, ref = agreement.deployed, agreement.reference
+    if dep and ref and ref.get("images"):
+        allowed = t.epe_allowance(ref["epe"])
+        # either way: a deployment that scores differently is not the model that was validated
+        if not abs(dep["epe"] - ref["epe"]) <= allowed:  # NaN fails too
+            problems.append(
+                f"EPE {dep['epe']:.4f} px against PyTorch's {ref['epe']:.4f} "
+                f"(allowed ±{allowed:.3f})"
+            )
+        if not abs(dep["d1"] - ref["d1"]) <= t.d1_pp:
+            problems.append(
+                f"D1 {dep['d1']:.2f}% against PyTorch's {ref['d1']:.2f}% (allowed ±{t.d1_pp:g})"
+            )
+    return problems
