@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,11 @@ def test_write_matches_the_format(tmp_path: Path, make_pfm, little_endian: bool)
     rgb = _ramp(2, 3, 3)
     assert np.array_equal(read_pfm(write_pfm(tmp_path / "c.pfm", rgb)), rgb)
     assert not list((tmp_path / "sub").glob(".*tmp"))
+
+
+def test_written_pfm_follows_the_umask(tmp_path: Path, umask_022: int) -> None:
+    path = write_pfm(tmp_path / "disparity.pfm", _ramp(2, 2))
+    assert stat.S_IMODE(path.stat().st_mode) == umask_022  # mkstemp made it 0o600
 
 
 def test_bad_files_name_the_file(tmp_path: Path, make_pfm) -> None:

@@ -8,12 +8,11 @@ unknown disparities as ``inf``; they are returned as they are (callers decide wh
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from stereoq.atomic import atomic_write_bytes
 from stereoq.errors import StereoqError
 
 _MAX_HEADER = 256
@@ -93,16 +92,6 @@ def encode_pfm(
 def write_pfm(
     path: str | Path, array: np.ndarray, little_endian: bool = True, scale: float = 1.0
 ) -> Path:
-    """Write ``array`` as PFM atomically (temp file + rename); rows go bottom to top."""
+    """Write ``array`` as PFM atomically (``stereoq.atomic``); rows go bottom to top."""
     path = Path(path)
-    payload = encode_pfm(array, little_endian, scale, label=str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_bytes(path, encode_pfm(array, little_endian, scale, label=str(path)))

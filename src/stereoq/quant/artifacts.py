@@ -18,14 +18,13 @@ Checkpoints load with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.fx import GraphModule
 
+from stereoq.atomic import atomic_path
 from stereoq.engine.checkpoint import load_checkpoint
 from stereoq.engine.predictor import train_hint
 from stereoq.engine.stage import stage_dir
@@ -106,15 +105,12 @@ def load_fake_quant(cfg: ExperimentConfig, stage: str) -> GraphModule:
 
 
 def save_program(path: Path, program: torch.export.ExportedProgram) -> Path:
-    """``torch.export.save`` into a temp folder, then ``os.replace`` onto ``path``.
+    """``torch.export.save`` to ``path`` atomically (``stereoq.atomic``).
 
     The temp file keeps the final name: the archive's inner folder is named after it.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.") as tmp_dir:
-        tmp = Path(tmp_dir) / path.name
+    with atomic_path(path, keep_name=True) as tmp:
         torch.export.save(program, tmp)
-        os.replace(tmp, path)
     return path
 
 
