@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,3 +44,13 @@ def tiny_config(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+@pytest.fixture
+def umask_022() -> Iterator[int]:
+    """Umask 0o022 during the test (restored after); yields the mode new files get (0o644)."""
+    old = os.umask(0o022)
+    try:
+        yield 0o644
+    finally:
+        os.umask(old)

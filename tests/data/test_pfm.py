@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from stereoq.data.pfm import read_pfm, write_pfm
+from stereoq.data.pfm import decode_pfm, encode_pfm, read_pfm, write_pfm
 from stereoq.data.sceneflow import decode_disparity
 from stereoq.errors import StereoqError
 
@@ -72,6 +73,11 @@ def test_write_matches_the_format(tmp_path: Path, make_pfm, little_endian: bool)
     assert not list((tmp_path / "sub").glob(".*tmp"))
 
 
+def test_written_pfm_follows_the_umask(tmp_path: Path, umask_022: int) -> None:
+    path = write_pfm(tmp_path / "disparity.pfm", _ramp(2, 2))
+    assert stat.S_IMODE(path.stat().st_mode) == umask_022  # mkstemp made it 0o600
+
+
 def test_bad_files_name_the_file(tmp_path: Path, make_pfm) -> None:
     good = make_pfm(_ramp(4, 4), True)
     cases = {
@@ -80,9 +86,37 @@ def test_bad_files_name_the_file(tmp_path: Path, make_pfm) -> None:
         "size.pfm": b"Pf\nfour 4\n-1\n" + good[-64:],
         "empty.pfm": b"",
     }
-    for name, data in cases.items():
-        (tmp_path / name).write_bytes(data)
-        with pytest.raises(StereoqError, match=name):
+    for name in [*cases, "missing.pfm"]:
+        if name in cases:
+            (tmp_path / name).write_bytes(cases[name])
+        with pytest.raises(StereoqError) as err:
             read_pfm(tmp_path / name)
-    with pytest.raises(StereoqError, match="missing.pfm"):
-        read_pfm(tmp_path / "missing.pfm")
+        message = str(err.value)
+        # one "PFM", then the file's name: "PFM file <path>: <what is wrong>"
+        assert message.startswith(f"PFM file {tmp_path / name}: ") and message.count("PFM") == 1
+
+
+def test_errors_without_a_file_name_say_pfm_once(make_pfm) -> None:
+    with pytest.raises(StereoqError) as err:
+        decode_pfm(make_pfm(_ramp(4, 4), True)[:-8])
+    assert str(err.value).startswith("PFM data: truncated (")
+    with pytest.raises(StereoqError, match=r"^PFM data: cannot write an array of shape \(0,\)$"):
+        encode_pfm(np.zeros(0, np.float32))
+
+
+@pytest.mark.parametrize("little_endian", [True, False])
+def test_crlf_header_reads_exactly(tmp_path: Path, make_pfm, little_endian: bool) -> None:
+    arr = _ramp(3, 4)
+    body = make_pfm(arr, little_endian).split(b"\n", 3)[3]
+    scale = b"-1.0" if little_endian else b"1.0"
+    path = tmp_path / "d.pfm"
+    path.write_bytes(b"Pf\r\n4 3\r\n" + scale + b"\r\n" + body)
+    assert np.array_equal(read_pfm(path), arr)
+
+
+def test_lone_cr_before_data_that_starts_with_lf(tmp_path: Path) -> None:
+    # one whitespace byte after the scale, and the first data byte happens to be "\n"
+    value = np.frombuffer(b"\n\x00\x80\x3f", "<f4")
+    path = tmp_path / "d.pfm"
+    path.write_bytes(b"Pf\n1 1\n-1\r" + value.tobytes())
+    assert read_pfm(path)[0, 0] == value[0]

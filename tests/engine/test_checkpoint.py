@@ -1,5 +1,6 @@
 import pickle
 import random
+import stat
 
 import numpy as np
 import pytest
@@ -22,6 +23,11 @@ def test_roundtrip_is_atomic(tmp_path) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temp file left
     state = load_checkpoint(path)
     assert state["epoch"] == 2 and torch.equal(state["model"]["w"], torch.arange(3.0))
+
+
+def test_checkpoints_follow_the_umask(tmp_path, umask_022) -> None:
+    path = save_checkpoint(tmp_path / "best.pt", {"model": {}})
+    assert stat.S_IMODE(path.stat().st_mode) == umask_022  # mkstemp made it 0o600
 
 
 def test_load_refuses_code_and_names_missing_files(tmp_path, capsys) -> None:

@@ -1,4 +1,7 @@
 import json
+import struct
+import time
+import zlib
 from pathlib import Path
 
 import cv2
@@ -17,6 +20,7 @@ from stereoq.infer.run import (
     DisparityEstimator,
     InferSettings,
     estimate,
+    infer_pair,
     run_pairs,
 )
 from stereoq.settings import load_config
@@ -69,6 +73,32 @@ def test_large_inputs_are_refused_with_the_way_out() -> None:
     big = np.zeros((side, side, 3), np.uint8)
     with pytest.raises(StereoqError, match=r"MP full-size limit; pass --max-size"):
         estimate(ramp_estimator, big, big, label="image big.png")
+
+
+def _png_claiming(path: Path, width: int, height: int) -> Path:
+    """A small PNG whose header (IHDR, CRC fixed up) claims ``width`` x ``height``."""
+    ok, encoded = cv2.imencode(".png", np.zeros((4, 4), np.uint8))
+    data = bytearray(encoded.tobytes())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_huge_inputs_are_refused_from_the_header_before_decoding(
+    tmp_path: Path, save_pair
+) -> None:
+    save_pair(tmp_path / "l.png", tmp_path / "r.png")
+    huge = _png_claiming(tmp_path / "huge.png", 20000, 20000)
+    for pair in (Pair("p", huge, tmp_path / "r.png"), Pair("p", tmp_path / "l.png", huge)):
+        start = time.perf_counter()
+        with pytest.raises(StereoqError) as err:
+            infer_pair(ramp_estimator, pair, Camera(1.0, 1.0), tmp_path / "out", InferSettings())
+        assert time.perf_counter() - start < 1.0
+        message = str(err.value)
+        assert message.startswith(f"image {huge}: 20000x20000 (400.0 MP) is above the 4.2 MP")
+        assert "--max-size" in message and "\n" not in message
+    assert not (tmp_path / "out").exists()
 
 
 def test_run_pairs_writes_consistent_outputs(float_run: Path, tmp_path: Path, save_pair) -> None:

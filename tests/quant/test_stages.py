@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from stereoq.engine.loop import run_stage
 from stereoq.engine.predictor import load_predictor
 from stereoq.errors import StereoqError
 from stereoq.models.build import build_model
-from stereoq.quant.artifacts import artifact_path, check_no_pickle, report_path
+from stereoq.quant.artifacts import artifact_path, report_path
 from stereoq.settings import load_config
 
 
@@ -66,18 +65,6 @@ def test_predict_all_lists_what_exists_and_names_what_is_missing(tiny_config: Pa
     assert "skipped int_infer" in res.stdout
     results = json.loads((cfg.run_dir / "predict.json").read_text())["results"]
     assert list(results) == ["float"]
-
-
-def test_pickled_archives_are_refused(tmp_path: Path) -> None:
-    path = tmp_path / "model.pt2"
-    with zipfile.ZipFile(path, "w") as archive:
-        config = {"config": {"w": {"path_name": "weight_0", "use_pickle": True}}}
-        archive.writestr("model/data/weights/model_weights_config.json", json.dumps(config))
-    with pytest.raises(StereoqError, match="pickled"):
-        check_no_pickle(path)
-    path.write_text("not a zip")
-    with pytest.raises(StereoqError, match="cannot be read"):
-        check_no_pickle(path)
 
 
 @pytest.mark.slow

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from stereoq.atomic import atomic_write_json
 
 console = Console()
 err_console = Console(stderr=True)
@@ -33,19 +32,8 @@ def _cell(value: Any) -> str:
 
 
 def write_json(path: Path, data: Any) -> Path:
-    """Write JSON atomically (temp file + rename), creating parent folders."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, default=str)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write JSON atomically (``stereoq.atomic``), creating parent folders."""
+    return atomic_write_json(path, data)
 
 
 def print_error(message: str) -> None:

@@ -20,6 +20,7 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from stereoq.atomic import atomic_write_json, atomic_write_text
 from stereoq.engine import distributed
 from stereoq.engine.allocator import keep_freed_memory
 from stereoq.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -241,9 +242,7 @@ def keep_log(path: Path, epochs_done: int) -> None:
         return
     kept = [line for line in path.read_text(encoding="utf-8").splitlines()
             if line.strip() and json.loads(line)["epoch"] <= epochs_done]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def append_log(path: Path, record: dict[str, Any]) -> None:
@@ -253,6 +252,4 @@ def append_log(path: Path, record: dict[str, Any]) -> None:
 
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_json(path, summary)

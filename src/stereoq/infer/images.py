@@ -1,18 +1,14 @@
-"""Reading input pictures and writing output pictures (atomically: temp file + rename)."""
+"""Reading input pictures and writing output pictures (atomically, ``stereoq.atomic``)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from stereoq.atomic import atomic_write_bytes
 from stereoq.errors import StereoqError
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -44,22 +40,4 @@ def write_png(path: Path, image: np.ndarray) -> Path:
     ok, encoded = cv2.imencode(".png", image)
     if not ok:
         raise StereoqError(f"{path}: could not encode the picture as PNG")
-    write_bytes_atomic(path, encoded.tobytes())
-    return path
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    """Write bytes to ``path`` through a temp file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        # mkstemp creates 0600 files; outputs get the usual permissions.
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_bytes(path, encoded.tobytes())

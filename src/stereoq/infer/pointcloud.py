@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stereoq.infer.images import write_bytes_atomic
+from stereoq.atomic import atomic_write_bytes
 
 PLY_VERTEX = np.dtype(
     [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")]
@@ -58,7 +58,7 @@ def write_ply(path: Path, points: np.ndarray, colors_rgb: np.ndarray, binary: bo
             f"{p[0]:.6g} {p[1]:.6g} {p[2]:.6g} {c[0]} {c[1]} {c[2]}\n"
             for p, c in zip(points.tolist(), colors_rgb.tolist(), strict=True)
         ).encode("ascii")
-    return write_bytes_atomic(path, header + body)
+    return atomic_write_bytes(path, header + body)
 
 
 def depth_to_ply(

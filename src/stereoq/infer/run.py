@@ -21,6 +21,7 @@ from stereoq.infer.depth import (
     disparity_to_depth,
     value_range,
 )
+from stereoq.infer.image_size import header_size
 from stereoq.infer.images import read_rgb, write_png
 from stereoq.infer.pairs import Pair
 from stereoq.infer.pointcloud import depth_to_ply
@@ -133,12 +134,8 @@ def estimate(
     scale = 1.0
     if max_size is not None and max(height, width) > max_size:
         scale = max_size / max(height, width)
-    elif max_size is None and height * width > MAX_PIXELS:
-        raise StereoqError(
-            f"{label}: {width}x{height} ({height * width / 1e6:.1f} MP) is above the "
-            f"{MAX_PIXELS / 1e6:.1f} MP full-size limit; pass --max-size N to run downscaled to a "
-            "longest side of N px (disparity is rescaled to full resolution)"
-        )
+    elif max_size is None:
+        check_full_size(width, height, label)
     if scale == 1.0:
         return estimator(left_rgb, right_rgb), scale
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -147,6 +144,16 @@ def estimate(
     disp_small = estimator(small_l, small_r)
     disp = cv2.resize(disp_small, (width, height), interpolation=cv2.INTER_LINEAR)
     return disp * np.float32(width / size[0]), scale
+
+
+def check_full_size(width: int, height: int, label: str) -> None:
+    """Refuse an input above ``MAX_PIXELS`` (run without --max-size) with the way out."""
+    if height * width > MAX_PIXELS:
+        raise StereoqError(
+            f"{label}: {width}x{height} ({height * width / 1e6:.1f} MP) is above the "
+            f"{MAX_PIXELS / 1e6:.1f} MP full-size limit; pass --max-size N to run downscaled to a "
+            "longest side of N px (disparity is rescaled to full resolution)"
+        )
 
 
 def infer_pair(
@@ -158,6 +165,12 @@ def infer_pair(
 ) -> dict[str, Any]:
     """Run one pair and write its outputs into ``out_dir``; -> the pair's summary."""
     t0 = time.perf_counter()
+    if settings.max_size is None:
+        # From the headers: decoding a huge picture takes seconds and gigabytes first.
+        for path in (pair.left, pair.right):
+            size = header_size(path)
+            if size is not None:
+                check_full_size(*size, label=f"image {path}")
     left, right = read_rgb(pair.left), read_rgb(pair.right)
     if left.shape != right.shape:
         raise StereoqError(

@@ -8,7 +8,8 @@
   must be registered: ``import torch.ao.quantization.fx._decomposed``). The archive holds the
   graph as JSON and the weights as raw tensor bytes. ``torch.export.load`` itself is not a safe
   loader (it unpickles tensor subclasses, custom objects and any artifact the weights-only
-  loader refuses), so ``load_program`` first checks that the archive has no pickled payload;
+  loader refuses), so ``load_program`` first checks the archive
+  (``stereoq.quant.program_archive``) and loads the very bytes it checked;
 - ``<stage>/precision.json`` next to each: the per-op precision report.
 
 Checkpoints load with ``torch.load(weights_only=True)``.
@@ -17,20 +18,18 @@ Checkpoints load with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import io
-import json
-import os
-import tempfile
-import zipfile
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.fx import GraphModule
 
+from stereoq.atomic import atomic_path
 from stereoq.engine.checkpoint import load_checkpoint
 from stereoq.engine.predictor import train_hint
 from stereoq.engine.stage import stage_dir
 from stereoq.errors import StereoqError
+from stereoq.quant.program_archive import check_program_archive
 from stereoq.settings.config import ExperimentConfig
 
 QUANT_STAGES = ("calibration", "qat", "int_infer")
@@ -106,43 +105,13 @@ def load_fake_quant(cfg: ExperimentConfig, stage: str) -> GraphModule:
 
 
 def save_program(path: Path, program: torch.export.ExportedProgram) -> Path:
-    """``torch.export.save`` into a temp folder, then ``os.replace`` onto ``path``.
+    """``torch.export.save`` to ``path`` atomically (``stereoq.atomic``).
 
     The temp file keeps the final name: the archive's inner folder is named after it.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.") as tmp_dir:
-        tmp = Path(tmp_dir) / path.name
+    with atomic_path(path, keep_name=True) as tmp:
         torch.export.save(program, tmp)
-        os.replace(tmp, path)
     return path
-
-
-def check_no_pickle(path: Path) -> None:
-    """Refuse a .pt2 archive whose loading would unpickle anything (see the module docstring)."""
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as err:
-        raise StereoqError(f"model {path} cannot be read: {err}") from None
-    with archive:
-        for name in archive.namelist():
-            if name.endswith("_config.json"):
-                config = json.loads(archive.read(name)).get("config", {})
-                for entry in config.values():
-                    pickled = entry.get("use_pickle") or not str(
-                        entry.get("path_name", "")
-                    ).startswith(("weight_", "tensor_"))
-                    if pickled:
-                        raise StereoqError(
-                            f"model {path} holds pickled data ({name}); refusing to load it"
-                        )
-            elif name.endswith(".pt"):
-                try:
-                    torch.load(io.BytesIO(archive.read(name)), weights_only=True)
-                except Exception:
-                    raise StereoqError(
-                        f"model {path} holds data the weights-only loader refuses ({name})"
-                    ) from None
 
 
 def load_program(path: Path, hint: str = "") -> torch.export.ExportedProgram:
@@ -152,9 +121,13 @@ def load_program(path: Path, hint: str = "") -> torch.export.ExportedProgram:
         raise StereoqError(f"model {path} does not exist" + (f": {hint}" if hint else ""))
     import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers the Q/DQ ops)
 
-    check_no_pickle(path)
     try:
-        return torch.export.load(path)
+        data = path.read_bytes()
+    except OSError as err:
+        raise StereoqError(f"model {path} cannot be read: {err.strerror}") from None
+    check_program_archive(path, data)
+    try:
+        return torch.export.load(io.BytesIO(data))
     except Exception as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise StereoqError(f"model {path} cannot be read: {reason}") from None

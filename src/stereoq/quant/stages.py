@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from stereoq.atomic import atomic_write_json
 from stereoq.engine.report import Reporter
 from stereoq.engine.stage import STAGES, Stage, stage_dir
 from stereoq.settings.config import ExperimentConfig
@@ -43,12 +44,11 @@ def _predictor(cfg: ExperimentConfig, graph: nn.Module) -> nn.Module:
 
 def write_precision_report(cfg: ExperimentConfig, stage: str, converted: nn.Module) -> Path:
     """Save the per-op precision report of ``stage``'s converted graph; returns its path."""
-    from stereoq.cli.output import write_json
     from stereoq.quant.artifacts import report_path
     from stereoq.quant.report import precision_report
 
     report = {"stage": stage, "config": cfg.name, **precision_report(converted)}
-    return write_json(report_path(cfg, stage), report)
+    return atomic_write_json(report_path(cfg, stage), report)
 
 
 @STAGES.register("calibration")
@@ -159,9 +159,7 @@ class IntInferStage(Stage):
                    "precision_report": str(report)}
         agreement = self.agreement(LastTwo(fake_quant), program.module(), converted, reporter)
         summary.update(agreement)
-        from stereoq.cli.output import write_json
-
-        write_json(stage_dir(cfg, "int_infer") / "agreement.json", agreement)
+        atomic_write_json(stage_dir(cfg, "int_infer") / "agreement.json", agreement)
         return summary
 
     @torch.no_grad()

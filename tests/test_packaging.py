@@ -1,0 +1,23 @@
+"""The distribution's metadata: the declared licence and the licence text it ships."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_apache_license_is_declared_and_shipped() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    project = pyproject["project"]
+    # an SPDX string (a TOML table is deprecated by setuptools) and the file in every wheel
+    assert project["license"] == "Apache-2.0"
+    assert project["license-files"] == ["LICENSE"]
+    assert any(req.startswith("setuptools>=77") for req in pyproject["build-system"]["requires"])
+    text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text
