@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import sys
 
-import typer
-
 from stereoq.cli import calops, check, compile, export, infer, pack, predict, train
+from stereoq.cli.command import StereoqTyper
 from stereoq.cli.output import print_error
 from stereoq.errors import StereoqError
 
-app = typer.Typer(
+app = StereoqTyper(
     name="stereoq",
     help="StereoNet from raw stereo data to a deployable integer model and depth maps.",
     no_args_is_help=True,
@@ -18,7 +17,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-
 
 
 @app.callback()
@@ -33,13 +31,11 @@ for module in (pack, calops, infer, train, predict, check, compile, export):
 def main() -> None:
     """Entry point: user mistakes end in one line on stderr and a non-zero exit code.
 
-    Typer reports usage errors itself (exit 2); ``StereoqError`` from core code is printed here.
+    Typer reports usage errors itself (exit 2); ``StereoqError`` from core code, and Ctrl-C
+    during a command (``StereoqGroup.invoke``), are printed here.
     """
     try:
         app()
     except StereoqError as err:
         print_error(str(err))
         sys.exit(err.exit_code)
-    except KeyboardInterrupt:
-        print_error("interrupted")
-        sys.exit(130)
