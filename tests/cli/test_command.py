@@ -1,8 +1,9 @@
-"""The app as a whole: Ctrl-C and usage errors."""
+"""The app as a whole: --version, Ctrl-C and usage errors."""
 
 from __future__ import annotations
 
 import sys
+from importlib.metadata import version
 
 import pytest
 
@@ -15,6 +16,11 @@ def run_main(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
     with pytest.raises(SystemExit) as exc:
         main()
     return exc.value.code
+
+
+def test_version(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_main(monkeypatch, "--version") in (0, None)
+    assert capsys.readouterr().out.strip() == f"stereoq {version('stereoq')}"
 
 
 def test_ctrl_c_is_one_line_exit_130(

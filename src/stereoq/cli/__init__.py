@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import sys
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated
+
+import typer
 
 from stereoq.cli import calops, check, compile, export, infer, pack, predict, train
 from stereoq.cli.command import StereoqTyper
-from stereoq.cli.output import print_error
+from stereoq.cli.output import console, print_error
 from stereoq.errors import StereoqError
 
 app = StereoqTyper(
@@ -19,8 +23,27 @@ app = StereoqTyper(
 )
 
 
+def _print_version(given: bool) -> None:
+    if not given:
+        return
+    try:
+        number = version("stereoq")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        from stereoq import __version__ as number
+    console.print(f"stereoq {number}", highlight=False)
+    raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", is_eager=True,
+            callback=_print_version,
+        ),
+    ] = False,
+) -> None:
     """StereoNet from raw stereo data to a deployable integer model and depth maps."""
 
 
