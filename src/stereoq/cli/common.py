@@ -16,12 +16,15 @@ ConfigOpt = Annotated[
     typer.Option(
         "--config",
         "-c",
+        metavar="<file|name>",
         help="Config file (YAML) or shipped config name. Default: stereonet_synthetic.",
     ),
 ]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Override a config value: KEY.PATH=VALUE (repeatable)."),
+    typer.Option(
+        "--set", metavar="<key.path=value>", help="Override a config value (repeatable)."
+    ),
 ]
 
 
