@@ -7,20 +7,20 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
+from pydantic import Field, NonNegativeInt, ValidationError
 
 from stereoq.errors import StereoqError
 from stereoq.settings.data import DataConfig
 from stereoq.settings.model import ModelConfig
+from stereoq.settings.section import Section
 from stereoq.settings.stages import StagesConfig
 
 DEFAULT_CONFIG = "stereonet_synthetic"
 
 
-class ExperimentConfig(BaseModel):
+class ExperimentConfig(Section):
     """One experiment: the model, the data and the recipe of every stage."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     output_dir: Path = Field(default=Path("runs"), description="runs go to output_dir/name")
     seed: NonNegativeInt = 0
