@@ -80,3 +80,21 @@ def test_usage_error_still_exit_2(
 ) -> None:
     assert run_main(monkeypatch, "calops", "--bogus") == 2
     assert "No such option" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "name"),
+    [
+        (("train", "--lr", "inf"), "--lr"),
+        (("export", "--min-agreement", "nan"), "--min-agreement"),
+        (("pack", "--target-data-dir", "x", "--source", "synthetic", "--max-disp", "inf"),
+         "--max-disp"),
+    ],
+)
+def test_non_finite_option_is_one_line_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: tuple[str, ...],
+    name: str,
+) -> None:
+    assert run_main(monkeypatch, *args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith(f"error: option {name}: ") and "finite" in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -29,7 +30,15 @@ SetOpt = Annotated[
 
 
 def validate_options(model: type[M], **values: Any) -> M:
-    """Validate a command's options; a bad value ends in one line naming the option."""
+    """Validate a command's options; a bad value ends in one line naming the option.
+
+    Floats must be finite: typer reads ``inf`` and ``nan`` as floats, and no option means them.
+    """
+    for key, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise StereoqError(
+                f"option --{key.replace('_', '-')}: {value} is not a finite number", exit_code=2
+            )
     try:
         return model.model_validate(values)
     except ValidationError as err:
