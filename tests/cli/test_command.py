@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sys
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 import typer
@@ -98,3 +99,14 @@ def test_non_finite_option_is_one_line_exit_2(
     assert run_main(monkeypatch, *args) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith(f"error: option {name}: ") and "finite" in err
+
+
+def test_config_file_errors_are_one_line_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    latin = tmp_path / "latin1.yaml"
+    latin.write_bytes(b"name: caf\xe9\n")
+    for config in (latin, tmp_path):
+        assert run_main(monkeypatch, "calops", "--config", str(config)) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: config {config}: "), lines

@@ -100,6 +100,34 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
         load_config(str(listy))
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("my.toml", b'name = "x"\n\n[model]\nmaxdisp = 64\n', "not YAML (a .toml file"),
+        ("table.toml", b"[model]\nmaxdisp = 64\n", "not YAML (a .toml file"),
+        ("latin1.yaml", b"name: caf\xe9\n", "not UTF-8 text (byte 0xe9 at offset 9)"),
+        ("empty.yaml", b"", "empty (expected a YAML mapping)"),
+        ("words.yaml", b"just words\n", "top level must be a mapping of keys (it is a single str"),
+    ],
+)
+def test_unreadable_config_files_are_one_line(
+    tmp_path: Path, name: str, content: bytes, expected: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(StereoqError) as info:
+        load_config(str(path))
+    assert str(info.value).startswith(f"config {path}: ") and expected in str(info.value)
+    assert info.value.exit_code == 2 and "\n" not in str(info.value)
+
+
+def test_directory_is_not_a_config(tmp_path: Path) -> None:
+    with pytest.raises(StereoqError) as info:
+        load_config(str(tmp_path))
+    assert str(info.value) == f"config {tmp_path}: is a directory, not a config file"
+    assert info.value.exit_code == 2
+
+
 def test_yaml_tags_are_not_executed(tmp_path: Path) -> None:
     evil = tmp_path / "evil.yaml"
     evil.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
