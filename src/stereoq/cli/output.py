@@ -33,14 +33,18 @@ def _cell(value: Any) -> str:
 
 
 def write_json(path: Path, data: Any) -> Path:
-    """Write JSON atomically (temp file + rename), creating parent folders."""
+    """Write standard JSON atomically (temp file + rename), creating parent folders.
+
+    NaN and infinity are refused (``ValueError``), not written as ``NaN``/``Infinity``, which
+    strict JSON readers reject: a value that can be undefined must be None at its source.
+    """
     path = Path(path)
+    text = json.dumps(data, indent=2, default=str, allow_nan=False) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, default=str)
-            f.write("\n")
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
