@@ -54,3 +54,8 @@ def write_json(path: Path, data: Any) -> Path:
 
 def print_error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def print_note(message: str) -> None:
+    """A one-line remark about how the options were taken (stderr: stdout holds the results)."""
+    err_console.print(f"[bold yellow]note:[/] {message}", highlight=False, soft_wrap=True)
