@@ -51,3 +51,13 @@ def test_predict_without_checkpoint_names_file_and_command(tiny_config: Path) ->
 def test_predict_bad_baseline(tiny_config: Path) -> None:
     res = run("predict", "--config", str(tiny_config), "--baseline", "census")
     assert res.returncode == 2 and "--baseline" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_results_json_writes_undefined_metrics_as_null(tiny_config: Path) -> None:
+    from stereoq.cli.predict import results_json
+
+    cfg = load_config(str(tiny_config))
+    nan = float("nan")
+    data = results_json(cfg, {"float": {"epe": nan, "d1": 2.0, "images": 0}})
+    assert data["results"]["float"] == {"epe": None, "d1": 2.0, "images": 0}
+    json.dumps(data, allow_nan=False)

@@ -54,3 +54,60 @@ def test_bad_options_are_one_line(tiny_config: Path) -> None:
                        "--lr", "0.1"), 2, "--lr", "does not train")
     one_line_error(run("train", "--config", str(tiny_config), "--resume"), 1, "last.pt",
                    "does not exist")
+
+
+def test_resume_notes_say_which_options_apply() -> None:
+    from stereoq.cli.train import TrainOptions, resume_notes
+
+    assert resume_notes(TrainOptions(stage="float", lr=0.01)) == []  # not resuming
+    assert resume_notes(TrainOptions(stage="float", resume=True)) == []  # nothing given
+    (note,) = resume_notes(TrainOptions(stage="float", resume=True, lr=0.01))
+    assert "--lr 0.01 applies from the next step" in note and "last.pt" in note
+    notes = resume_notes(TrainOptions(
+        stage="qat", resume=True, epochs=30, sets=[
+            "stages.qat.scheduler.type=step", "stages.qat.optimizer.weight_decay=0.1",
+            "stages.float.optimizer.lr=1", "data.num_workers=2",
+        ],
+    ))
+    assert notes == [
+        "--resume continues last.pt's weights, optimizer state and epoch count; --epochs 30, "
+        "--set stages.qat.scheduler.type=step apply from the next step (the learning-rate "
+        "schedule is recomputed from the current recipe)",
+        "--resume restores the optimizer's weight decay and momentum from last.pt; "
+        "--set stages.qat.optimizer.weight_decay=0.1 is ignored",
+    ]
+
+
+def test_resume_with_a_new_lr_prints_one_note(
+    tiny_config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import stereoq.engine.loop
+    from stereoq.cli import main
+
+    monkeypatch.setattr(stereoq.engine.loop, "run_stage", lambda *a, **k: {"stage": "float"})
+    args = ["stereoq", "train", "--config", str(tiny_config), "--resume", "--lr", "0.01"]
+    monkeypatch.setattr(sys, "argv", args)
+    last = tiny_config.parent / "runs" / "tiny" / "float" / "last.pt"
+    for exists in (False, True):
+        if exists:
+            last.parent.mkdir(parents=True)
+            last.write_bytes(b"")
+        with pytest.raises(SystemExit) as exc:
+            main()
+        assert exc.value.code in (0, None)
+        notes = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("note:")]
+        # Without last.pt the loop's own error explains; the note would only add noise.
+        assert len(notes) == exists and all("--lr 0.01 applies" in n for n in notes), notes
+
+
+@pytest.mark.slow
+def test_resume_takes_the_new_lr_as_the_note_says(tiny_config: Path, tmp_path: Path) -> None:
+    constant = ("--set", "stages.float.scheduler.type=constant")
+    res = run("train", "--config", str(tiny_config), "--epochs", "1", "--lr", "0.002", *constant)
+    assert res.returncode == 0, res.stderr
+    res = run("train", "--config", str(tiny_config), "--epochs", "2", "--lr", "0.01", "--resume",
+              *constant)
+    assert res.returncode == 0, res.stderr
+    assert "note: --resume continues last.pt's weights" in res.stderr and "--lr 0.01," in res.stderr
+    log = tmp_path / "runs" / "tiny" / "float" / "log.jsonl"
+    assert [json.loads(line)["lr"] for line in log.read_text().splitlines()] == [0.002, 0.01]

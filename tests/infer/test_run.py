@@ -1,4 +1,5 @@
 import json
+import math
 import struct
 import time
 import zlib
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 from stereoq.data.pfm import read_pfm
 from stereoq.engine.predictor import load_predictor
 from stereoq.errors import StereoqError
+from stereoq.infer.depth import disparity_to_depth
 from stereoq.infer.pairs import Pair
 from stereoq.infer.run import (
     MAX_PIXELS,
@@ -151,6 +153,30 @@ def test_missing_stage_artifact_is_a_clear_error(tiny_config: Path) -> None:
 def test_camera_refuses_non_positive_values(baseline: float, focal: float, option: str) -> None:
     with pytest.raises(StereoqError, match=option):
         Camera(baseline, focal)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"baseline_m": 1e300, "focal_px": 1e300}, "depths overflow"),
+        ({"baseline_m": 1e20, "focal_px": 1e20}, "depths overflow"),  # finite, but not in float32
+        ({"baseline_m": math.inf, "focal_px": 1.0}, "--baseline inf: not a finite number"),
+        ({"baseline_m": 1.0, "focal_px": math.nan}, "--f nan: not a finite number"),
+        ({"baseline_m": 1.0, "focal_px": 1.0, "doffs_px": 1e300}, "--doffs 1e\\+300: out of range"),
+        ({"baseline_m": 1.0, "focal_px": 1.0, "cx_px": math.inf}, "--cx"),
+    ],
+)
+def test_camera_refuses_values_whose_depths_are_not_finite(kwargs: dict, message: str) -> None:
+    with pytest.raises(StereoqError, match=message) as info:
+        Camera(**kwargs)
+    assert info.value.exit_code == 2
+
+
+def test_largest_accepted_camera_gives_finite_depth() -> None:
+    camera = Camera(baseline_m=1e17, focal_px=3e19)  # f x b / 0.01 px = 3e38 < float32 max
+    depth, valid = disparity_to_depth(np.array([[0.0101, 100.0]], np.float32), camera.baseline_m,
+                                      camera.focal_px)
+    assert valid.all() and np.isfinite(depth).all()
 
 
 def test_padding_matches_torch_pad_semantics() -> None:

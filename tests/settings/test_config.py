@@ -58,6 +58,35 @@ def test_bad_values_name_the_key(tiny_config: Path, sets: list[str], expected: s
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("item", "key"),
+    [
+        ("data.std=.inf", "data.std"),
+        ("data.std=inf", "data.std"),  # a string pydantic would read as a float
+        ("data.mean=.nan", "data.mean"),
+        ("data.synthetic.max_disp=-.inf", "data.synthetic.max_disp"),
+        ("stages.float.optimizer.lr=.inf", "stages.float.optimizer.lr"),
+        ("stages.qat.scheduler.gamma=.nan", "stages.qat.scheduler.gamma"),
+        ("stages.float.grad_clip=.inf", "stages.float.grad_clip"),
+        ("stages.calibration.percentile=.nan", "stages.calibration.percentile"),
+        ("model.loss.beta=.inf", "model.loss: beta"),
+        ("model.loss.weights=[1, 1, 1, 1, .nan]", "model.loss: weights.4"),
+        ("data.mean=nan", "data.mean"),
+    ],
+)
+def test_non_finite_floats_are_refused(tiny_config: Path, item: str, key: str) -> None:
+    with pytest.raises(StereoqError) as info:
+        load_config(str(tiny_config), sets=[item])
+    assert f"{key}: Input should be a finite number" in str(info.value), str(info.value)
+    assert info.value.exit_code == 2 and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("std", ["0", "-1"])
+def test_std_must_be_positive(tiny_config: Path, std: str) -> None:
+    with pytest.raises(StereoqError, match="data.std: Input should be greater than 0"):
+        load_config(str(tiny_config), sets=[f"data.std={std}"])
+
+
 def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     with pytest.raises(StereoqError, match="no such file"):
         load_config(str(tmp_path / "absent.yaml"))
@@ -69,6 +98,34 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(StereoqError, match="top level must be a mapping"):
         load_config(str(listy))
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("my.toml", b'name = "x"\n\n[model]\nmaxdisp = 64\n', "not YAML (a .toml file"),
+        ("table.toml", b"[model]\nmaxdisp = 64\n", "not YAML (a .toml file"),
+        ("latin1.yaml", b"name: caf\xe9\n", "not UTF-8 text (byte 0xe9 at offset 9)"),
+        ("empty.yaml", b"", "empty (expected a YAML mapping)"),
+        ("words.yaml", b"just words\n", "top level must be a mapping of keys (it is a single str"),
+    ],
+)
+def test_unreadable_config_files_are_one_line(
+    tmp_path: Path, name: str, content: bytes, expected: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(StereoqError) as info:
+        load_config(str(path))
+    assert str(info.value).startswith(f"config {path}: ") and expected in str(info.value)
+    assert info.value.exit_code == 2 and "\n" not in str(info.value)
+
+
+def test_directory_is_not_a_config(tmp_path: Path) -> None:
+    with pytest.raises(StereoqError) as info:
+        load_config(str(tmp_path))
+    assert str(info.value) == f"config {tmp_path}: is a directory, not a config file"
+    assert info.value.exit_code == 2
 
 
 def test_yaml_tags_are_not_executed(tmp_path: Path) -> None:

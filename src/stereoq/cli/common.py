@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -16,17 +17,28 @@ ConfigOpt = Annotated[
     typer.Option(
         "--config",
         "-c",
+        metavar="<file|name>",
         help="Config file (YAML) or shipped config name. Default: stereonet_synthetic.",
     ),
 ]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Override a config value: KEY.PATH=VALUE (repeatable)."),
+    typer.Option(
+        "--set", metavar="<key.path=value>", help="Override a config value (repeatable)."
+    ),
 ]
 
 
 def validate_options(model: type[M], **values: Any) -> M:
-    """Validate a command's options; a bad value ends in one line naming the option."""
+    """Validate a command's options; a bad value ends in one line naming the option.
+
+    Floats must be finite: typer reads ``inf`` and ``nan`` as floats, and no option means them.
+    """
+    for key, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise StereoqError(
+                f"option --{key.replace('_', '-')}: {value} is not a finite number", exit_code=2
+            )
     try:
         return model.model_validate(values)
     except ValidationError as err:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from stereoq.atomic import atomic_write_json
+from stereoq.atomic import atomic_write_text
 
 console = Console()
 err_console = Console(stderr=True)
@@ -32,9 +33,19 @@ def _cell(value: Any) -> str:
 
 
 def write_json(path: Path, data: Any) -> Path:
-    """Write JSON atomically (``stereoq.atomic``), creating parent folders."""
-    return atomic_write_json(path, data)
+    """Write standard JSON atomically (``stereoq.atomic``), creating parent folders.
+
+    NaN and infinity are refused (``ValueError``), not written as ``NaN``/``Infinity``, which
+    strict JSON readers reject: a value that can be undefined must be None at its source.
+    """
+    text = json.dumps(data, indent=2, default=str, allow_nan=False) + "\n"
+    return atomic_write_text(path, text)
 
 
 def print_error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def print_note(message: str) -> None:
+    """A one-line remark about how the options were taken (stderr: stdout holds the results)."""
+    err_console.print(f"[bold yellow]note:[/] {message}", highlight=False, soft_wrap=True)

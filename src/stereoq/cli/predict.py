@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -111,8 +112,14 @@ def print_results(name: str, results: dict[str, dict[str, Any]]) -> None:
 def results_json(cfg: Any, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     from stereoq.engine.metrics import AVERAGING
 
+    # A metric over no valid pixel is NaN in memory, null in the file.
+    finite = {
+        model: {k: None if isinstance(v, float) and not math.isfinite(v) else v
+                for k, v in m.items()}
+        for model, m in results.items()
+    }
     return {"config": cfg.name, "maxdisp": cfg.model.maxdisp, "averaging": AVERAGING,
-            "results": results}
+            "results": finite}
 
 
 def register(app: typer.Typer) -> None:

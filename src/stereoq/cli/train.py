@@ -8,7 +8,7 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 
 from stereoq.cli.common import ConfigOpt, SetOpt, validate_options
-from stereoq.cli.output import console, print_table
+from stereoq.cli.output import console, print_note, print_table
 from stereoq.errors import StereoqError
 
 StageName = Literal["float", "calibration", "qat", "int_infer"]
@@ -42,6 +42,50 @@ def overrides_for(opts: TrainOptions) -> dict[str, object]:
     }
 
 
+# On --resume, torch restores these with the optimizer's state, over the current recipe's values.
+RESTORED_FROM_CHECKPOINT = ("optimizer.weight_decay", "optimizer.momentum")
+
+
+def resume_notes(opts: TrainOptions) -> list[str]:
+    """What --resume does with the recipe options given now, one line each.
+
+    ``last.pt`` holds the weights, the optimizer's state and the epochs done, not the recipe: the
+    loop sets the learning rate at every step from the current recipe (``lr_at``), so --lr,
+    --epochs, --batch-size and other ``stages.STAGE`` overrides apply from the next step, while
+    the optimizer's weight decay and momentum come back from the checkpoint.
+    """
+    from stereoq.settings.config import parse_override
+
+    if not opts.resume:
+        return []
+    applied = [
+        f"--{name.replace('_', '-')} {value:g}"
+        for name, value in (("lr", opts.lr), ("epochs", opts.epochs),
+                            ("batch_size", opts.batch_size))
+        if value is not None
+    ]
+    ignored = []
+    prefix = f"stages.{opts.stage}."
+    for item in opts.sets:
+        key = ".".join(parse_override(item)[0])
+        if key.startswith(prefix):
+            restored = key.removeprefix(prefix) in RESTORED_FROM_CHECKPOINT
+            (ignored if restored else applied).append(f"--set {item}")
+    notes = []
+    if applied:
+        notes.append(
+            "--resume continues last.pt's weights, optimizer state and epoch count; "
+            f"{', '.join(applied)} {'applies' if len(applied) == 1 else 'apply'} from the next "
+            "step (the learning-rate schedule is recomputed from the current recipe)"
+        )
+    if ignored:
+        notes.append(
+            "--resume restores the optimizer's weight decay and momentum from last.pt; "
+            f"{', '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} ignored"
+        )
+    return notes
+
+
 def train(
     stage: Annotated[
         str, typer.Option(help="Stage to run: float, calibration, qat or int_infer.")
@@ -54,7 +98,11 @@ def train(
     ] = None,
     lr: Annotated[float | None, typer.Option(help="Override the stage's learning rate.")] = None,
     resume: Annotated[
-        bool, typer.Option(help="Continue from the stage's last.pt (same config).")
+        bool,
+        typer.Option(
+            help="Continue from the stage's last.pt (weights, optimizer state, epochs done); "
+            "recipe options given now apply from the next step. Training stages only."
+        ),
     ] = False,
 ) -> None:
     """Train a stage; writes last.pt, best.pt, log.jsonl and metrics.json to RUN_DIR/STAGE/.
@@ -72,11 +120,17 @@ def train(
     from stereoq.settings import load_config
 
     cfg = load_config(opts.config, overrides=overrides_for(opts), sets=opts.sets)
-    get_stage(cfg, opts.stage)  # an unavailable stage fails here, before any work
+    stage = get_stage(cfg, opts.stage)  # an unavailable stage fails here, before any work
     main = launched_rank() == 0
     if main:
         console.print(f"stage {opts.stage} of {cfg.name} -> {stage_dir(cfg, opts.stage)}",
                       highlight=False)
+    if main and opts.resume:
+        if not stage.trains:
+            print_note(f"--resume applies to training stages; {opts.stage} runs from the start")
+        elif (stage_dir(cfg, opts.stage) / "last.pt").is_file():  # else the loop's error says why
+            for note in resume_notes(opts):
+                print_note(note)
     summary = run_stage(cfg, opts.stage, resume=opts.resume, reporter=RichReporter())
     if main:
         print_summary(summary)

@@ -102,7 +102,8 @@ def compile_stage(
     metadata, exported = source.metadata, source.export
     out = backend.compile(source.path, metadata, artifact_dir(cfg, backend_name))
     perf = backend.benchmark(out, runs, warmup, threads, top, backend.scopes(source.path))
-    perf["fps"] = 1000.0 / perf["median_ms"] if perf["median_ms"] > 0 else float("inf")
+    # A median below the timer's resolution has no meaningful rate: None (null in report.json).
+    perf["fps"] = 1000.0 / perf["median_ms"] if perf["median_ms"] > 0 else None
     machine = {
         "cpu": platform.processor() or platform.machine(),
         "system": f"{platform.system()} {platform.release()}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from stereoq.settings.config import ExperimentConfig
 MAX_PIXELS = 2048 * 2048
 """Largest input run at full size (about 4.2 MP): above it, refuse unless --max-size is given."""
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 DEPTH_DISPLAY_PERCENTILE = 98.0
 """Depth pictures colour up to this percentile of the valid depths; farther pixels saturate."""
 
@@ -57,10 +60,26 @@ class Camera:
     doffs_px: float = 0.0
 
     def __post_init__(self) -> None:
+        values = {"--baseline": self.baseline_m, "--f": self.focal_px, "--cx": self.cx_px,
+                  "--cy": self.cy_px, "--doffs": self.doffs_px}
+        for option, value in values.items():
+            if value is not None and not math.isfinite(value):
+                raise StereoqError(f"{option} {value}: not a finite number", exit_code=2)
         if not self.baseline_m > 0:
             raise StereoqError(f"--baseline {self.baseline_m}: must be positive", exit_code=2)
         if not self.focal_px > 0:
             raise StereoqError(f"--f {self.focal_px}: must be positive", exit_code=2)
+        # Depth maps are float32: the farthest valid depth, f x baseline / MIN_DISPARITY_PX,
+        # must fit, or depth (and summary.json) would hold infinity.
+        if not self.focal_px * self.baseline_m / MIN_DISPARITY_PX <= FLOAT32_MAX:
+            raise StereoqError(
+                f"--baseline {self.baseline_m:g} x --f {self.focal_px:g}: depths overflow "
+                "(give the baseline in metres and f in pixels)",
+                exit_code=2,
+            )
+        for option, value in values.items():
+            if value is not None and abs(value) > FLOAT32_MAX:
+                raise StereoqError(f"{option} {value:g}: out of range", exit_code=2)
 
 
 @dataclass(frozen=True)

@@ -7,20 +7,20 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
+from pydantic import Field, NonNegativeInt, ValidationError
 
 from stereoq.errors import StereoqError
 from stereoq.settings.data import DataConfig
 from stereoq.settings.model import ModelConfig
+from stereoq.settings.section import Section
 from stereoq.settings.stages import StagesConfig
 
 DEFAULT_CONFIG = "stereonet_synthetic"
 
 
-class ExperimentConfig(BaseModel):
+class ExperimentConfig(Section):
     """One experiment: the model, the data and the recipe of every stage."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     output_dir: Path = Field(default=Path("runs"), description="runs go to output_dir/name")
     seed: NonNegativeInt = 0
@@ -39,26 +39,61 @@ def shipped_configs() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
+YAML_SUFFIXES = (".yaml", ".yml", ".json")  # JSON is YAML too
+
+
 def _read(source: str) -> tuple[str, dict[str, Any]]:
+    """(label for messages, the file's mapping); every problem names the file and exits 2."""
     path = Path(source)
+    foreign = False
     if path.is_file():
-        text, label = path.read_text(encoding="utf-8"), str(path)
+        label = str(path)
+        foreign = path.suffix != "" and path.suffix.lower() not in YAML_SUFFIXES
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise StereoqError(
+                f"config {label}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
+                f"{err.start}); save it as UTF-8",
+                exit_code=2,
+            ) from None
+        except OSError as err:
+            raise StereoqError(
+                f"config {label}: cannot be read ({err.strerror or err})", exit_code=2
+            ) from None
     elif source in shipped_configs():
         text = (resources.files("stereoq") / "configs" / f"{source}.yaml").read_text("utf-8")
         label = source
+    elif path.is_dir():
+        raise StereoqError(f"config {source}: is a directory, not a config file", exit_code=2)
     else:
         known = ", ".join(shipped_configs())
         raise StereoqError(
             f"config {source!r}: no such file, and not a shipped config ({known})", exit_code=2
         )
+    not_yaml = f"config {label}: not YAML (a {path.suffix} file; configs are YAML mappings)"
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
+        if foreign:
+            raise StereoqError(not_yaml, exit_code=2) from None
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise StereoqError(f"config {label}:{where} is not valid YAML", exit_code=2) from None
+        problem = getattr(err, "problem", None)
+        raise StereoqError(
+            f"config {label}:{where} is not valid YAML" + (f" ({problem})" if problem else ""),
+            exit_code=2,
+        ) from None
+    if data is None:
+        raise StereoqError(f"config {label}: empty (expected a YAML mapping)", exit_code=2)
     if not isinstance(data, dict):
-        raise StereoqError(f"config {label}: the top level must be a mapping", exit_code=2)
+        if foreign:
+            raise StereoqError(not_yaml, exit_code=2)
+        kind = "a list" if isinstance(data, list) else f"a single {type(data).__name__} value"
+        raise StereoqError(
+            f"config {label}: the top level must be a mapping of keys (it is {kind})",
+            exit_code=2,
+        )
     return label, data
 
 

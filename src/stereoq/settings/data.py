@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
+
+from stereoq.settings.section import Section
 
 
-class SyntheticConfig(BaseModel):
+class SyntheticConfig(Section):
     """Generated stereo scenes with exact ground truth (the embedded default source)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     train_count: PositiveInt = 1000
     val_count: PositiveInt = 64
     height: PositiveInt = 256
@@ -20,10 +21,9 @@ class SyntheticConfig(BaseModel):
     seed: NonNegativeInt = 0
 
 
-class DataConfig(BaseModel):
+class DataConfig(Section):
     """Data source and input pipeline shared by training, evaluation and calibration."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     source: Literal["synthetic", "sceneflow", "lmdb"] = "synthetic"
     root: Path | None = Field(default=None, description="SceneFlow dataset root (raw layout)")
     lmdb_dir: Path | None = Field(

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 import stereoq.models  # noqa: F401  (registers the built-in components)
 from stereoq.registry import HEADS, LOSSES, NECKS, POSTPROCESS, REFINEMENTS, Registry
+from stereoq.settings.section import Section
 
 
-class Component(BaseModel):
+class Component(Section):
     """``type`` names a registered class; the other keys are checked against its ``Params``."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow")
     registry: ClassVar[Registry]
     type: str
 
@@ -23,19 +25,42 @@ class Component(BaseModel):
             cls = self.registry.get(self.type)
         except KeyError as err:
             raise ValueError(str(err.args[0])) from None
+        # The components' own Params accept inf and nan; the config file never means them.
+        _check_finite(self.model_extra or {})
         try:
-            cls.Params.model_validate(self.model_extra or {})
+            params = cls.Params.model_validate(self.model_extra or {}).model_dump()
         except ValidationError as err:
             first = err.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
             raise ValueError(f"{where}: {msg}") from None
+        _check_finite(params)  # "inf" given as a string becomes a float only now
         return self
 
     def params(self) -> dict[str, Any]:
         """The validated parameters with the class's defaults filled in."""
         params_model = self.registry.get(self.type).Params
         return params_model.model_validate(self.model_extra or {}).model_dump()
+
+
+def _check_finite(params: dict[str, Any]) -> None:
+    where = _non_finite(params)
+    if where is not None:
+        raise ValueError(f"{where}: Input should be a finite number")
+
+
+def _non_finite(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first inf or nan float in nested dicts and lists, else None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    items = value.items() if isinstance(value, dict) else (
+        enumerate(value) if isinstance(value, list | tuple) else ()
+    )
+    for key, item in items:
+        found = _non_finite(item, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 class NeckSection(Component):
@@ -63,10 +88,9 @@ class LossSection(Component):
     type: str = "multiscale_smooth_l1"
 
 
-class ModelConfig(BaseModel):
+class ModelConfig(Section):
     """StereoNet shape: maxdisp in pixels, refinement levels, and each registered part."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     maxdisp: PositiveInt = 192
     refine_levels: int = Field(default=4, ge=1, le=6)
     neck: NeckSection = Field(default_factory=NeckSection)

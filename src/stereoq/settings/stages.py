@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     NonNegativeFloat,
@@ -15,21 +14,21 @@ from pydantic import (
     model_validator,
 )
 
+from stereoq.settings.section import Section
 
-class OptimizerConfig(BaseModel):
+
+class OptimizerConfig(Section):
     """Weight decay applies to conv/linear weights only, never to BN parameters or biases."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     type: Literal["adam", "adamw", "sgd"] = "adam"
     lr: PositiveFloat = 1e-3
     weight_decay: NonNegativeFloat = 4e-5
     momentum: NonNegativeFloat = 0.9
 
 
-class SchedulerConfig(BaseModel):
+class SchedulerConfig(Section):
     """LR schedule by epoch: linear warmup, then cosine decay or step decay."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     type: Literal["cosine", "step", "constant"] = "cosine"
     warmup_epochs: NonNegativeInt = 0
     min_lr_ratio: NonNegativeFloat = 0.0
@@ -37,10 +36,9 @@ class SchedulerConfig(BaseModel):
     gamma: PositiveFloat = 0.1
 
 
-class TrainRecipe(BaseModel):
+class TrainRecipe(Section):
     """One training stage (float or QAT)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     epochs: PositiveInt = 200
     batch_size: PositiveInt = 16
     optimizer: OptimizerConfig = OptimizerConfig()
@@ -59,10 +57,9 @@ class TrainRecipe(BaseModel):
         return self
 
 
-class CalibrationRecipe(BaseModel):
+class CalibrationRecipe(Section):
     """Post-training calibration of the int8 model (BN folded, percentile observers)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     batches: PositiveInt = 20
     batch_size: PositiveInt = 1
     observer: Literal["percentile", "minmax"] = "percentile"
@@ -70,10 +67,9 @@ class CalibrationRecipe(BaseModel):
     bins: PositiveInt = 8192
 
 
-class IntInferRecipe(BaseModel):
+class IntInferRecipe(Section):
     """Conversion of a fake-quantized model into the integer model."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     source: Literal["qat", "calibration"] = "qat"
 
 
@@ -98,8 +94,8 @@ def _merge(base: dict, update: dict) -> dict:
     return out
 
 
-class StagesConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+class StagesConfig(Section):
+    model_config = ConfigDict(populate_by_name=True)
     float_: TrainRecipe = Field(default_factory=TrainRecipe, alias="float")
     calibration: CalibrationRecipe = CalibrationRecipe()
     qat: TrainRecipe = Field(default_factory=_qat_default)
