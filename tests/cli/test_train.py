@@ -54,3 +54,20 @@ def test_bad_options_are_one_line(tiny_config: Path) -> None:
                        "--lr", "0.1"), 2, "--lr", "does not train")
     one_line_error(run("train", "--config", str(tiny_config), "--resume"), 1, "last.pt",
                    "does not exist")
+
+
+def test_resume_with_another_model_is_one_line(tiny_config: Path, tmp_path: Path) -> None:
+    import torch
+
+    from stereoq.engine.checkpoint import save_checkpoint
+    from stereoq.models.build import build_model
+    from stereoq.settings import load_config
+
+    other = load_config(str(tiny_config), sets=["model.neck.out_channels=[4,8,8,16,16,8]"])
+    last = save_checkpoint(tmp_path / "runs" / "tiny" / "float" / "last.pt",
+                           {"model": build_model(other.model).state_dict(),
+                            "optimizer": torch.optim.Adam([torch.zeros(1)]).state_dict()})
+    res = run("train", "--config", str(tiny_config), "--resume")
+    one_line_error(res, 1, f"error: checkpoint {last} holds another model",
+                   "neck.stem.0.0.weight is 4x3x3x3 in the checkpoint but 8x3x3x3 in the model",
+                   "more differences", "train without --resume")

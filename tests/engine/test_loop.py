@@ -14,7 +14,7 @@ import torch
 
 from stereoq.engine import loop
 from stereoq.engine import stage as stage_mod
-from stereoq.engine.checkpoint import load_checkpoint
+from stereoq.engine.checkpoint import load_checkpoint, save_checkpoint
 from stereoq.engine.evaluate import pair_input
 from stereoq.engine.report import Reporter
 from stereoq.engine.stage import FloatStage, Stage, get_stage
@@ -90,6 +90,21 @@ def test_resume_equals_uninterrupted(tiny_config, tmp_path) -> None:
 def test_resume_without_checkpoint_is_a_clear_error(tiny_config) -> None:
     with pytest.raises(StereoqError, match=r"last.pt does not exist: nothing to resume"):
         loop.run_stage(tiny(tiny_config), "float", resume=True)
+
+
+def test_resume_with_another_optimizer_state_is_one_line(tiny_config) -> None:
+    cfg = tiny(tiny_config)
+    torch.manual_seed(cfg.seed)
+    last = save_checkpoint(cfg.run_dir / "float" / "last.pt", {
+        "model": build_model(cfg.model).state_dict(),
+        "optimizer": torch.optim.Adam([torch.zeros(1)]).state_dict(),
+    })
+    with pytest.raises(StereoqError) as err:
+        loop.run_stage(cfg, "float", resume=True)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"checkpoint {last}: its optimizer state does not fit")
+    assert message.endswith("train without --resume")
 
 
 class NanAfter(torch.nn.Module):

@@ -22,7 +22,13 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from stereoq.engine import distributed
 from stereoq.engine.allocator import keep_freed_memory
-from stereoq.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from stereoq.engine.checkpoint import (
+    load_checkpoint,
+    load_model_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from stereoq.engine.distributed import Context
 from stereoq.engine.evaluate import accumulate, pair_input, val_loader
 from stereoq.engine.layout import contiguous_state
@@ -33,6 +39,8 @@ from stereoq.engine.stage import Stage, get_stage, stage_dir
 from stereoq.errors import StereoqError
 from stereoq.models.build import build_loss
 from stereoq.settings.config import ExperimentConfig
+
+RESUME_HINT = "resume with the config it was trained with, or train without --resume"
 
 
 def build_datasets(cfg: ExperimentConfig, crop: bool) -> tuple[Dataset, Dataset]:
@@ -107,8 +115,14 @@ def _train(
     start_epoch, best_epe, best_epoch, best_metrics = 0, math.inf, 0, {}
     if resume:
         state = load_checkpoint(last_path, hint="nothing to resume: train without --resume")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        load_model_state(model, state["model"], last_path, RESUME_HINT)
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as err:
+            raise StereoqError(
+                f"checkpoint {last_path}: its optimizer state does not fit this config's "
+                f"optimizer ({str(err).strip().splitlines()[0].rstrip('.')}); {RESUME_HINT}"
+            ) from None
         start_epoch, best_epe, best_epoch = state["epoch"], state["best_epe"], state["best_epoch"]
         best_metrics = state["best_metrics"]
         rngs = state["rng"]
