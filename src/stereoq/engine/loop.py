@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -128,8 +129,8 @@ def _train(
         rngs = state["rng"]
         set_rng_state(rngs[ctx.rank] if len(rngs) == ctx.world_size else rngs[0])
         report.note(f"resumed from {last_path} after epoch {start_epoch}")
-    if ctx.is_main:
-        keep_log(log_path, start_epoch)
+    if ctx.is_main and keep_log(log_path, start_epoch):
+        report.note(f"dropped the torn last line of {log_path} (an interrupted write)")
     ddp = model
     if ctx.distributed:
         ddp = DistributedDataParallel(
@@ -249,21 +250,51 @@ def check_finite(loss: Tensor, ctx: Context, epoch: int, step: int, last_path: P
     )
 
 
-def keep_log(path: Path, epochs_done: int) -> None:
-    """Drop log lines of epochs after ``epochs_done`` (a fresh run keeps none)."""
+def keep_log(path: Path, epochs_done: int) -> bool:
+    """Drop log lines of epochs after ``epochs_done`` (a fresh run keeps none); -> whether a
+    torn last line was dropped.
+
+    A kill during ``append_log`` can leave the last line cut short (no newline, not JSON): it
+    is dropped. An unreadable line before the last is corruption: a one-line error naming it.
+    """
     if not path.exists():
-        return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line)["epoch"] <= epochs_done]
+        return False
+    kept, torn = [], False
+    if epochs_done > 0:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        lines = text.split("\n")
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                epoch = json.loads(line)["epoch"]
+            except (ValueError, KeyError, TypeError) as err:
+                if number == len(lines):  # the last line, without its newline
+                    torn = True
+                    continue
+                raise StereoqError(
+                    f"training log {path} line {number} is corrupt ({type(err).__name__}); "
+                    "repair or delete that line and run again"
+                ) from None
+            if epoch <= epochs_done:
+                kept.append(line)
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
     tmp.replace(path)
+    return torn
 
 
 def append_log(path: Path, record: dict[str, Any]) -> None:
+    """Append ``record`` as one JSON line in a single ``O_APPEND`` write, so that an
+    interruption leaves at most a torn last line (which ``keep_log`` drops)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+    data = memoryview((json.dumps(record) + "\n").encode("utf-8"))
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        while data:  # one write in practice; a short write continues where it stopped
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
 
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
