@@ -178,3 +178,23 @@ def test_console_script_error_has_no_traceback(tmp_path: Path) -> None:
     )
     assert res.returncode == 1
     assert "Traceback" not in res.stderr and "nope.png: no such file" in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("height", "width"), [(1, 1), (160, 1), (1, 96)], ids=["1x1", "1x160", "96x1"]
+)
+def test_tiny_and_thin_images_run_at_their_own_size(
+    run, tmp_path, monkeypatch, capsys, height: int, width: int
+) -> None:
+    from stereoq.data.pfm import read_pfm
+
+    left, right = tmp_path / "tl.png", tmp_path / "tr.png"
+    write_pair(left, right, height, width)
+    code, out, err = invoke(
+        monkeypatch, capsys, "infer", "-c", run["config"], "--imgl", str(left), "--imgr",
+        str(right), "--baseline", "0.5", "--f", "500", "--save-path", str(tmp_path / "o"), "--ply",
+    )
+    assert code == 0 and "Traceback" not in err, err
+    assert read_pfm(tmp_path / "o" / "disparity.pfm").shape == (height, width)
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())["pairs"][0]
+    assert (summary["height"], summary["width"]) == (height, width)

@@ -111,3 +111,20 @@ def test_resume_takes_the_new_lr_as_the_note_says(tiny_config: Path, tmp_path: P
     assert "note: --resume continues last.pt's weights" in res.stderr and "--lr 0.01," in res.stderr
     log = tmp_path / "runs" / "tiny" / "float" / "log.jsonl"
     assert [json.loads(line)["lr"] for line in log.read_text().splitlines()] == [0.002, 0.01]
+
+
+def test_resume_with_another_model_is_one_line(tiny_config: Path, tmp_path: Path) -> None:
+    import torch
+
+    from stereoq.engine.checkpoint import save_checkpoint
+    from stereoq.models.build import build_model
+    from stereoq.settings import load_config
+
+    other = load_config(str(tiny_config), sets=["model.neck.out_channels=[4,8,8,16,16,8]"])
+    last = save_checkpoint(tmp_path / "runs" / "tiny" / "float" / "last.pt",
+                           {"model": build_model(other.model).state_dict(),
+                            "optimizer": torch.optim.Adam([torch.zeros(1)]).state_dict()})
+    res = run("train", "--config", str(tiny_config), "--resume")
+    one_line_error(res, 1, f"error: checkpoint {last} holds another model",
+                   "neck.stem.0.0.weight is 4x3x3x3 in the checkpoint but 8x3x3x3 in the model",
+                   "more differences", "train without --resume")

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from stereoq.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from stereoq.engine.checkpoint import (
+    load_checkpoint,
+    load_model_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from stereoq.errors import StereoqError
 
 
@@ -47,3 +53,25 @@ def test_rng_state_restores_every_generator(tmp_path) -> None:
     again = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(first[0], again[0])
     assert np.array_equal(first[1], again[1]) and first[2] == again[2]
+
+
+@pytest.mark.parametrize(
+    ("saved", "first"),
+    [
+        ({"0.weight": torch.zeros(4, 3), "0.bias": torch.zeros(4)},
+         "0.weight is 4x3 in the checkpoint but 2x3 in the model (1 more difference)"),
+        ({"0.weight": torch.zeros(2, 3)}, "0.bias is missing from the checkpoint"),
+        ({"0.weight": torch.zeros(2, 3), "0.bias": torch.zeros(2), "1.weight": torch.zeros(1)},
+         "1.weight is not in the model"),
+    ],
+)
+def test_another_models_state_is_one_line_naming_the_first_difference(
+    tmp_path, saved: dict, first: str
+) -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    with pytest.raises(StereoqError) as err:
+        load_model_state(model, saved, tmp_path / "last.pt", "use the right config")
+    message = str(err.value)
+    assert "\n" not in message
+    assert message == (f"checkpoint {tmp_path / 'last.pt'} holds another model than this "
+                       f"config's: {first}; use the right config")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
@@ -14,7 +15,7 @@ import torch
 
 from stereoq.engine import loop
 from stereoq.engine import stage as stage_mod
-from stereoq.engine.checkpoint import load_checkpoint
+from stereoq.engine.checkpoint import load_checkpoint, save_checkpoint
 from stereoq.engine.evaluate import pair_input
 from stereoq.engine.report import Reporter
 from stereoq.engine.stage import FloatStage, Stage, get_stage
@@ -87,9 +88,81 @@ def test_resume_equals_uninterrupted(tiny_config, tmp_path) -> None:
     assert len(log) == 3  # the interrupted run's lines are kept, none doubled
 
 
+class Notes(Reporter):
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+
+TORN = '{"epoch": 3, "lr": 0.0001, "train_lo'
+"""What a kill during the append of epoch 3's record leaves: no newline, not JSON."""
+
+
+def test_resume_drops_a_torn_last_log_line(tiny_config) -> None:
+    cfg = tiny(tiny_config, "stages.float.epochs=3", "data.synthetic.train_count=4")
+    with pytest.raises(Interrupt):
+        loop.run_stage(cfg, "float", reporter=StopAfter(2))
+    log = cfg.run_dir / "float" / "log.jsonl"
+    with log.open("a") as f:
+        f.write(TORN)
+    notes = Notes()
+    loop.run_stage(cfg, "float", resume=True, reporter=notes)
+    lines = log.read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+    assert [n for n in notes.notes if n.startswith("dropped")] == [
+        f"dropped the torn last line of {log} (an interrupted write)"
+    ]
+
+
+def test_fresh_run_replaces_a_log_with_a_torn_last_line(tiny_config) -> None:
+    cfg = tiny(tiny_config, "data.synthetic.train_count=4")
+    log = cfg.run_dir / "float" / "log.jsonl"
+    log.parent.mkdir(parents=True)
+    log.write_text('{"epoch": 1, "lr": 0.1}\n' + TORN)
+    loop.run_stage(cfg, "float")
+    assert [json.loads(line)["epoch"] for line in log.read_text().splitlines()] == [1]
+
+
+def test_keep_log_drops_only_a_torn_last_line_and_refuses_corruption(tmp_path) -> None:
+    log = tmp_path / "log.jsonl"
+    good = ['{"epoch": 1}', '{"epoch": 2}', '{"epoch": 3}']
+    log.write_text("\n".join(good) + "\n" + TORN)
+    assert loop.keep_log(log, 2) is True
+    assert log.read_text() == "\n".join(good[:2]) + "\n"
+    assert loop.keep_log(log, 2) is False
+    loop.append_log(log, {"epoch": 3})
+    assert log.read_text().splitlines() == good
+
+    log.write_text(good[0] + "\n" + TORN + "\n" + good[1] + "\n")
+    with pytest.raises(StereoqError) as err:
+        loop.keep_log(log, 2)
+    assert str(err.value) == (f"training log {log} line 2 is corrupt (JSONDecodeError); "
+                              "repair or delete that line and run again")
+    log.write_text(good[0] + "\n" + TORN + "\n")  # a newline after it: not an interrupted write
+    with pytest.raises(StereoqError, match="line 2 is corrupt"):
+        loop.keep_log(log, 2)
+
+
 def test_resume_without_checkpoint_is_a_clear_error(tiny_config) -> None:
     with pytest.raises(StereoqError, match=r"last.pt does not exist: nothing to resume"):
         loop.run_stage(tiny(tiny_config), "float", resume=True)
+
+
+def test_resume_with_another_optimizer_state_is_one_line(tiny_config) -> None:
+    cfg = tiny(tiny_config)
+    torch.manual_seed(cfg.seed)
+    last = save_checkpoint(cfg.run_dir / "float" / "last.pt", {
+        "model": build_model(cfg.model).state_dict(),
+        "optimizer": torch.optim.Adam([torch.zeros(1)]).state_dict(),
+    })
+    with pytest.raises(StereoqError) as err:
+        loop.run_stage(cfg, "float", resume=True)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"checkpoint {last}: its optimizer state does not fit")
+    assert message.endswith("train without --resume")
 
 
 class NanAfter(torch.nn.Module):

@@ -8,11 +8,13 @@ A checkpoint is a dict of tensors, numbers, strings and lists: ``model`` (state 
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from stereoq.atomic import atomic_path
 from stereoq.errors import StereoqError
@@ -44,6 +46,42 @@ def load_checkpoint(path: Path, hint: str = "") -> dict[str, Any]:
     if not isinstance(state, dict) or "model" not in state:
         raise StereoqError(f"checkpoint {path} is not a stereoq checkpoint (no 'model' entry)")
     return state
+
+
+def load_model_state(model: nn.Module, saved: Mapping[str, Any], path: Path, hint: str) -> None:
+    """``model.load_state_dict(saved)``; a checkpoint of another model is a one-line
+    ``StereoqError`` naming ``path``, the first difference and how many entries differ."""
+    try:
+        model.load_state_dict(saved)
+    except RuntimeError as err:
+        raise StereoqError(
+            f"checkpoint {path} holds another model than this config's: "
+            f"{state_mismatch(model.state_dict(), saved, str(err))}; {hint}"
+        ) from None
+
+
+def state_mismatch(expected: Mapping[str, Any], saved: Mapping[str, Any], error: str) -> str:
+    """The first entry (in the model's order) where ``saved`` differs from ``expected``.
+
+    Shapes count only where ``error`` (load_state_dict's message) names them: some modules
+    (fake quants) resize their own buffers on load.
+    """
+    def shape(value: Any) -> str:
+        return "x".join(str(d) for d in getattr(value, "shape", ())) or "scalar"
+
+    found = []
+    for key, value in expected.items():
+        if key not in saved:
+            found.append(f"{key} is missing from the checkpoint")
+        elif f"size mismatch for {key}:" in error:
+            found.append(f"{key} is {shape(saved[key])} in the checkpoint but "
+                         f"{shape(value)} in the model")
+    found += [f"{key} is not in the model" for key in saved if key not in expected]
+    if not found:
+        lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+        return (lines[1] if len(lines) > 1 else lines[0] if lines else "unknown").rstrip(".")
+    more = len(found) - 1
+    return found[0] + (f" ({more} more difference{'s' if more > 1 else ''})" if more else "")
 
 
 def rng_state() -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -23,7 +24,13 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from stereoq.atomic import atomic_write_json, atomic_write_text
 from stereoq.engine import distributed
 from stereoq.engine.allocator import keep_freed_memory
-from stereoq.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from stereoq.engine.checkpoint import (
+    load_checkpoint,
+    load_model_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from stereoq.engine.distributed import Context
 from stereoq.engine.evaluate import accumulate, pair_input, val_loader
 from stereoq.engine.layout import contiguous_state
@@ -34,6 +41,8 @@ from stereoq.engine.stage import Stage, get_stage, stage_dir
 from stereoq.errors import StereoqError
 from stereoq.models.build import build_loss
 from stereoq.settings.config import ExperimentConfig
+
+RESUME_HINT = "resume with the config it was trained with, or train without --resume"
 
 
 def build_datasets(cfg: ExperimentConfig, crop: bool) -> tuple[Dataset, Dataset]:
@@ -108,15 +117,21 @@ def _train(
     start_epoch, best_epe, best_epoch, best_metrics = 0, math.inf, 0, {}
     if resume:
         state = load_checkpoint(last_path, hint="nothing to resume: train without --resume")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        load_model_state(model, state["model"], last_path, RESUME_HINT)
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as err:
+            raise StereoqError(
+                f"checkpoint {last_path}: its optimizer state does not fit this config's "
+                f"optimizer ({str(err).strip().splitlines()[0].rstrip('.')}); {RESUME_HINT}"
+            ) from None
         start_epoch, best_epe, best_epoch = state["epoch"], state["best_epe"], state["best_epoch"]
         best_metrics = state["best_metrics"]
         rngs = state["rng"]
         set_rng_state(rngs[ctx.rank] if len(rngs) == ctx.world_size else rngs[0])
         report.note(f"resumed from {last_path} after epoch {start_epoch}")
-    if ctx.is_main:
-        keep_log(log_path, start_epoch)
+    if ctx.is_main and keep_log(log_path, start_epoch):
+        report.note(f"dropped the torn last line of {log_path} (an interrupted write)")
     ddp = model
     if ctx.distributed:
         ddp = DistributedDataParallel(
@@ -236,19 +251,49 @@ def check_finite(loss: Tensor, ctx: Context, epoch: int, step: int, last_path: P
     )
 
 
-def keep_log(path: Path, epochs_done: int) -> None:
-    """Drop log lines of epochs after ``epochs_done`` (a fresh run keeps none)."""
+def keep_log(path: Path, epochs_done: int) -> bool:
+    """Drop log lines of epochs after ``epochs_done`` (a fresh run keeps none); -> whether a
+    torn last line was dropped.
+
+    A kill during ``append_log`` can leave the last line cut short (no newline, not JSON): it
+    is dropped. An unreadable line before the last is corruption: a one-line error naming it.
+    """
     if not path.exists():
-        return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line)["epoch"] <= epochs_done]
+        return False
+    kept, torn = [], False
+    if epochs_done > 0:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        lines = text.split("\n")
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                epoch = json.loads(line)["epoch"]
+            except (ValueError, KeyError, TypeError) as err:
+                if number == len(lines):  # the last line, without its newline
+                    torn = True
+                    continue
+                raise StereoqError(
+                    f"training log {path} line {number} is corrupt ({type(err).__name__}); "
+                    "repair or delete that line and run again"
+                ) from None
+            if epoch <= epochs_done:
+                kept.append(line)
     atomic_write_text(path, "".join(line + "\n" for line in kept))
+    return torn
 
 
 def append_log(path: Path, record: dict[str, Any]) -> None:
+    """Append ``record`` as one JSON line in a single ``O_APPEND`` write, so that an
+    interruption leaves at most a torn last line (which ``keep_log`` drops)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+    data = memoryview((json.dumps(record) + "\n").encode("utf-8"))
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        while data:  # one write in practice; a short write continues where it stopped
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
 
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:

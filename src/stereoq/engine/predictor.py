@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stereoq.engine.checkpoint import load_checkpoint
 from stereoq.engine.stage import STAGE_NAMES, stage_dir
 from stereoq.errors import StereoqError
+from stereoq.models.stereonet import pad_input
 from stereoq.settings.config import ExperimentConfig
 
 
@@ -42,13 +42,21 @@ def load_float_model(cfg: ExperimentConfig, checkpoint: Path | None = None) -> n
 
 class PaddedGraph(nn.Module):
     """Wraps a deployed graph ((B, 6, H, W) -> (1/2 disparity, offset), normalised, H and W
-    multiples of ``multiple``) into a predictor of (B, 1, H, W) px for any input size."""
+    multiples of ``multiple`` and at least ``min_size`` (height, width)) into a predictor of
+    (B, 1, H, W) px for any input size: inputs are padded (replicate) and the result cropped."""
 
-    def __init__(self, graph: nn.Module, postprocess: nn.Module, multiple: int) -> None:
+    def __init__(
+        self,
+        graph: nn.Module,
+        postprocess: nn.Module,
+        multiple: int,
+        min_size: tuple[int, int] = (1, 1),
+    ) -> None:
         super().__init__()
         self.graph = graph
         self.postprocess = postprocess
         self.multiple = multiple
+        self.min_size = min_size
 
     def train(self, mode: bool = True) -> PaddedGraph:
         # Exported graphs refuse .train()/.eval(); the quant stages hand them over in eval form.
@@ -57,11 +65,7 @@ class PaddedGraph(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         height, width = x.shape[-2:]
-        m = self.multiple
-        pad_h, pad_w = (-height) % m, (-width) % m
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        previous, offset = self.graph(x)
+        previous, offset = self.graph(pad_input(x, self.multiple, self.min_size))
         return self.postprocess.final(previous, offset)[..., :height, :width]
 
 
@@ -82,6 +86,7 @@ def load_predictor(
         raise StereoqError(f"option --checkpoint: only the float stage takes one, not {stage}", 2)
     try:
         from stereoq.quant.artifacts import load_stage_graph
+        from stereoq.quant.prepare import min_input_size
     except ModuleNotFoundError as err:
         if err.name and err.name.startswith("stereoq.quant"):
             raise StereoqError(f"stage {stage!r} is not available in this build", 2) from None
@@ -90,4 +95,6 @@ def load_predictor(
     post = cfg.model.postprocess.registry.build(
         cfg.model.postprocess.type, maxdisp=cfg.model.maxdisp, **cfg.model.postprocess.params()
     )
-    return PaddedGraph(graph, post, 2**cfg.model.refine_levels).eval()
+    return PaddedGraph(
+        graph, post, 2**cfg.model.refine_levels, min_input_size(cfg.model.num_candidates)
+    ).eval()

@@ -1,9 +1,9 @@
 """The ``deployed`` stage: the ONNX Runtime artifact that ``stereoq compile`` writes.
 
 The artifact (``<run_dir>/deploy/ort/``: ``model.onnx`` + ``metadata.json``) has a fixed input
-size. Smaller inputs are replicate-padded on the right and bottom to it and the disparity is
-cropped back, as the PyTorch stages pad to their size multiple; larger inputs are refused with
-the command that compiles a larger artifact.
+size. Smaller inputs (down to 1x1) are replicate-padded on the right and bottom to it and the
+disparity is cropped back, as the PyTorch stages pad to the smallest input their model takes;
+larger inputs are refused with the command that compiles a larger artifact.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ class StereoNet(nn.Module):
     """Stereo network on a (B, 6, H, W) input: left and right images stacked on channels.
 
     Training mode returns the five disparities (coarse to full resolution) in pixels; eval mode
-    returns the final (B, 1, H, W) disparity in pixels, padding inputs whose size is not a
-    multiple of ``size_multiple`` and cropping the result back.
+    returns the final (B, 1, H, W) disparity in pixels for any H, W >= 1: inputs are padded to a
+    multiple of ``size_multiple`` and to at least ``min_size``, and the result is cropped back.
     """
 
     def __init__(
@@ -32,6 +32,9 @@ class StereoNet(nn.Module):
         self.postprocess = postprocess
         self.maxdisp = maxdisp
         self.size_multiple = int(neck.stride)
+        # The cost volume shifts the 1/stride features by up to num_candidates - 1 columns;
+        # narrower features cannot hold the largest shift.
+        self.min_size = (self.size_multiple, self.size_multiple * max(1, head.num_candidates - 1))
 
     def raw(self, x: Tensor) -> tuple[Tensor, ...]:
         """(B, 6, H, W) -> normalised outputs: coarse, refined levels, full-resolution offset.
@@ -49,13 +52,20 @@ class StereoNet(nn.Module):
         if self.training:
             return self.postprocess(self.raw(x))
         height, width = x.shape[-2:]
-        m = self.size_multiple
-        pad_h, pad_w = (-height) % m, (-width) % m
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        raw = self.raw(x)
+        raw = self.raw(pad_input(x, self.size_multiple, self.min_size))
         disp = self.postprocess.final(raw[-2], raw[-1])
         return disp[..., :height, :width]
+
+
+def pad_input(x: Tensor, multiple: int, min_size: tuple[int, int] = (1, 1)) -> Tensor:
+    """Replicate-pad (B, C, H, W) on the right and bottom to multiples of ``multiple`` that are
+    at least ``min_size`` (height, width); the top-left (H, W) keeps its place, to crop back."""
+    height, width = x.shape[-2:]
+    target_h = max(-(-height // multiple), -(-min_size[0] // multiple)) * multiple
+    target_w = max(-(-width // multiple), -(-min_size[1] // multiple)) * multiple
+    if (target_h, target_w) == (height, width):
+        return x
+    return F.pad(x, (0, target_w - width, 0, target_h - height), mode="replicate")
 
 
 class DeployGraph(nn.Module):

@@ -86,6 +86,16 @@ def dynamic_shapes() -> dict:
     }
 
 
+def min_input_size(num_candidates: int) -> tuple[int, int]:
+    """The smallest (H, W) in px the exported graphs run on; any larger multiple of 16 runs too.
+
+    torch.export assumes a dynamic dimension is never 0 or 1 and guards on it, so the 1/16
+    height must be at least 2 and so must each cost-volume plane's width after its shift
+    (W/16 - d for d < num_candidates): smaller inputs fail with "Guard failed".
+    """
+    return 16 * 2, 16 * (num_candidates + 1)
+
+
 def example_input(num_candidates: int, batch: int = 2) -> Tensor:
     """A (B, 6, 64, W) export example, wider at 1/16 than the cost volume's candidates.
 

@@ -38,8 +38,12 @@ def _postprocess(cfg: ExperimentConfig) -> nn.Module:
 def _predictor(cfg: ExperimentConfig, graph: nn.Module) -> nn.Module:
     """A (1/2 disparity, offset) graph as a (B, 6, H, W) -> (B, 1, H, W) px predictor."""
     from stereoq.engine.predictor import PaddedGraph
+    from stereoq.quant.prepare import min_input_size
 
-    return PaddedGraph(graph, _postprocess(cfg), 2**cfg.model.refine_levels)
+    return PaddedGraph(
+        graph, _postprocess(cfg), 2**cfg.model.refine_levels,
+        min_input_size(cfg.model.num_candidates),
+    )
 
 
 def write_precision_report(cfg: ExperimentConfig, stage: str, converted: nn.Module) -> Path:
