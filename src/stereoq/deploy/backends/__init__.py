@@ -13,8 +13,6 @@ import importlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ from stereoq.deploy.metadata import DeployMetadata
 from stereoq.errors import StereoqError
 from stereoq.registry import Registry
 from stereoq.settings.config import ExperimentConfig
+from stereoq.tethered import run_script
 
 BACKENDS = Registry("backend")
 
@@ -141,10 +140,10 @@ def replace_dir(new: Path, target: Path) -> None:
 
 def run_artifact_bench(artifact_dir: Path, script: str, args: list[str]) -> dict[str, Any]:
     """Run the artifact's own runner script (``bench`` mode) in a fresh Python process and
-    return the JSON result it prints last; a one-line error if the run fails."""
-    cmd = [sys.executable, str(Path(artifact_dir) / script), str(artifact_dir), "bench", *args]
+    return the JSON result it prints last; a one-line error if the run fails. The process is
+    tethered to this one (``stereoq.tethered``): killing ``compile`` ends the benchmark too."""
     env = {**os.environ, "PYTHONNOUSERSITE": "1"}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    done = run_script(str(Path(artifact_dir) / script), [str(artifact_dir), "bench", *args], env)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise StereoqError(f"benchmark of {artifact_dir} failed: {last}")
