@@ -59,13 +59,16 @@ def test_swap_dir_replaces_the_folder_whole(tmp_path: Path) -> None:
     target.mkdir()
     (target / "old.txt").write_text("old")
     staged = staging.new_dir(target)
+    assert staged.name == "ort" and staged.parent.name.startswith(f".ort.{staging.owner()}.")
     (staged / "new.txt").write_text("new")
     staging.swap_dir(staged, target)
     assert [p.name for p in target.iterdir()] == ["new.txt"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ort"]
+    assert [p.name for p in tmp_path.iterdir()] == ["ort"]
     staged = staging.new_dir(tmp_path / "fresh")
     staging.swap_dir(staged, tmp_path / "fresh")
-    assert (tmp_path / "fresh").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh", "ort"]
+    staging.discard(staging.new_dir(target))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh", "ort"]
 
 
 def test_crash_inside_a_two_rename_swap_is_undone(
@@ -74,17 +77,15 @@ def test_crash_inside_a_two_rename_swap_is_undone(
     """Without an atomic exchange, a kill between the renames leaves no target: the next
     writer puts the old complete folder back before staging its own."""
     target = tmp_path / "ort"
-    old = tmp_path / f".ort.{staging.owner(dead_pid)}.a1b2c3d4.old"
-    new = tmp_path / f".ort.{staging.owner(dead_pid)}.a1b2c3d4"
-    old.mkdir()
-    (old / "report.json").write_text("{}")
-    new.mkdir()
-    (new / "report.json").write_text("{}")
+    entry = tmp_path / f".ort.{staging.owner(dead_pid)}.a1b2c3d4"
+    for folder in (entry / staging.OLD_NAME, entry / "ort"):
+        folder.mkdir(parents=True)
+        (folder / "report.json").write_text(folder.name)
 
     staged = staging.new_dir(target)
 
-    assert (target / "report.json").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["ort", staged.name])
+    assert (target / "report.json").read_text() == staging.OLD_NAME
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["ort", staged.parent.name])
     monkeypatch.setattr(staging, "_exchange", lambda a, b: False)
     (staged / "new.txt").write_text("new")
     staging.swap_dir(staged, target)
@@ -97,3 +98,5 @@ def test_swap_onto_a_file_is_refused(tmp_path: Path) -> None:
     staged = staging.new_dir(tmp_path / "out")
     with pytest.raises(NotADirectoryError):
         staging.swap_dir(staged, tmp_path / "out")
+    with pytest.raises(ValueError, match="not made by new_dir"):
+        staging.swap_dir(staged, tmp_path / "other")

@@ -9,10 +9,12 @@ entries and other hosts' are never touched. PID reuse can only make a dead write
 alive, which leaves it for a later run: the safe side. Entries of the old unnamed form
 (``tempfile``'s ``.NAME.{token}.SUF``) have no owner and are left alone.
 
-Folders are swapped in with one atomic exchange where the OS has it (Linux ``renameat2``), so a
-kill at any moment leaves the old complete folder or the new one. Elsewhere the old folder is
-first renamed to ``{staged}.old``; a kill between the two renames leaves no target, and the
-next writer's ``remove_stale`` puts that old folder back.
+A staged folder is ``.NAME.{owner}.{token}.SUF/NAME.SUF``: named like its target inside the
+hidden entry, so whatever reads it before the swap sees the final name. It is swapped in with
+one atomic exchange where the OS has it (Linux ``renameat2``), so a kill at any moment leaves
+the old complete folder or the new one. Elsewhere the old folder is first moved into the entry
+as ``.old``; a kill between the two renames leaves no target, and the next writer's
+``remove_stale`` puts that old folder back.
 """
 
 from __future__ import annotations
@@ -30,11 +32,8 @@ import tempfile
 from pathlib import Path
 
 HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
-OLD_SUFFIX = ".old"
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
+OLD_NAME = ".old"
+"""Where a two-rename swap parks the folder it replaces, inside the staged entry."""
 
 def owner(pid: int | None = None) -> str:
     """``{host}-{pid}`` of this process (or of ``pid`` on this host), as staged names carry it."""
@@ -63,7 +62,7 @@ def pid_alive(pid: int) -> bool:
 def _pattern(target: Path) -> re.Pattern[str]:
     return re.compile(
         rf"^\.{re.escape(target.stem)}\.(?P<host>[0-9a-f]{{8}})-(?P<pid>\d+)\.[a-z0-9_]+"
-        rf"{re.escape(target.suffix)}(?P<old>{re.escape(OLD_SUFFIX)})?$"
+        rf"{re.escape(target.suffix)}$"
     )
 
 
@@ -74,25 +73,25 @@ def _prefix(target: Path) -> str:
 def remove_stale(target: Path) -> list[Path]:
     """Remove the staged entries of ``target`` whose writer on this host is dead; -> them.
 
-    An ``.old`` folder left between the two renames of a non-atomic swap is moved back to
-    ``target`` when ``target`` is missing (it was complete), else removed.
+    A folder parked by a two-rename swap that was cut short goes back to ``target`` first,
+    when ``target`` is missing (it was complete).
     """
     target = Path(target)
     if not target.parent.is_dir():
         return []
     pattern = _pattern(target)
-    stale = []
-    for entry in target.parent.iterdir():
-        match = pattern.match(entry.name)
-        if match and match["host"] == HOST and not pid_alive(int(match["pid"])):
-            stale.append((match["old"] is None, entry))  # .old entries first
     removed = []
-    for _, entry in sorted(stale):
-        if entry.name.endswith(OLD_SUFFIX) and not os.path.lexists(target):
-            with contextlib.suppress(OSError):  # never remove the only complete copy
-                os.replace(entry, target)
+    for entry in sorted(target.parent.iterdir()):
+        match = pattern.match(entry.name)
+        if not match or match["host"] != HOST or pid_alive(int(match["pid"])):
             continue
         if entry.is_dir() and not entry.is_symlink():
+            parked = entry / OLD_NAME
+            if parked.is_dir() and not os.path.lexists(target):
+                try:
+                    os.replace(parked, target)
+                except OSError:
+                    continue  # never remove the only complete copy
             shutil.rmtree(entry, ignore_errors=True)
         else:
             with contextlib.suppress(OSError):
@@ -112,34 +111,45 @@ def new_file(target: Path) -> Path:
 
 
 def new_dir(target: Path) -> Path:
-    """An empty staged folder for ``target`` (usual permissions), stale ones removed first."""
+    """An empty folder named like ``target``, inside a new staged entry beside it; stale
+    entries removed first. Move it in with ``swap_dir``, or drop it with ``discard``."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(target)
-    path = Path(tempfile.mkdtemp(dir=target.parent, prefix=_prefix(target), suffix=target.suffix))
-    os.chmod(path, 0o777 & ~_UMASK)  # mkdtemp's 0700 would follow the folder into place
-    return path
+    entry = tempfile.mkdtemp(dir=target.parent, prefix=_prefix(target), suffix=target.suffix)
+    staged = Path(entry) / target.name
+    staged.mkdir()  # the usual permissions, which follow it into place (not mkdtemp's 0700)
+    return staged
+
+
+def discard(staged: Path) -> None:
+    """Remove a folder made by ``new_dir`` and its staged entry."""
+    shutil.rmtree(Path(staged).parent, ignore_errors=True)
 
 
 def swap_dir(staged: Path, target: Path) -> None:
-    """Move the complete folder ``staged`` to ``target``; the folder it replaces is removed.
+    """Move ``staged`` (from ``new_dir(target)``) to ``target``, replacing the folder there
+    whole; the old folder and the staged entry are removed.
 
     ``target`` always holds the old or the new folder (atomic exchange); see the module's note
     for systems without one. Raises NotADirectoryError when ``target`` is not a folder.
     """
     staged, target = Path(staged), Path(target)
+    entry = staged.parent
+    if staged.name != target.name or not _pattern(target).match(entry.name):
+        raise ValueError(f"{staged} was not made by new_dir({target})")
     if not os.path.lexists(target):
         os.replace(staged, target)
-        return
-    if not target.is_dir() or target.is_symlink():
+    elif not target.is_dir() or target.is_symlink():
         raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(target))
-    if _exchange(staged, target):
-        shutil.rmtree(staged, ignore_errors=True)  # now the old folder
-        return
-    old = staged.with_name(staged.name + OLD_SUFFIX)
-    os.replace(target, old)
-    os.replace(staged, target)
-    shutil.rmtree(old, ignore_errors=True)
+    elif not _exchange(staged, target):
+        os.replace(target, entry / OLD_NAME)
+        try:
+            os.replace(staged, target)
+        except BaseException:
+            os.replace(entry / OLD_NAME, target)
+            raise
+    shutil.rmtree(entry, ignore_errors=True)  # now holding the old folder, if any
 
 
 def _exchange(a: Path, b: Path) -> bool:

@@ -9,7 +9,7 @@ from pydantic import Field, PositiveInt
 
 from stereoq.cli.common import ConfigOpt, SetOpt, validate_options
 from stereoq.cli.export import BackendOpt, DeployOptions, HeightOpt, StageOpt, WidthOpt, load_for
-from stereoq.cli.output import console, print_table, write_json
+from stereoq.cli.output import console, print_table
 
 
 class CompileOptions(DeployOptions):
@@ -61,32 +61,34 @@ def compile(  # noqa: A001  (the command's name)
         result = compile_stage(
             cfg, opts.stage, opts.backend, h, w, opts.runs, opts.warmup, opts.threads
         )
-    perf = result.performance
-    if result.export is not None:
-        console.print(f"exported {result.export.path}: {result.export.agreement.summary()}",
-                      highlight=False)
-    print_table(
-        f"{opts.stage} on {opts.backend} at {h}x{w}: {result.artifact_dir}",
-        ["latency median (ms)", "p90 (ms)", "FPS", "peak memory (MiB)", "runs", "threads"],
-        [(perf["median_ms"], perf["p90_ms"], perf["fps"], perf["peak_rss_mib"],
-          f"{perf['runs']} after {perf['warmup']} warm-up", perf["threads"])],
-    )
-    console.print(f"peak memory: {perf['memory_method']}", highlight=False)
-    print_table(
-        f"top 10 {'layers (ONNX Runtime' if opts.backend == 'ort' else 'ops (torch'} profiler,"
-        " mean per run)",
-        ["node", "op", "PyTorch module", "ms", "share %"],
-        [(r["node"], r["op"], r["scope"], r["ms"], r["share_pct"]) for r in perf["top_layers"]],
-    )
-    if opts.validate_:
-        from stereoq.cli.progress import RichReporter
-
-        result.validation = validate_artifact(
-            cfg, backend_, result.artifact_dir, result.metadata, opts.max_samples,
-            RichReporter(),
+    with result:  # the new artifact replaces the old one only at commit, report included
+        perf = result.performance
+        if result.export is not None:
+            console.print(f"exported {result.export.path}: {result.export.agreement.summary()}",
+                          highlight=False)
+        print_table(
+            f"{opts.stage} on {opts.backend} at {h}x{w}: {result.artifact_dir}",
+            ["latency median (ms)", "p90 (ms)", "FPS", "peak memory (MiB)", "runs", "threads"],
+            [(perf["median_ms"], perf["p90_ms"], perf["fps"], perf["peak_rss_mib"],
+              f"{perf['runs']} after {perf['warmup']} warm-up", perf["threads"])],
         )
-        print_validation(result.validation)
-    path = write_json(result.artifact_dir / "report.json", result.to_json())
+        console.print(f"peak memory: {perf['memory_method']}", highlight=False)
+        print_table(
+            f"top 10 {'layers (ONNX Runtime' if opts.backend == 'ort' else 'ops (torch'}"
+            " profiler, mean per run)",
+            ["node", "op", "PyTorch module", "ms", "share %"],
+            [(r["node"], r["op"], r["scope"], r["ms"], r["share_pct"])
+             for r in perf["top_layers"]],
+        )
+        if opts.validate_:
+            from stereoq.cli.progress import RichReporter
+
+            result.validation = validate_artifact(
+                cfg, backend_, result.current_dir, result.metadata, opts.max_samples,
+                RichReporter(),
+            )
+            print_validation(result.validation)
+        path = result.commit(result.to_json())
     console.print(f"saved {path}", highlight=False)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,7 +88,9 @@ class Backend(ABC):
 
     @abstractmethod
     def compile(self, source: Path, metadata: DeployMetadata, out_dir: Path) -> Path:
-        """Write the deployable artifact into ``out_dir`` (replaced atomically); returns it."""
+        """Write the deployable artifact's files into the folder ``out_dir`` (made if missing);
+        returns it. ``compile_stage`` passes an empty staging folder that it swaps in whole
+        once the artifact is measured and its report written."""
 
     @abstractmethod
     def benchmark(
@@ -124,18 +125,6 @@ def get_backend(name: str) -> Backend:
         )
     importlib.import_module(MODULES[name])
     return BACKENDS.build(name)
-
-
-def replace_dir(new: Path, target: Path) -> None:
-    """Swap ``new`` into ``target``; an existing artifact is only removed once ``new`` is in."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-    os.replace(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def run_artifact_bench(artifact_dir: Path, script: str, args: list[str]) -> dict[str, Any]:
