@@ -11,6 +11,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from stereoq import staging
 from stereoq.engine.report import Reporter
 from stereoq.errors import StereoqError
 from stereoq.infer import colormap, overview
@@ -33,6 +34,9 @@ DEPTH_DISPLAY_PERCENTILE = 98.0
 """Depth pictures colour up to this percentile of the valid depths; farther pixels saturate."""
 
 STAGES = ("float", "calibration", "qat", "int_infer", "deployed")
+
+SUMMARY_FILE = "summary.json"
+"""The run's summary in the output folder, written by the caller once every pair is done."""
 
 OUTPUT_FILES = {
     "disparity_pfm": "disparity.pfm",
@@ -130,15 +134,10 @@ def estimate(
     ``max_size``, inputs above ``MAX_PIXELS`` are refused.
     """
     height, width = left_rgb.shape[:2]
+    check_size_limit(height, width, max_size, label)
     scale = 1.0
     if max_size is not None and max(height, width) > max_size:
         scale = max_size / max(height, width)
-    elif max_size is None and height * width > MAX_PIXELS:
-        raise StereoqError(
-            f"{label}: {width}x{height} ({height * width / 1e6:.1f} MP) is above the "
-            f"{MAX_PIXELS / 1e6:.1f} MP full-size limit; pass --max-size N to run downscaled to a "
-            "longest side of N px (disparity is rescaled to full resolution)"
-        )
     if scale == 1.0:
         return estimator(left_rgb, right_rgb), scale
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -147,6 +146,31 @@ def estimate(
     disp_small = estimator(small_l, small_r)
     disp = cv2.resize(disp_small, (width, height), interpolation=cv2.INTER_LINEAR)
     return disp * np.float32(width / size[0]), scale
+
+
+def check_size_limit(height: int, width: int, max_size: int | None, label: str) -> None:
+    """Refuse inputs above ``MAX_PIXELS`` unless ``max_size`` lets them run downscaled."""
+    if max_size is None and height * width > MAX_PIXELS:
+        raise StereoqError(
+            f"{label}: {width}x{height} ({height * width / 1e6:.1f} MP) is above the "
+            f"{MAX_PIXELS / 1e6:.1f} MP full-size limit; pass --max-size N to run downscaled to a "
+            "longest side of N px (disparity is rescaled to full resolution)"
+        )
+
+
+def check_pair(pair: Pair, max_size: int | None) -> None:
+    """Raise what ``infer_pair`` would before writing: unreadable, mismatched or too large."""
+    left, right = read_rgb(pair.left), read_rgb(pair.right)
+    _check_same_size(pair, left, right)
+    check_size_limit(left.shape[0], left.shape[1], max_size, f"image {pair.left}")
+
+
+def _check_same_size(pair: Pair, left: np.ndarray, right: np.ndarray) -> None:
+    if left.shape != right.shape:
+        raise StereoqError(
+            f"pair {pair.name}: left {pair.left} is {left.shape[1]}x{left.shape[0]} but right "
+            f"{pair.right} is {right.shape[1]}x{right.shape[0]}; a rectified pair has one size"
+        )
 
 
 def infer_pair(
@@ -159,11 +183,7 @@ def infer_pair(
     """Run one pair and write its outputs into ``out_dir``; -> the pair's summary."""
     t0 = time.perf_counter()
     left, right = read_rgb(pair.left), read_rgb(pair.right)
-    if left.shape != right.shape:
-        raise StereoqError(
-            f"pair {pair.name}: left {pair.left} is {left.shape[1]}x{left.shape[0]} but right "
-            f"{pair.right} is {right.shape[1]}x{right.shape[0]}; a rectified pair has one size"
-        )
+    _check_same_size(pair, left, right)
     t1 = time.perf_counter()
     disp, scale = estimate(estimator, left, right, settings.max_size, label=f"image {pair.left}")
     t2 = time.perf_counter()
@@ -185,6 +205,38 @@ def infer_pair(
         "valid_depth_fraction": float(valid.mean()),
         "outputs": {k: str(v) for k, v in outputs.items()},
     }
+
+
+def _infer_into_folder(
+    estimator: DisparityEstimator, pair: Pair, camera: Camera, target: Path,
+    settings: InferSettings,
+) -> dict[str, Any]:
+    """``infer_pair`` into a staging folder swapped in as ``target`` once complete."""
+    staged = staging.new_dir(target)
+    try:
+        result = infer_pair(estimator, pair, camera, staged, settings)
+        staging.swap_dir(staged, target)
+    except BaseException:
+        staging.discard(staged)
+        raise
+    result["outputs"] = {k: str(target / Path(v).name) for k, v in result["outputs"].items()}
+    return result
+
+
+def _naming(pair: Pair, err: StereoqError) -> str:
+    message = str(err)
+    return message if message.startswith(f"pair {pair.name}:") else f"pair {pair.name}: {message}"
+
+
+def _part_way(err: StereoqError, pair: Pair, done: int, total: int) -> StereoqError:
+    """A pair's error, saying what the folder holds when it is one of several."""
+    if total == 1:
+        return err
+    return StereoqError(
+        f"{_naming(pair, err)}; {done} of {total} pair folders written (each complete), no "
+        f"{SUMMARY_FILE}",
+        err.exit_code,
+    )
 
 
 def write_outputs(
@@ -252,23 +304,41 @@ def run_pairs(
     """Load the stage's model once, run every pair, write its outputs; -> the run summary.
 
     One pair writes into ``out_dir``; several write into ``out_dir/<pair name>/`` and report
-    progress through ``reporter``.
+    progress through ``reporter``. Several pairs are all checked (readable, one size, size
+    limit) before anything is written, and each pair's folder is built beside it and swapped in
+    whole, so a failure or a kill part-way leaves every pair folder complete, old or new. The
+    previous run's ``SUMMARY_FILE`` is removed before the first write: until the caller writes
+    the new one, none claims to describe a half-updated folder.
     """
     reporter = reporter or Reporter()
     if out_dir.exists() and not out_dir.is_dir():
         raise StereoqError(f"--save-path {out_dir}: exists and is not a folder", exit_code=2)
+    several = len(pairs) > 1
+    for pair in pairs if several else []:
+        try:
+            check_pair(pair, settings.max_size)
+        except StereoqError as err:
+            raise StereoqError(f"{_naming(pair, err)}; nothing written", err.exit_code) from None
     estimator = DisparityEstimator(cfg, settings.stage, settings.checkpoint)
-    results = []
-    if len(pairs) > 1:
+    results: list[dict[str, Any]] = []
+    if several:
         reporter.task(f"infer ({settings.stage})", total=len(pairs))
     try:
         for pair in pairs:
-            target = out_dir if len(pairs) == 1 else out_dir / pair.name
+            target = out_dir / pair.name if several else out_dir
             try:
-                results.append(infer_pair(estimator, pair, camera, target, settings))
+                if not results and out_dir.is_dir():
+                    (out_dir / SUMMARY_FILE).unlink(missing_ok=True)
+                if several:
+                    results.append(_infer_into_folder(estimator, pair, camera, target, settings))
+                else:
+                    results.append(infer_pair(estimator, pair, camera, target, settings))
             except OSError as err:  # full disk, no permission: the user's to fix, not a bug
-                where = err.filename or target
-                raise StereoqError(f"cannot write {where}: {err.strerror or err}") from None
+                where = target if several else err.filename or target
+                failed = StereoqError(f"cannot write {where}: {err.strerror or err}")
+                raise _part_way(failed, pair, len(results), len(pairs)) from None
+            except StereoqError as err:
+                raise _part_way(err, pair, len(results), len(pairs)) from None
             reporter.advance()
     finally:
         reporter.done()
