@@ -118,6 +118,72 @@ def test_folder_of_pairs_and_ply(run, tmp_path, monkeypatch, capsys) -> None:
         assert (out_dir / name / "pointcloud.ply").read_bytes().startswith(b"ply\n")
 
 
+def test_folder_with_a_bad_pair_never_leaves_a_mixed_output_folder(
+    run, tmp_path, monkeypatch, capsys
+) -> None:
+    """Pair folders are each old-complete or new-complete, and summary.json is never one that
+    describes other outputs than the folder holds."""
+    import stereoq.infer.run as infer_run
+
+    pairs, out = tmp_path / "set", tmp_path / "out"
+    args = ["infer", "-c", run["config"], "--imgl", str(pairs), "--baseline", "0.1", "--f",
+            "100", "--save-path", str(out)]
+
+    def put(name: str, height: int = 36, width: int = 50) -> None:
+        write_pair(pairs / "left" / f"{name}.png", pairs / "right" / f"{name}.png", height, width)
+
+    def snapshot() -> dict[str, bytes]:
+        return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    put("a")
+    put("b")
+    code, _, err = invoke(monkeypatch, capsys, *args)
+    assert code == 0, err
+    first = snapshot()
+    assert "summary.json" in first and len(first) == 11
+
+    # b unreadable: found before anything is written, a/ included
+    put("a", 40, 60)
+    (pairs / "right" / "b.png").write_bytes(b"not a png")
+    code, _, err = invoke(monkeypatch, capsys, *args)
+    assert code == 1
+    assert re.search(r"^error: pair b: image .*b\.png: not a readable image; nothing written$",
+                     err.strip()), err
+    assert snapshot() == first
+
+    # b fails while its outputs are written (a full disk): a/ new, b/ old, no summary
+    put("b", 40, 60)
+    real = infer_run.write_outputs
+
+    def disk_full(out_dir, *rest):  # noqa: ANN001, ANN002, ANN202
+        paths = real(out_dir, *rest)
+        if out_dir.name == "b":
+            raise OSError(28, "No space left on device", str(paths["overview_png"]))
+        return paths
+
+    monkeypatch.setattr(infer_run, "write_outputs", disk_full)
+    code, _, err = invoke(monkeypatch, capsys, *args)
+    assert code == 1
+    assert re.search(r"pair b: cannot write .*out/b: No space left on device; 1 of 2 pair "
+                     r"folders written \(each complete\), no summary\.json", err), err
+    second = snapshot()
+    assert "summary.json" not in second
+    assert {k: v for k, v in second.items() if k.startswith("b/")} == {
+        k: v for k, v in first.items() if k.startswith("b/")}
+    assert second["a/disparity.pfm"] != first["a/disparity.pfm"]
+    assert sorted(k for k in second if k.startswith("a/")) == sorted(
+        k for k in first if k.startswith("a/"))
+    assert sorted(p.name for p in out.iterdir()) == ["a", "b"]  # no staging left behind
+
+    monkeypatch.setattr(infer_run, "write_outputs", real)
+    code, _, err = invoke(monkeypatch, capsys, *args)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(p["name"], p["height"]) for p in summary["pairs"]] == [("a", 40), ("b", 40)]
+    assert summary["pairs"][1]["outputs"]["disparity_pfm"] == str(out / "b" / "disparity.pfm")
+    assert sorted(p.name for p in out.iterdir()) == ["a", "b", "summary.json"]
+
+
 @pytest.mark.parametrize(
     "args, code, message",
     [

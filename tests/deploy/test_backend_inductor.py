@@ -180,9 +180,10 @@ def test_int_infer_compiles_to_int8_qconv_package_that_runs_without_stereoq(
     run_stage(cfg, "int_infer")
 
     result = compile_stage(cfg, "int_infer", "inductor", 64, 128, runs=2, warmup=1, threads=1)
+    result.commit()
     out = result.artifact_dir
     assert sorted(p.name for p in out.iterdir()) == [
-        "lowering.json", "metadata.json", "model.pt2", "run_stereo.py"]
+        "lowering.json", "metadata.json", "model.pt2", "report.json", "run_stereo.py"]
     lowering = json.loads((out / "lowering.json").read_text())
     # every 2-D conv fed by an 8-bit tensor runs oneDNN's int8 kernel in the generated code
     assert lowering["generated_int8_convs"] == lowering["int8_convs"] > 0

@@ -1,4 +1,5 @@
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -25,13 +26,16 @@ FRESH = (
 
 @pytest.fixture(scope="module")
 def compiled(deploy_cfg, float_export):  # noqa: ANN201
-    return compile_stage(deploy_cfg, "float", "ort", 64, 128, runs=3, warmup=1, threads=1, top=5)
+    result = compile_stage(deploy_cfg, "float", "ort", 64, 128, runs=3, warmup=1, threads=1,
+                           top=5)
+    result.commit()
+    return result
 
 
 def test_compile_writes_artifact_and_performance_report(compiled, float_export) -> None:
     out = compiled.artifact_dir
     assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "model.onnx",
-                                                     "run_stereo.py"]
+                                                     "report.json", "run_stereo.py"]
     meta = DeployMetadata.model_validate_json((out / "metadata.json").read_text())
     assert meta == float_export.metadata
     assert DeployMetadata.from_onnx(onnx.load(str(out / "model.onnx"))) == meta
@@ -82,3 +86,59 @@ def test_validation_frames_larger_than_the_artifact_are_refused(deploy_cfg, comp
     small = compiled.metadata.model_copy(update={"input_shape": [1, 6, 48, 128]})
     with pytest.raises(StereoqError, match="larger than the artifact's 48x128"):
         validate(deploy_cfg, get_backend("ort"), compiled.artifact_dir, small, 1)
+
+
+# compile_stage killed (kill -9) after the build, while measuring: report.json not yet written.
+KILLED_COMPILE = """
+import os, signal, sys
+from pathlib import Path
+import stereoq.deploy.compile as compile_mod
+from stereoq.deploy.backends.ort import OrtBackend
+from stereoq.settings import load_config
+compile_mod.artifact_dir = lambda cfg, backend: Path(sys.argv[2])
+OrtBackend.benchmark = lambda self, *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+compile_mod.compile_stage(load_config(sys.argv[1]), "float", "ort", 64, 128)
+"""
+
+
+def test_interrupted_compile_leaves_the_previous_artifact_whole(
+    deploy_config, deploy_cfg, float_export, tmp_path: Path, monkeypatch
+) -> None:
+    import stereoq.deploy.compile as compile_mod
+    from stereoq.deploy.backends.ort import OrtBackend
+
+    deploy = tmp_path / "deploy"
+    monkeypatch.setattr(compile_mod, "artifact_dir", lambda cfg, backend: deploy / backend)
+    kwargs = {"runs": 1, "warmup": 0, "threads": 1, "top": 3}
+    first = compile_stage(deploy_cfg, "float", "ort", 64, 128, **kwargs)
+    assert not (deploy / "ort").exists()  # staged only, until commit
+    report = first.commit()
+    assert report == deploy / "ort" / "report.json"
+    before = {p.name: p.read_bytes() for p in (deploy / "ort").iterdir()}
+    assert "report.json" in before
+
+    done = subprocess.run([sys.executable, "-c", KILLED_COMPILE, str(deploy_config),
+                           str(deploy / "ort")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert len(list(deploy.iterdir())) == 2  # the old artifact and the killed run's staging
+    assert {p.name: p.read_bytes() for p in (deploy / "ort").iterdir()} == before
+
+    with monkeypatch.context() as m:  # a failing run removes its own staging folder
+        def fail(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            raise StereoqError("benchmark failed")
+
+        m.setattr(OrtBackend, "benchmark", fail)
+        with pytest.raises(StereoqError, match="benchmark failed"):
+            compile_stage(deploy_cfg, "float", "ort", 64, 128, **kwargs)
+    assert {p.name: p.read_bytes() for p in (deploy / "ort").iterdir()} == before
+
+    with compile_stage(deploy_cfg, "float", "ort", 64, 128, **kwargs) as second:
+        pass  # not committed: discarded
+    assert second.staged_dir is None
+    assert {p.name: p.read_bytes() for p in (deploy / "ort").iterdir()} == before
+
+    with compile_stage(deploy_cfg, "float", "ort", 64, 128, **kwargs) as third:
+        third.commit({"validation": "added by the caller"})
+    assert [p.name for p in deploy.iterdir()] == ["ort"]
+    assert json.loads(report.read_text()) == {"validation": "added by the caller"}
+    assert sorted(p.name for p in (deploy / "ort").iterdir()) == sorted(before)

@@ -68,6 +68,7 @@ def test_int_infer_exports_runs_int8_convs_and_matches_after_compile(
     assert all("int16" in n.reason for n in float_convs)
 
     result = compile_stage(cfg, "int_infer", "ort", 64, 128, runs=2, warmup=0, threads=1)
+    result.commit()
     assert result.metadata.precision == "int8-qdq"
 
     # the artifact alone, in a process where stereoq and torch cannot be imported

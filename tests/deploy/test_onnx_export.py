@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -107,3 +109,29 @@ def test_float_agreement_needs_every_element() -> None:
     ok = compare([(x, x + 5e-5)], [(x, x)], {}, False)
     bad = compare([(x, x + 1e-2)], [(x, x)], {}, False)
     assert ok.ok and not bad.ok and bad.within_pct["offset"] == 0.0
+
+
+def test_export_removes_temps_of_killed_exports_but_not_live_ones(
+    deploy_cfg, tmp_path: Path
+) -> None:
+    """A ``kill -9``-ed export leaves its temp file; the next export into the folder removes it,
+    and leaves the temp of an export still running elsewhere alone."""
+    from stereoq.staging import owner
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        out = tmp_path / "stereonet_float.onnx"
+        killed = tmp_path / f".stereonet_float.{owner(dead.pid)}.a1b2c3d4.onnx"
+        running = tmp_path / f".stereonet_float.{owner(live.pid)}.e5f6g7h8.onnx"
+        killed.write_bytes(b"half an onnx file")
+        running.write_bytes(b"being written")
+
+        export_stage(deploy_cfg, "float", 64, 128, out)
+
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, running.name])
+        assert read_metadata(out) is not None
+    finally:
+        live.kill()
+        live.wait()

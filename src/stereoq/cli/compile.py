@@ -19,7 +19,7 @@ from stereoq.cli.export import (
     load_for,
     print_acceptance,
 )
-from stereoq.cli.output import console, print_table, write_json
+from stereoq.cli.output import console, print_table
 
 
 class CompileOptions(DeployOptions):
@@ -79,41 +79,44 @@ def compile(  # noqa: A001  (the command's name)
             cfg, opts.stage, opts.backend, h, w, opts.runs, opts.warmup, opts.threads,
             strict=opts.strict,
         )
-    perf = result.performance
-    if result.export is not None:
-        console.print(f"exported {result.export.path}: {result.export.agreement.summary()}",
-                      highlight=False)
-    print_table(
-        f"{opts.stage} on {opts.backend} at {h}x{w}: {result.artifact_dir}",
-        ["latency median (ms)", "p90 (ms)", "FPS", "peak memory (MiB)", "runs", "threads"],
-        [(perf["median_ms"], perf["p90_ms"], perf["fps"], perf["peak_rss_mib"],
-          f"{perf['runs']} after {perf['warmup']} warm-up", perf["threads"])],
-    )
-    console.print(f"peak memory: {perf['memory_method']}", highlight=False)
-    print_table(
-        f"top 10 {'layers (ONNX Runtime' if opts.backend == 'ort' else 'ops (torch'} profiler,"
-        " mean per run)",
-        ["node", "op", "PyTorch module", "ms", "share %"],
-        [(r["node"], r["op"], r["scope"], r["ms"], r["share_pct"]) for r in perf["top_layers"]],
-    )
-    if opts.validate_:
-        from stereoq.cli.progress import RichReporter
-
-        result.validation = validate_artifact(
-            cfg, backend_, result.artifact_dir, result.metadata, opts.max_samples,
-            RichReporter(), strict=opts.strict, min_agreement=opts.min_agreement,
+    with result:  # the new artifact replaces the old one only at commit, report included
+        perf = result.performance
+        if result.export is not None:
+            console.print(f"exported {result.export.path}: {result.export.disparity.summary()}",
+                          highlight=False)
+        print_table(
+            f"{opts.stage} on {opts.backend} at {h}x{w}: {result.artifact_dir}",
+            ["latency median (ms)", "p90 (ms)", "FPS", "peak memory (MiB)", "runs", "threads"],
+            [(perf["median_ms"], perf["p90_ms"], perf["fps"], perf["peak_rss_mib"],
+              f"{perf['runs']} after {perf['warmup']} warm-up", perf["threads"])],
         )
-        print_validation(result.validation)
-    path = write_json(result.artifact_dir / "report.json", result.to_json())
+        console.print(f"peak memory: {perf['memory_method']}", highlight=False)
+        print_table(
+            f"top 10 {'layers (ONNX Runtime' if opts.backend == 'ort' else 'ops (torch'}"
+            " profiler, mean per run)",
+            ["node", "op", "PyTorch module", "ms", "share %"],
+            [(r["node"], r["op"], r["scope"], r["ms"], r["share_pct"])
+             for r in perf["top_layers"]],
+        )
+        if opts.validate_:
+            from stereoq.cli.progress import RichReporter
+
+            result.validation = validate_artifact(
+                cfg, backend_, result.current_dir, result.metadata, opts.max_samples,
+                RichReporter(), strict=opts.strict, min_agreement=opts.min_agreement,
+            )
+            print_validation(result.validation)
+            if not result.validation["ok"]:
+                from stereoq.errors import StereoqError
+
+                # leaving the block discards the staged artifact: the old one stays in place
+                raise StereoqError(
+                    f"the {opts.backend} artifact departs from PyTorch's {opts.stage} model on "
+                    f"{result.validation['samples']} validation frames, not installed: "
+                    + "; ".join(result.validation["problems"])
+                )
+        path = result.commit(result.to_json())
     console.print(f"saved {path}", highlight=False)
-    if result.validation is not None and not result.validation["ok"]:
-        from stereoq.errors import StereoqError
-
-        raise StereoqError(
-            f"the {opts.backend} artifact departs from PyTorch's {opts.stage} model on "
-            f"{result.validation['samples']} validation frames: "
-            + "; ".join(result.validation["problems"])
-        )
 
 
 def print_validation(v: dict) -> None:

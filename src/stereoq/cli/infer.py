@@ -153,7 +153,7 @@ def infer(
     )
     from stereoq.cli.progress import RichReporter
     from stereoq.infer.pairs import resolve_pairs
-    from stereoq.infer.run import Camera, InferSettings, run_pairs
+    from stereoq.infer.run import SUMMARY_FILE, Camera, InferSettings, run_pairs
     from stereoq.settings import load_config
 
     cfg = load_config(opts.config, sets=opts.sets)
@@ -184,7 +184,7 @@ def infer(
         ["pair", "size", "disparity px", "depth m", "valid %", "ms"],
         rows,
     )
-    path = write_json(opts.save_path / "summary.json", summary)
+    path = write_json(opts.save_path / SUMMARY_FILE, summary)
     console.print(f"saved {opts.save_path}/ (summary: {path})")
 
 

@@ -3,6 +3,7 @@ report, and optionally its accuracy next to the PyTorch integer model's (``valid
 
 from __future__ import annotations
 
+import json
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from stereoq import staging
 from stereoq.deploy.acceptance import DisparityComparison
 from stereoq.deploy.backends import Backend, get_backend
 from stereoq.deploy.metadata import OUTPUT_NAMES, DeployMetadata
@@ -31,6 +33,8 @@ from stereoq.deploy.ort_runner import postprocess
 from stereoq.engine.report import Reporter
 from stereoq.errors import StereoqError
 from stereoq.settings.config import ExperimentConfig
+
+REPORT_FILE = "report.json"
 
 
 def artifact_dir(cfg: ExperimentConfig, backend: str) -> Path:
@@ -64,12 +68,46 @@ def stage_onnx(
 
 @dataclass
 class CompileResult:
+    """A built and measured artifact; staged beside ``artifact_dir`` until ``commit``."""
+
     artifact_dir: Path
+    """Where the artifact lives once committed: ``<run_dir>/deploy/<backend>/``."""
     metadata: DeployMetadata
     performance: dict[str, Any]
     export: ExportResult | None = None
     validation: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    staged_dir: Path | None = None
+    """The staging folder holding the artifact until ``commit`` (None after it or ``discard``)."""
+
+    @property
+    def current_dir(self) -> Path:
+        """The folder holding the artifact's files now (run or validate it from here)."""
+        return self.staged_dir or self.artifact_dir
+
+    def commit(self, report: dict[str, Any] | None = None) -> Path:
+        """Write ``report`` (default ``to_json()``) as ``report.json`` into the staged folder,
+        then swap that folder in as ``artifact_dir`` whole (the previous artifact goes with
+        the swap); -> the report's final path."""
+        if self.staged_dir is None:
+            raise RuntimeError(f"{self.artifact_dir}: nothing staged to commit")
+        text = json.dumps(self.to_json() if report is None else report, indent=2, default=str)
+        (self.staged_dir / REPORT_FILE).write_text(text + "\n", encoding="utf-8")
+        staging.swap_dir(self.staged_dir, self.artifact_dir)
+        self.staged_dir = None
+        return self.artifact_dir / REPORT_FILE
+
+    def discard(self) -> None:
+        """Remove the staged folder unless committed; the previous artifact stays as it was."""
+        if self.staged_dir is not None:
+            staging.discard(self.staged_dir)
+            self.staged_dir = None
+
+    def __enter__(self) -> CompileResult:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -95,13 +133,30 @@ def compile_stage(
     top: int = 10,
     strict: bool = False,
 ) -> CompileResult:
-    """Export (if needed), build the artifact under ``<run_dir>/deploy/<backend>/``, time it."""
+    """Export (if needed), build the artifact in a staging folder and time it there.
+
+    Nothing replaces ``<run_dir>/deploy/<backend>/`` until the caller commits, so a kill at any
+    point leaves the previous complete artifact (report included) or the new one; a killed
+    run's staging folder is removed by the next. Use the result as a context manager::
+
+        with compile_stage(cfg, stage, backend, h, w) as result:
+            result.validation = validate(cfg, backend_, result.current_dir, result.metadata)
+            result.commit()  # or commit(report): written as report.json, then swapped in
+
+    Leaving the block without ``commit`` discards the staged artifact.
+    """
     backend = get_backend(backend_name)
     check_size(cfg, height, width)
     source = backend.stage_source(cfg, stage, height, width, strict)
     metadata, exported = source.metadata, source.export
-    out = backend.compile(source.path, metadata, artifact_dir(cfg, backend_name))
-    perf = backend.benchmark(out, runs, warmup, threads, top, backend.scopes(source.path))
+    target = artifact_dir(cfg, backend_name)
+    staged = staging.new_dir(target)
+    try:
+        backend.compile(source.path, metadata, staged)
+        perf = backend.benchmark(staged, runs, warmup, threads, top, backend.scopes(source.path))
+    except BaseException:
+        staging.discard(staged)
+        raise
     # A median below the timer's resolution has no meaningful rate: None (null in report.json).
     perf["fps"] = 1000.0 / perf["median_ms"] if perf["median_ms"] > 0 else None
     machine = {
@@ -110,7 +165,8 @@ def compile_stage(
         "python": platform.python_version(),
     }
     return CompileResult(
-        out, metadata, perf, exported, extra={"backend": backend_name, "machine": machine}
+        target, metadata, perf, exported, extra={"backend": backend_name, "machine": machine},
+        staged_dir=staged,
     )
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stereoq import staging
 from stereoq.deploy.acceptance import DisparityAgreement, DisparityComparison
 from stereoq.deploy.metadata import INPUT_NAME, OUTPUT_NAMES, DeployMetadata, describe
 from stereoq.deploy.ort_runner import postprocess
@@ -413,9 +413,7 @@ def export_stage(
     path.parent.mkdir(parents=True, exist_ok=True)
     frames = verification_frames(cfg, height, width)
     inputs = [f.x for f in frames]
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".onnx")
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = staging.new_file(path)  # named for this process; dead writers' temps removed
     try:
         program = to_onnx(graph, inputs[0], tmp, opset)
         model = onnx.load(str(tmp))

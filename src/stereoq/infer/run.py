@@ -12,6 +12,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from stereoq import staging
 from stereoq.engine.report import Reporter
 from stereoq.errors import StereoqError
 from stereoq.infer import colormap, overview
@@ -37,6 +38,9 @@ DEPTH_DISPLAY_PERCENTILE = 98.0
 """Depth pictures colour up to this percentile of the valid depths; farther pixels saturate."""
 
 STAGES = ("float", "calibration", "qat", "int_infer", "deployed")
+
+SUMMARY_FILE = "summary.json"
+"""The run's summary in the output folder, written by the caller once every pair is done."""
 
 OUTPUT_FILES = {
     "disparity_pfm": "disparity.pfm",
@@ -175,6 +179,35 @@ def check_full_size(width: int, height: int, label: str) -> None:
         )
 
 
+def check_pair(pair: Pair, max_size: int | None) -> None:
+    """Raise what ``infer_pair`` would before writing: unreadable, mismatched or too large.
+
+    Sizes come from the file headers where they can (no decode); other files are decoded.
+    """
+    sizes = [header_size(path) for path in (pair.left, pair.right)]
+    if None in sizes:
+        left, right = read_rgb(pair.left), read_rgb(pair.right)
+        _check_same_size(pair, left, right)
+        sizes = [(left.shape[1], left.shape[0])] * 2
+    elif sizes[0] != sizes[1]:
+        (wl, hl), (wr, hr) = sizes
+        _size_mismatch(pair, wl, hl, wr, hr)
+    if max_size is None:
+        check_full_size(*sizes[0], label=f"image {pair.left}")
+
+
+def _check_same_size(pair: Pair, left: np.ndarray, right: np.ndarray) -> None:
+    if left.shape != right.shape:
+        _size_mismatch(pair, left.shape[1], left.shape[0], right.shape[1], right.shape[0])
+
+
+def _size_mismatch(pair: Pair, wl: int, hl: int, wr: int, hr: int) -> None:
+    raise StereoqError(
+        f"pair {pair.name}: left {pair.left} is {wl}x{hl} but right {pair.right} is "
+        f"{wr}x{hr}; a rectified pair has one size"
+    )
+
+
 def infer_pair(
     estimator: DisparityEstimator,
     pair: Pair,
@@ -191,11 +224,7 @@ def infer_pair(
             if size is not None:
                 check_full_size(*size, label=f"image {path}")
     left, right = read_rgb(pair.left), read_rgb(pair.right)
-    if left.shape != right.shape:
-        raise StereoqError(
-            f"pair {pair.name}: left {pair.left} is {left.shape[1]}x{left.shape[0]} but right "
-            f"{pair.right} is {right.shape[1]}x{right.shape[0]}; a rectified pair has one size"
-        )
+    _check_same_size(pair, left, right)
     t1 = time.perf_counter()
     disp, scale = estimate(estimator, left, right, settings.max_size, label=f"image {pair.left}")
     t2 = time.perf_counter()
@@ -217,6 +246,38 @@ def infer_pair(
         "valid_depth_fraction": float(valid.mean()),
         "outputs": {k: str(v) for k, v in outputs.items()},
     }
+
+
+def _infer_into_folder(
+    estimator: DisparityEstimator, pair: Pair, camera: Camera, target: Path,
+    settings: InferSettings,
+) -> dict[str, Any]:
+    """``infer_pair`` into a staging folder swapped in as ``target`` once complete."""
+    staged = staging.new_dir(target)
+    try:
+        result = infer_pair(estimator, pair, camera, staged, settings)
+        staging.swap_dir(staged, target)
+    except BaseException:
+        staging.discard(staged)
+        raise
+    result["outputs"] = {k: str(target / Path(v).name) for k, v in result["outputs"].items()}
+    return result
+
+
+def _naming(pair: Pair, err: StereoqError) -> str:
+    message = str(err)
+    return message if message.startswith(f"pair {pair.name}:") else f"pair {pair.name}: {message}"
+
+
+def _part_way(err: StereoqError, pair: Pair, done: int, total: int) -> StereoqError:
+    """A pair's error, saying what the folder holds when it is one of several."""
+    if total == 1:
+        return err
+    return StereoqError(
+        f"{_naming(pair, err)}; {done} of {total} pair folders written (each complete), no "
+        f"{SUMMARY_FILE}",
+        err.exit_code,
+    )
 
 
 def write_outputs(
@@ -284,23 +345,41 @@ def run_pairs(
     """Load the stage's model once, run every pair, write its outputs; -> the run summary.
 
     One pair writes into ``out_dir``; several write into ``out_dir/<pair name>/`` and report
-    progress through ``reporter``.
+    progress through ``reporter``. Several pairs are all checked (readable, one size, size
+    limit) before anything is written, and each pair's folder is built beside it and swapped in
+    whole, so a failure or a kill part-way leaves every pair folder complete, old or new. The
+    previous run's ``SUMMARY_FILE`` is removed before the first write: until the caller writes
+    the new one, none claims to describe a half-updated folder.
     """
     reporter = reporter or Reporter()
     if out_dir.exists() and not out_dir.is_dir():
         raise StereoqError(f"--save-path {out_dir}: exists and is not a folder", exit_code=2)
+    several = len(pairs) > 1
+    for pair in pairs if several else []:
+        try:
+            check_pair(pair, settings.max_size)
+        except StereoqError as err:
+            raise StereoqError(f"{_naming(pair, err)}; nothing written", err.exit_code) from None
     estimator = DisparityEstimator(cfg, settings.stage, settings.checkpoint)
-    results = []
-    if len(pairs) > 1:
+    results: list[dict[str, Any]] = []
+    if several:
         reporter.task(f"infer ({settings.stage})", total=len(pairs))
     try:
         for pair in pairs:
-            target = out_dir if len(pairs) == 1 else out_dir / pair.name
+            target = out_dir / pair.name if several else out_dir
             try:
-                results.append(infer_pair(estimator, pair, camera, target, settings))
+                if not results and out_dir.is_dir():
+                    (out_dir / SUMMARY_FILE).unlink(missing_ok=True)
+                if several:
+                    results.append(_infer_into_folder(estimator, pair, camera, target, settings))
+                else:
+                    results.append(infer_pair(estimator, pair, camera, target, settings))
             except OSError as err:  # full disk, no permission: the user's to fix, not a bug
-                where = err.filename or target
-                raise StereoqError(f"cannot write {where}: {err.strerror or err}") from None
+                where = target if several else err.filename or target
+                failed = StereoqError(f"cannot write {where}: {err.strerror or err}")
+                raise _part_way(failed, pair, len(results), len(pairs)) from None
+            except StereoqError as err:
+                raise _part_way(err, pair, len(results), len(pairs)) from None
             reporter.advance()
     finally:
         reporter.done()

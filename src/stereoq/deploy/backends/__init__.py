@@ -12,9 +12,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import shutil
-import subprocess
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +25,7 @@ from stereoq.deploy.metadata import DeployMetadata
 from stereoq.errors import StereoqError
 from stereoq.registry import Registry
 from stereoq.settings.config import ExperimentConfig
+from stereoq.tethered import run_script
 
 BACKENDS = Registry("backend")
 
@@ -91,7 +89,9 @@ class Backend(ABC):
 
     @abstractmethod
     def compile(self, source: Path, metadata: DeployMetadata, out_dir: Path) -> Path:
-        """Write the deployable artifact into ``out_dir`` (replaced atomically); returns it."""
+        """Write the deployable artifact's files into the folder ``out_dir`` (made if missing);
+        returns it. ``compile_stage`` passes an empty staging folder that it swaps in whole
+        once the artifact is measured and its report written."""
 
     @abstractmethod
     def benchmark(
@@ -128,24 +128,12 @@ def get_backend(name: str) -> Backend:
     return BACKENDS.build(name)
 
 
-def replace_dir(new: Path, target: Path) -> None:
-    """Swap ``new`` into ``target``; an existing artifact is only removed once ``new`` is in."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-    os.replace(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def run_artifact_bench(artifact_dir: Path, script: str, args: list[str]) -> dict[str, Any]:
     """Run the artifact's own runner script (``bench`` mode) in a fresh Python process and
-    return the JSON result it prints last; a one-line error if the run fails."""
-    cmd = [sys.executable, str(Path(artifact_dir) / script), str(artifact_dir), "bench", *args]
+    return the JSON result it prints last; a one-line error if the run fails. The process is
+    tethered to this one (``stereoq.tethered``): killing ``compile`` ends the benchmark too."""
     env = {**os.environ, "PYTHONNOUSERSITE": "1"}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    done = run_script(str(Path(artifact_dir) / script), [str(artifact_dir), "bench", *args], env)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise StereoqError(f"benchmark of {artifact_dir} failed: {last}")

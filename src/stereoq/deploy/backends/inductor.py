@@ -35,7 +35,6 @@ from stereoq.deploy.backends import (
     Backend,
     RawRunner,
     StageSource,
-    replace_dir,
     run_artifact_bench,
 )
 from stereoq.deploy.check import FLOAT, FLOAT_DATA, INT8, INT8_DATA, CheckReport, NodeVerdict
@@ -222,30 +221,24 @@ class InductorBackend(Backend):
         ``run_stereo.py``."""
         program, side = self._load_source(source)
         out_dir = Path(out_dir)
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-        try:
-            package = tmp / aoti_runner.PACKAGE_FILE
-            seconds = _compile_package(program, package)
-            verdicts = classify(generated_code(package), side["lowering"])
-            convs = [v for v in verdicts if "Conv" in v.op_type]
-            summary = {
-                **side["lowering"],
-                "compile_s": seconds,
-                "generated_int8_convs": sum(v.precision == INT8 for v in convs),
-                "generated_convs": len(convs),
-                "torch": torch.__version__,
-            }
-            (tmp / aoti_runner.METADATA_FILE).write_text(
-                metadata.model_dump_json(indent=2) + "\n", encoding="utf-8"
-            )
-            (tmp / LOWERING_FILE).write_text(json.dumps(summary, indent=2) + "\n",
+        out_dir.mkdir(parents=True, exist_ok=True)
+        package = out_dir / aoti_runner.PACKAGE_FILE
+        seconds = _compile_package(program, package)
+        verdicts = classify(generated_code(package), side["lowering"])
+        convs = [v for v in verdicts if "Conv" in v.op_type]
+        summary = {
+            **side["lowering"],
+            "compile_s": seconds,
+            "generated_int8_convs": sum(v.precision == INT8 for v in convs),
+            "generated_convs": len(convs),
+            "torch": torch.__version__,
+        }
+        (out_dir / aoti_runner.METADATA_FILE).write_text(
+            metadata.model_dump_json(indent=2) + "\n", encoding="utf-8"
+        )
+        (out_dir / LOWERING_FILE).write_text(json.dumps(summary, indent=2) + "\n",
                                              encoding="utf-8")
-            shutil.copyfile(aoti_runner.__file__, tmp / RUNNER_SCRIPT)
-            replace_dir(tmp, out_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        shutil.copyfile(aoti_runner.__file__, out_dir / RUNNER_SCRIPT)
         return out_dir
 
     def benchmark(

@@ -21,7 +21,6 @@ from stereoq.deploy.backends import (
     BACKENDS,
     Backend,
     RawRunner,
-    replace_dir,
     run_artifact_bench,
 )
 from stereoq.deploy.check import (
@@ -153,19 +152,13 @@ class OrtBackend(Backend):
         import onnxruntime as ort
 
         out_dir = Path(out_dir)
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-        try:
-            model_path = tmp / ort_runner.MODEL_FILE
-            _session(onnx_path, ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, model_path)
-            (tmp / ort_runner.METADATA_FILE).write_text(
-                metadata.model_dump_json(indent=2) + "\n", encoding="utf-8"
-            )
-            shutil.copyfile(ort_runner.__file__, tmp / RUNNER_SCRIPT)
-            replace_dir(tmp, out_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        out_dir.mkdir(parents=True, exist_ok=True)
+        model_path = out_dir / ort_runner.MODEL_FILE
+        _session(onnx_path, ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, model_path)
+        (out_dir / ort_runner.METADATA_FILE).write_text(
+            metadata.model_dump_json(indent=2) + "\n", encoding="utf-8"
+        )
+        shutil.copyfile(ort_runner.__file__, out_dir / RUNNER_SCRIPT)
         return out_dir
 
     def benchmark(
