@@ -43,8 +43,10 @@ def main(run_dir: Path) -> int:
         perf = report.get("performance") or {}
         val = report.get("validation") or {}
         deployed = val.get("deployed") or {}
-        agree = (val.get("agreement") or {}).get("disparity_within_step_pct")
-        note = f"{agree:.2f} % px agree with int_infer" if agree is not None else ""
+        accepted = val.get("acceptance") or {}
+        within = accepted.get("within_pct")
+        note = (f"{within:.2f} % px within 1 px of PyTorch, max {accepted['max_abs_px']:.2f} px"
+                if within is not None else "")
         table.add_row(
             f"deployed ({report.get('backend')}, {report.get('metadata', {}).get('stage')})",
             f"{deployed['epe']:.3f}" if "epe" in deployed else "",
