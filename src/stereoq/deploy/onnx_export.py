@@ -459,3 +459,28 @@ def export_stage(
 def read_metadata(path: Path) -> DeployMetadata | None:
     """The stereoq metadata of an exported file (None for files without it)."""
     return DeployMetadata.from_onnx(onnx.load(str(path), load_external_data=False))
+
+
+def _newest_mtime(folder: Path) -> float:
+    times = [p.stat().st_mtime for p in folder.rglob("*") if p.is_file()]
+    return max(times, default=0.0)
+
+
+def stage_onnx(
+    cfg: ExperimentConfig, stage: str, height: int, width: int, strict: bool = False
+) -> tuple[Path, ExportResult | None]:
+    """The stage's ONNX file at this size: the existing export when it matches and is newer
+    than everything in the stage's run folder, else a fresh (verified) export. ``strict``
+    always exports afresh, verified bit by bit (``export_stage``)."""
+    path = default_path(cfg, stage)
+    if path.is_file() and not strict:
+        meta = read_metadata(path)
+        fresh = path.stat().st_mtime >= _newest_mtime(cfg.run_dir / stage)
+        if meta is not None and fresh and (meta.stage, meta.height, meta.width) == (
+            stage,
+            height,
+            width,
+        ):
+            return path, None
+    result = export_stage(cfg, stage, height, width, path, strict=strict)
+    return result.path, result

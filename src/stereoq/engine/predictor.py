@@ -7,7 +7,7 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from stereoq.engine.checkpoint import load_checkpoint
-from stereoq.engine.stage import STAGE_NAMES, stage_dir
+from stereoq.engine.stage import STAGE_NAMES, stage_dir, train_hint
 from stereoq.errors import StereoqError
 from stereoq.models.stereonet import pad_input
 from stereoq.settings.config import ExperimentConfig
@@ -16,11 +16,6 @@ from stereoq.settings.config import ExperimentConfig
 def float_checkpoint(cfg: ExperimentConfig) -> Path:
     """The float stage's artifact: the checkpoint of the best validation EPE."""
     return stage_dir(cfg, "float") / "best.pt"
-
-
-def train_hint(cfg: ExperimentConfig, stage: str) -> str:
-    """The command that makes a stage's artifact, for 'file missing' errors."""
-    return f"run `stereoq train --stage {stage}` with this config ({cfg.name}) first"
 
 
 def load_float_model(cfg: ExperimentConfig, checkpoint: Path | None = None) -> nn.Module:

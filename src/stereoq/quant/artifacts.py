@@ -26,8 +26,7 @@ from torch.fx import GraphModule
 
 from stereoq.atomic import atomic_path
 from stereoq.engine.checkpoint import load_checkpoint
-from stereoq.engine.predictor import train_hint
-from stereoq.engine.stage import stage_dir
+from stereoq.engine.stage import stage_dir, train_hint
 from stereoq.errors import StereoqError
 from stereoq.quant.program_archive import check_program_archive
 from stereoq.settings.config import ExperimentConfig
