@@ -92,7 +92,7 @@ def inductor_figures(cfg, q, x, height, width, work, runs, warmup, threads) -> d
     from stereoq.quant.prepare import export_program
 
     backend = get_backend("inductor")
-    module = export_program(q, cfg.model.num_candidates).module()
+    module = export_program(q, cfg.model.num_candidates, cfg.model.size_multiple).module()
     program, lowering, meta = lower_module(cfg, "int_infer", module, height, width)
     source = save_source(work / "int8_inductor.pt2", program, lowering, meta)
     artifact = backend.compile(source, meta, work / "inductor")

@@ -77,7 +77,7 @@ def compiled_int8(cfg, q: torch.nn.Module, x: torch.Tensor) -> tuple[object, dic
     from stereoq.quant.prepare import export_program
 
     start = time.perf_counter()
-    module = export_program(q, cfg.model.num_candidates).module()
+    module = export_program(q, cfg.model.num_candidates, cfg.model.size_multiple).module()
     steps = {name: (scale * 2 ** (bits - 8) if found else None)
              for name, found in zip(OUTPUT_NAMES, output_quant(module), strict=True)
              for scale, bits in [found or (0.0, 8)]}

@@ -61,7 +61,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     cfg = load_config(str(tiny_run(tmp_path_factory.mktemp("exported"))))
     torch.manual_seed(0)
     model = build_model(cfg.model).eval()
-    graph = export_graph(RawOutputs(fold_batchnorm(model)), cfg.model.num_candidates)
+    graph = export_graph(
+        RawOutputs(fold_batchnorm(model)), cfg.model.num_candidates, cfg.model.size_multiple
+    )
     return cfg, model, LastTwo(graph)
 
 
@@ -69,7 +71,7 @@ def test_exported_graph_is_padded_past_its_shape_guards(exported) -> None:
     from stereoq.quant.prepare import min_input_size
 
     cfg, model, graph = exported
-    min_h, min_w = min_input_size(cfg.model.num_candidates)
+    min_h, min_w = min_input_size(cfg.model.num_candidates, cfg.model.size_multiple)
     x = torch.rand(1, 6, 1, 1) * 2 - 1
     with torch.no_grad(), pytest.raises(AssertionError, match="Guard failed"):
         graph(pad_input(x, 16))  # the multiple alone is not enough for the exported program

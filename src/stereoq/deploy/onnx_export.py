@@ -43,10 +43,6 @@ VERIFY_SAMPLES = 4
 """Validation frames every export is verified on."""
 
 
-def size_multiple(cfg: ExperimentConfig) -> int:
-    return 2**cfg.model.refine_levels
-
-
 def default_size(cfg: ExperimentConfig) -> tuple[int, int]:
     """The validation frames' size rounded up to the model's multiple (SceneFlow: 544x960).
 
@@ -63,13 +59,13 @@ def default_size(cfg: ExperimentConfig) -> tuple[int, int]:
             height, width = build_dataset(cfg.data, "val", crop=False)[0]["left"].shape[-2:]
         except (StereoqError, OSError, IndexError):
             pass
-    m = size_multiple(cfg)
+    m = cfg.model.size_multiple
     return -(-height // m) * m, -(-width // m) * m
 
 
 def check_size(cfg: ExperimentConfig, height: int, width: int) -> None:
     """One-line option error unless both sides are positive multiples of the model's stride."""
-    m = size_multiple(cfg)
+    m = cfg.model.size_multiple
     for name, value in (("height", height), ("width", width)):
         if value <= 0 or value % m:
             raise StereoqError(

@@ -91,5 +91,8 @@ def load_predictor(
         cfg.model.postprocess.type, maxdisp=cfg.model.maxdisp, **cfg.model.postprocess.params()
     )
     return PaddedGraph(
-        graph, post, 2**cfg.model.refine_levels, min_input_size(cfg.model.num_candidates)
+        graph,
+        post,
+        cfg.model.size_multiple,
+        min_input_size(cfg.model.num_candidates, cfg.model.size_multiple),
     ).eval()

@@ -33,7 +33,7 @@ class DeployedPredictor:
     def __call__(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
         if h > self.height or w > self.width:
-            m = 16
+            m = int(self.runner.metadata["size_multiple"])
             need_h, need_w = -(-h // m) * m, -(-w // m) * m
             raise StereoqError(
                 f"the input is {w}x{h} but the deployed model takes at most "

@@ -24,6 +24,7 @@ class StereoNet(nn.Module):
         refinement: nn.Module,
         postprocess: StereoNetPostProcess,
         maxdisp: int,
+        size_multiple: int,
     ) -> None:
         super().__init__()
         self.neck = neck
@@ -31,7 +32,7 @@ class StereoNet(nn.Module):
         self.refinement = refinement
         self.postprocess = postprocess
         self.maxdisp = maxdisp
-        self.size_multiple = int(neck.stride)
+        self.size_multiple = size_multiple
         # The cost volume shifts the 1/stride features by up to num_candidates - 1 columns;
         # narrower features cannot hold the largest shift.
         self.min_size = (self.size_multiple, self.size_multiple * max(1, head.num_candidates - 1))

@@ -41,8 +41,8 @@ def _predictor(cfg: ExperimentConfig, graph: nn.Module) -> nn.Module:
     from stereoq.quant.prepare import min_input_size
 
     return PaddedGraph(
-        graph, _postprocess(cfg), 2**cfg.model.refine_levels,
-        min_input_size(cfg.model.num_candidates),
+        graph, _postprocess(cfg), cfg.model.size_multiple,
+        min_input_size(cfg.model.num_candidates, cfg.model.size_multiple),
     )
 
 
@@ -156,7 +156,9 @@ class IntInferStage(Stage):
         fake_quant = load_fake_quant(cfg, source)
         reporter.note(f"converting the {source} model and exporting the integer program")
         converted = convert(fake_quant)
-        program = export_program(LastTwo(converted), cfg.model.num_candidates)
+        program = export_program(
+            LastTwo(converted), cfg.model.num_candidates, cfg.model.size_multiple
+        )
         report = write_precision_report(cfg, "int_infer", converted)
         path = save_program(artifact_path(cfg, "int_infer"), program)
         summary = {"stage": "int_infer", "source": source, "model": str(path),
