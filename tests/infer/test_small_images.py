@@ -14,7 +14,7 @@ import yaml
 from stereoq.engine.predictor import PaddedGraph
 from stereoq.infer.run import DisparityEstimator
 from stereoq.models.build import build_model
-from stereoq.models.stereonet import pad_input
+from stereoq.models.padding import pad_input
 from stereoq.settings import load_config
 
 #: (height, width): below, at and across the size multiple (16) and the cost volume's width.

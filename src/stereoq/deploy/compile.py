@@ -23,7 +23,6 @@ from stereoq.deploy.onnx_export import (
     INT_AGREEMENT,
     ExportResult,
     check_size,
-    fit,
     reference_graph,
     run_torch,
     stage_graph,
@@ -31,6 +30,7 @@ from stereoq.deploy.onnx_export import (
 from stereoq.deploy.ort_runner import postprocess
 from stereoq.engine.report import Reporter
 from stereoq.errors import StereoqError
+from stereoq.models.padding import fit
 from stereoq.settings.config import ExperimentConfig
 
 REPORT_FILE = "report.json"

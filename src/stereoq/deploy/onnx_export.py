@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stereoq import staging
@@ -26,6 +25,7 @@ from stereoq.deploy.ort_runner import postprocess
 from stereoq.deploy.qdq_graph import QdqGraph
 from stereoq.deploy.tensor_agreement import TensorAgreement, compare_tensors
 from stereoq.errors import StereoqError
+from stereoq.models.padding import fit
 from stereoq.quiet import quiet
 from stereoq.settings.config import ExperimentConfig
 
@@ -182,15 +182,6 @@ def verification_frames(cfg: ExperimentConfig, height: int, width: int) -> list[
 def verification_inputs(cfg: ExperimentConfig, height: int, width: int) -> list[Tensor]:
     """The inputs of ``verification_frames``."""
     return [f.x for f in verification_frames(cfg, height, width)]
-
-
-def fit(x: Tensor, height: int, width: int) -> Tensor:
-    """(B, C, h, w) -> (B, C, height, width): crop, then replicate-pad right and bottom."""
-    x = x[..., :height, :width]
-    pad_h, pad_w = height - x.shape[-2], width - x.shape[-1]
-    if pad_h or pad_w:
-        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-    return x
 
 
 @dataclass

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from stereoq.engine.checkpoint import load_checkpoint
 from stereoq.engine.stage import STAGE_NAMES, stage_dir, train_hint
 from stereoq.errors import StereoqError
-from stereoq.models.stereonet import pad_input
+from stereoq.models.padding import padded_size, run_padded
 from stereoq.settings.config import ExperimentConfig
 
 
@@ -59,9 +59,8 @@ class PaddedGraph(nn.Module):
         return self
 
     def forward(self, x: Tensor) -> Tensor:
-        height, width = x.shape[-2:]
-        previous, offset = self.graph(pad_input(x, self.multiple, self.min_size))
-        return self.postprocess.final(previous, offset)[..., :height, :width]
+        size = padded_size(*x.shape[-2:], self.multiple, self.min_size)
+        return run_padded(lambda padded: self.postprocess.final(*self.graph(padded)), x, size)
 
 
 def load_predictor(

@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from stereoq.errors import StereoqError
+from stereoq.models.padding import run_padded
 from stereoq.settings.config import ExperimentConfig
 
 BACKEND = "ort"
@@ -41,9 +41,11 @@ class DeployedPredictor:
                 f"{need_w}`, or pass --max-size {max(self.height, self.width)} with a smaller "
                 "longest side"
             )
-        xp = F.pad(x, (0, self.width - w, 0, self.height - h), mode="replicate")
-        out = [torch.from_numpy(self.runner.predict(xp[i : i + 1].numpy())) for i in range(len(x))]
-        return torch.cat(out)[..., :h, :w]
+        return run_padded(self._predict, x, (self.height, self.width))
+
+    def _predict(self, x: Tensor) -> Tensor:
+        out = [torch.from_numpy(self.runner.predict(x[i : i + 1].numpy())) for i in range(len(x))]
+        return torch.cat(out)
 
 
 def load_deployed(cfg: ExperimentConfig) -> tuple[DeployedPredictor, Path]:
