@@ -23,6 +23,7 @@ from torch.fx import GraphModule
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from stereoq.models.stereonet import StereoNet
+from stereoq.quant.op_kinds import CONV, RELU
 from stereoq.quant.quantizer import QuantRecipe, StereoQuantizer
 from stereoq.quant.torchao_import import pt2e
 
@@ -265,9 +266,7 @@ def pad_narrow_convs(converted: GraphModule, channels: int = MIN_CONV_CHANNELS) 
     graph = converted.graph
     count = 0
     for node in list(graph.nodes):
-        if node.op != "call_function" or node.target not in (
-            torch.ops.aten.conv2d.default, torch.ops.aten.conv3d.default
-        ):
+        if node.op != "call_function" or node.target not in CONV:
             continue
         weight_dq = node.args[1]
         if not (isinstance(weight_dq, torch.fx.Node) and "dequantize_per_channel" in str(
@@ -324,9 +323,7 @@ def _output_quantize(conv: torch.fx.Node) -> torch.fx.Node | None:
             "dequantize" not in str(user.target)
         ):
             return user
-        if user.op != "call_function" or user.target not in (
-            torch.ops.aten.relu.default, torch.ops.aten.relu_.default
-        ):
+        if user.op != "call_function" or user.target not in RELU:
             return None
         node = user
     return None

@@ -29,6 +29,7 @@ import torch
 from torch.fx import GraphModule, Node
 
 from stereoq.quant.observer import PercentileObserver
+from stereoq.quant.op_kinds import CONV, RELU
 from stereoq.quant.torchao_import import pt2e
 
 _q = pt2e().quantizer
@@ -40,9 +41,7 @@ QuantizationAnnotation = _q.QuantizationAnnotation
 aten = torch.ops.aten
 ANNOTATION_KEY = "quantization_annotation"
 
-CONV = {aten.conv2d.default, aten.conv3d.default}
 BATCH_NORM = {aten.batch_norm.default, aten._native_batch_norm_legit_no_training.default}
-RELU = {aten.relu.default, aten.relu_.default}
 ADD = {aten.add.Tensor, aten.add_.Tensor}
 CONCAT = {aten.cat.default, aten.stack.default}
 ELEMENTWISE = {

@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch.fx import GraphModule, Node
 
-from stereoq.quant.quantizer import ADD, CONV, DATA_MOVEMENT, RELU, module_path
+from stereoq.quant.op_kinds import CONV, RELU
+from stereoq.quant.quantizer import ADD, DATA_MOVEMENT, module_path
 
 _QDQ_PREFIX = "quantized_decomposed."
 _BITS = {torch.uint8: 8, torch.int8: 8, torch.int16: 16, torch.int32: 32}
