@@ -50,11 +50,10 @@ def calibration_frames(cfg, count: int, height: int, width: int) -> list[torch.T
 
 
 def int8_graph(cfg, model, frames):
-    from stereoq.quant.artifacts import qat_recipe
     from stereoq.quant.prepare import LastTwo, calibrate, convert, prepare
+    from stereoq.quant.recipes import calibration_recipe
 
-    fq = qat_recipe(cfg)
-    observed = prepare(model, type(fq)(**{**fq.__dict__, "is_qat": False}))
+    observed = prepare(model, calibration_recipe(cfg))
     calibrate(observed, frames)
     return LastTwo(convert(observed))
 

@@ -40,11 +40,10 @@ def frames(cfg, count: int, height: int, width: int) -> list[torch.Tensor]:
 
 
 def int8_graph(cfg, model, calib: list[torch.Tensor]) -> torch.nn.Module:
-    from stereoq.quant.artifacts import qat_recipe
     from stereoq.quant.prepare import LastTwo, calibrate, convert, prepare
+    from stereoq.quant.recipes import calibration_recipe
 
-    recipe = qat_recipe(cfg)
-    observed = prepare(model, type(recipe)(**{**recipe.__dict__, "is_qat": False}))
+    observed = prepare(model, calibration_recipe(cfg))
     calibrate(observed, calib)
     return LastTwo(convert(observed)).eval()
 

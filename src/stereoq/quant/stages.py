@@ -70,15 +70,14 @@ class CalibrationStage(Stage):
         from stereoq.engine.checkpoint import save_checkpoint
         from stereoq.engine.evaluate import pair_input
         from stereoq.engine.predictor import load_float_model
-        from stereoq.quant.artifacts import artifact_path, fresh_fake_quant, qat_recipe
+        from stereoq.quant.artifacts import artifact_path, fresh_fake_quant
         from stereoq.quant.prepare import calibrate, convert, load_calibration, prepare
+        from stereoq.quant.recipes import calibration_recipe
 
         cfg, recipe = self.cfg, self.cfg.stages.calibration
         model = load_float_model(cfg)
-        fq_recipe = qat_recipe(cfg)
-        ptq_recipe = type(fq_recipe)(**{**fq_recipe.__dict__, "is_qat": False})
         reporter.note("exporting the float model and inserting observers")
-        observed = prepare(model, ptq_recipe)
+        observed = prepare(model, calibration_recipe(cfg))
         dataset = build_dataset(cfg.data, "train", crop=False)
         loader = DataLoader(
             dataset, batch_size=recipe.batch_size, shuffle=True,
