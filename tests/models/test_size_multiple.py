@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -90,3 +91,28 @@ def test_exported_graph_and_predictor_take_the_multiple(stride8: ExperimentConfi
         got, want = predictor(x), model(x)
     assert got.shape == (1, 1, 21, 70)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-3)
+
+
+class _Runner:
+    """ONNX Runtime's stand-in: a 24x80 artifact of a stride-8 network, disparity = column."""
+
+    def __init__(self, folder: Path) -> None:
+        self.input_shape = (1, 6, 24, 80)
+        self.metadata = {"size_multiple": 8, "stage": "float"}
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        assert x.shape == self.input_shape
+        return np.broadcast_to(np.arange(80, dtype=np.float32), (1, 1, 24, 80)).copy()
+
+
+def test_deployed_artifact_pads_and_names_its_multiple(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from stereoq.infer.deployed import DeployedPredictor
+
+    monkeypatch.setattr("stereoq.deploy.ort_runner.StereoRunner", _Runner)
+    predictor = DeployedPredictor(tmp_path)
+    out = predictor(torch.zeros(2, 6, 21, 70))
+    assert out.shape == (2, 1, 21, 70) and out[0, 0, 0, -1] == 69
+    with pytest.raises(StereoqError, match="--height 32 --width 88"):
+        predictor(torch.zeros(1, 6, 25, 81))

@@ -25,7 +25,7 @@ from stereoq.deploy.ort_runner import postprocess
 from stereoq.deploy.qdq_graph import QdqGraph
 from stereoq.deploy.tensor_agreement import TensorAgreement, compare_tensors
 from stereoq.errors import StereoqError
-from stereoq.models.padding import fit
+from stereoq.models.padding import fit, padded_size
 from stereoq.quiet import quiet
 from stereoq.settings.config import ExperimentConfig
 
@@ -59,8 +59,7 @@ def default_size(cfg: ExperimentConfig) -> tuple[int, int]:
             height, width = build_dataset(cfg.data, "val", crop=False)[0]["left"].shape[-2:]
         except (StereoqError, OSError, IndexError):
             pass
-    m = cfg.model.size_multiple
-    return -(-height // m) * m, -(-width // m) * m
+    return padded_size(height, width, cfg.model.size_multiple)
 
 
 def check_size(cfg: ExperimentConfig, height: int, width: int) -> None:

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from stereoq.errors import StereoqError
-from stereoq.models.padding import run_padded
+from stereoq.models.padding import padded_size, run_padded
 from stereoq.settings.config import ExperimentConfig
 
 BACKEND = "ort"
@@ -33,8 +33,7 @@ class DeployedPredictor:
     def __call__(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
         if h > self.height or w > self.width:
-            m = int(self.runner.metadata["size_multiple"])
-            need_h, need_w = -(-h // m) * m, -(-w // m) * m
+            need_h, need_w = padded_size(h, w, int(self.runner.metadata["size_multiple"]))
             raise StereoqError(
                 f"the input is {w}x{h} but the deployed model takes at most "
                 f"{self.width}x{self.height}: run `stereoq compile --height {need_h} --width "
