@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from stereoq.models.config import ModelConfig
 from stereoq.models.stereonet import StereoNet
-from stereoq.settings.model import ModelConfig
 
 
 def build_model(cfg: ModelConfig) -> StereoNet:

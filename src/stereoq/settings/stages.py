@@ -14,7 +14,7 @@ from pydantic import (
     model_validator,
 )
 
-from stereoq.settings.section import Section
+from stereoq.section import Section
 
 
 class OptimizerConfig(Section):

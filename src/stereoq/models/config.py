@@ -1,4 +1,5 @@
-"""The ``model`` section: registered component names and their parameters."""
+"""The ``model`` section of the config: registered component names and their parameters,
+and what the configured network requires of its input (``size_multiple``)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ from typing import Any, ClassVar
 
 from pydantic import ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
-import stereoq.models  # noqa: F401  (registers the built-in components)
 from stereoq.registry import HEADS, LOSSES, NECKS, POSTPROCESS, REFINEMENTS, Registry
-from stereoq.settings.section import Section
+from stereoq.section import Section
 
 
 class Component(Section):
