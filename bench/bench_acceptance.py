@@ -29,8 +29,8 @@ from corruptions import CORRUPTIONS  # noqa: E402  (tests/deploy/corruptions.py)
 
 from stereoq.cli.output import print_table, write_json  # noqa: E402
 from stereoq.deploy.backends import get_backend  # noqa: E402
-from stereoq.deploy.compile import compile_stage, stage_onnx, validate  # noqa: E402
-from stereoq.deploy.onnx_export import default_size, read_metadata  # noqa: E402
+from stereoq.deploy.compile import compile_stage, validate  # noqa: E402
+from stereoq.deploy.onnx_export import default_size, read_metadata, stage_onnx  # noqa: E402
 from stereoq.settings import load_config  # noqa: E402
 
 

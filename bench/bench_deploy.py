@@ -50,11 +50,10 @@ def calibration_frames(cfg, count: int, height: int, width: int) -> list[torch.T
 
 
 def int8_graph(cfg, model, frames):
-    from stereoq.quant.artifacts import qat_recipe
     from stereoq.quant.prepare import LastTwo, calibrate, convert, prepare
+    from stereoq.quant.recipes import calibration_recipe
 
-    fq = qat_recipe(cfg)
-    observed = prepare(model, type(fq)(**{**fq.__dict__, "is_qat": False}))
+    observed = prepare(model, calibration_recipe(cfg))
     calibrate(observed, frames)
     return LastTwo(convert(observed))
 
@@ -92,7 +91,7 @@ def inductor_figures(cfg, q, x, height, width, work, runs, warmup, threads) -> d
     from stereoq.quant.prepare import export_program
 
     backend = get_backend("inductor")
-    module = export_program(q, cfg.model.num_candidates).module()
+    module = export_program(q, cfg.model.num_candidates, cfg.model.size_multiple).module()
     program, lowering, meta = lower_module(cfg, "int_infer", module, height, width)
     source = save_source(work / "int8_inductor.pt2", program, lowering, meta)
     artifact = backend.compile(source, meta, work / "inductor")

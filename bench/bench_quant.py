@@ -40,11 +40,10 @@ def frames(cfg, count: int, height: int, width: int) -> list[torch.Tensor]:
 
 
 def int8_graph(cfg, model, calib: list[torch.Tensor]) -> torch.nn.Module:
-    from stereoq.quant.artifacts import qat_recipe
     from stereoq.quant.prepare import LastTwo, calibrate, convert, prepare
+    from stereoq.quant.recipes import calibration_recipe
 
-    recipe = qat_recipe(cfg)
-    observed = prepare(model, type(recipe)(**{**recipe.__dict__, "is_qat": False}))
+    observed = prepare(model, calibration_recipe(cfg))
     calibrate(observed, calib)
     return LastTwo(convert(observed)).eval()
 
@@ -77,7 +76,7 @@ def compiled_int8(cfg, q: torch.nn.Module, x: torch.Tensor) -> tuple[object, dic
     from stereoq.quant.prepare import export_program
 
     start = time.perf_counter()
-    module = export_program(q, cfg.model.num_candidates).module()
+    module = export_program(q, cfg.model.num_candidates, cfg.model.size_multiple).module()
     steps = {name: (scale * 2 ** (bits - 8) if found else None)
              for name, found in zip(OUTPUT_NAMES, output_quant(module), strict=True)
              for scale, bits in [found or (0.0, 8)]}

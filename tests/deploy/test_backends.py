@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stereoq.deploy.backends import run_artifact_bench
+from stereoq.deploy.backends.base import run_artifact_bench
 from stereoq.staging import pid_alive
 
 # ``compile`` in miniature: benchmark an artifact whose runner writes its PID and sleeps.
@@ -19,7 +19,7 @@ PARENT = """
 import sys
 from pathlib import Path
 import stereoq.tethered as tethered
-from stereoq.deploy.backends import run_artifact_bench
+from stereoq.deploy.backends.base import run_artifact_bench
 if sys.argv[2] == "pipe":  # what macOS / Windows get: the stdin watcher alone
     tethered.BOOTSTRAP = tethered.BOOTSTRAP.replace('sys.platform.startswith("linux")', "False")
 run_artifact_bench(Path(sys.argv[1]), "bench.py", [])

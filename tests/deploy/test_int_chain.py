@@ -29,8 +29,7 @@ def test_int_infer_exports_runs_int8_convs_and_matches_after_compile(
     import torch
 
     from stereoq.deploy.backends import get_backend
-    from stereoq.deploy.check import check_stage
-    from stereoq.deploy.compile import compile_stage, validate
+    from stereoq.deploy.compile import check_stage, compile_stage, validate
     from stereoq.engine.checkpoint import save_checkpoint
     from stereoq.engine.loop import run_stage
     from stereoq.models.build import build_model

@@ -11,7 +11,7 @@ from torch import nn
 
 from stereoq.engine.allocator import keep_freed_memory
 from stereoq.engine.layout import channels_last, contiguous_state
-from stereoq.engine.stage import get_stage
+from stereoq.engine.stage_lookup import get_stage
 from stereoq.models.build import build_loss, build_model
 from stereoq.settings import load_config
 

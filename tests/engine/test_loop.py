@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from stereoq.engine import loop
-from stereoq.engine import stage as stage_mod
+from stereoq.engine import loop, stage_lookup
 from stereoq.engine.checkpoint import load_checkpoint, save_checkpoint
 from stereoq.engine.evaluate import pair_input
 from stereoq.engine.report import Reporter
-from stereoq.engine.stage import FloatStage, Stage, get_stage
+from stereoq.engine.stage import FloatStage, Stage
+from stereoq.engine.stage_lookup import get_stage
 from stereoq.errors import StereoqError
 from stereoq.models.build import build_loss, build_model
 from stereoq.registry import Registry
@@ -190,8 +190,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_config, monkeypatch)
 
 def test_stage_registration_and_unavailable_stage(tiny_config, monkeypatch) -> None:
     registry = Registry("stage")
-    monkeypatch.setattr(stage_mod, "STAGES", registry)
-    monkeypatch.setattr(stage_mod, "STAGE_MODULES", ())
+    monkeypatch.setattr(stage_lookup, "STAGES", registry)
+    monkeypatch.setattr(stage_lookup, "STAGE_MODULES", ())
     registry.register("float")(FloatStage)
     cfg = tiny(tiny_config)
     with pytest.raises(StereoqError, match="stage 'calibration' is not available"):

@@ -14,7 +14,7 @@ import yaml
 from stereoq.engine.predictor import PaddedGraph
 from stereoq.infer.run import DisparityEstimator
 from stereoq.models.build import build_model
-from stereoq.models.stereonet import pad_input
+from stereoq.models.padding import pad_input
 from stereoq.settings import load_config
 
 #: (height, width): below, at and across the size multiple (16) and the cost volume's width.
@@ -61,7 +61,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     cfg = load_config(str(tiny_run(tmp_path_factory.mktemp("exported"))))
     torch.manual_seed(0)
     model = build_model(cfg.model).eval()
-    graph = export_graph(RawOutputs(fold_batchnorm(model)), cfg.model.num_candidates)
+    graph = export_graph(
+        RawOutputs(fold_batchnorm(model)), cfg.model.num_candidates, cfg.model.size_multiple
+    )
     return cfg, model, LastTwo(graph)
 
 
@@ -69,7 +71,7 @@ def test_exported_graph_is_padded_past_its_shape_guards(exported) -> None:
     from stereoq.quant.prepare import min_input_size
 
     cfg, model, graph = exported
-    min_h, min_w = min_input_size(cfg.model.num_candidates)
+    min_h, min_w = min_input_size(cfg.model.num_candidates, cfg.model.size_multiple)
     x = torch.rand(1, 6, 1, 1) * 2 - 1
     with torch.no_grad(), pytest.raises(AssertionError, match="Guard failed"):
         graph(pad_input(x, 16))  # the multiple alone is not enough for the exported program

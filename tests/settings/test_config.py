@@ -48,6 +48,9 @@ def test_overrides_apply(tiny_config: Path) -> None:
         (["model.loss.weights=[1.0, 1.0]"], "loss.weights has 2 entries"),
         (["stages.float.scheduler.warmup_epochs=500"], "exceeds epochs"),
         (["data.source=kitti"], "data.source: Input should be"),
+        (["stages.calibration.disparity_conv_bits=12"],
+         "stages.calibration.disparity_conv_bits: Input should be 8 or 16"),
+        (["stages.qat.disparity_conv_bits=16"], "set stages.calibration.disparity_conv_bits"),
     ],
 )
 def test_bad_values_name_the_key(tiny_config: Path, sets: list[str], expected: str) -> None:

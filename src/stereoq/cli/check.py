@@ -39,7 +39,8 @@ def check(
         sets=sets or [], height=height, width=width,
     )
     from stereoq.deploy.backends import get_backend
-    from stereoq.deploy.check import FLOAT, FLOAT_MODEL, check_stage
+    from stereoq.deploy.check import FLOAT, FLOAT_MODEL
+    from stereoq.deploy.compile import check_stage
 
     get_backend(opts.backend)  # an unknown backend fails before any work
     cfg, h, w = load_for(opts)

@@ -75,7 +75,7 @@ def predict(
 def evaluate_all(cfg: Any, opts: PredictOptions, reporter: Any) -> dict[str, dict[str, Any]]:
     """Every stage whose model exists, in pipeline order; missing ones are named and skipped."""
     from stereoq.engine.evaluate import evaluate
-    from stereoq.engine.stage import registered_stages
+    from stereoq.engine.stage_lookup import registered_stages
     from stereoq.errors import StereoqError
 
     results: dict[str, dict[str, Any]] = {}

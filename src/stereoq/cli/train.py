@@ -116,7 +116,8 @@ def train(
     from stereoq.cli.progress import RichReporter
     from stereoq.engine.distributed import launched_rank
     from stereoq.engine.loop import run_stage
-    from stereoq.engine.stage import get_stage, stage_dir
+    from stereoq.engine.stage import stage_dir
+    from stereoq.engine.stage_lookup import get_stage
     from stereoq.settings import load_config
 
     cfg = load_config(opts.config, overrides=overrides_for(opts), sets=opts.sets)

@@ -71,16 +71,3 @@ class CheckReport:
             ],
             "fallback_nodes": [asdict(n) for n in self.fallbacks],
         }
-
-
-def check_stage(
-    cfg: Any, stage: str, backend_name: str, height: int, width: int
-) -> CheckReport:
-    """The backend's source for ``stage`` at this size (exported if needed), then how the
-    backend runs each of its ops."""
-    from stereoq.deploy.backends import get_backend
-    from stereoq.deploy.onnx_export import check_size
-
-    backend = get_backend(backend_name)
-    check_size(cfg, height, width)
-    return backend.check(backend.stage_source(cfg, stage, height, width).path)

@@ -14,17 +14,15 @@ import torch
 
 from stereoq import staging
 from stereoq.deploy.acceptance import DisparityComparison
-from stereoq.deploy.backends import Backend, get_backend
+from stereoq.deploy.backends import get_backend
+from stereoq.deploy.backends.base import Backend
+from stereoq.deploy.check import CheckReport
 from stereoq.deploy.metadata import OUTPUT_NAMES, DeployMetadata
 from stereoq.deploy.onnx_export import (
     FLOAT_TOLERANCE,
     INT_AGREEMENT,
     ExportResult,
     check_size,
-    default_path,
-    export_stage,
-    fit,
-    read_metadata,
     reference_graph,
     run_torch,
     stage_graph,
@@ -32,6 +30,7 @@ from stereoq.deploy.onnx_export import (
 from stereoq.deploy.ort_runner import postprocess
 from stereoq.engine.report import Reporter
 from stereoq.errors import StereoqError
+from stereoq.models.padding import fit
 from stereoq.settings.config import ExperimentConfig
 
 REPORT_FILE = "report.json"
@@ -39,31 +38,6 @@ REPORT_FILE = "report.json"
 
 def artifact_dir(cfg: ExperimentConfig, backend: str) -> Path:
     return cfg.run_dir / "deploy" / backend
-
-
-def _newest_mtime(folder: Path) -> float:
-    times = [p.stat().st_mtime for p in folder.rglob("*") if p.is_file()]
-    return max(times, default=0.0)
-
-
-def stage_onnx(
-    cfg: ExperimentConfig, stage: str, height: int, width: int, strict: bool = False
-) -> tuple[Path, ExportResult | None]:
-    """The stage's ONNX file at this size: the existing export when it matches and is newer
-    than everything in the stage's run folder, else a fresh (verified) export. ``strict``
-    always exports afresh, verified bit by bit (``export_stage``)."""
-    path = default_path(cfg, stage)
-    if path.is_file() and not strict:
-        meta = read_metadata(path)
-        fresh = path.stat().st_mtime >= _newest_mtime(cfg.run_dir / stage)
-        if meta is not None and fresh and (meta.stage, meta.height, meta.width) == (
-            stage,
-            height,
-            width,
-        ):
-            return path, None
-    result = export_stage(cfg, stage, height, width, path, strict=strict)
-    return result.path, result
 
 
 @dataclass
@@ -119,6 +93,16 @@ class CompileResult:
             "export": self.export.to_json() if self.export else None,
             "validation": self.validation,
         }
+
+
+def check_stage(
+    cfg: ExperimentConfig, stage: str, backend_name: str, height: int, width: int
+) -> CheckReport:
+    """The backend's source for ``stage`` at this size (exported if needed), then how the
+    backend runs each of its ops."""
+    backend = get_backend(backend_name)
+    check_size(cfg, height, width)
+    return backend.check(backend.stage_source(cfg, stage, height, width).path)
 
 
 def compile_stage(

@@ -111,7 +111,7 @@ def describe(
         mean=cfg.data.mean,
         std=cfg.data.std,
         maxdisp=cfg.model.maxdisp,
-        size_multiple=2**cfg.model.refine_levels,
+        size_multiple=cfg.model.size_multiple,
         outputs=[
             OutputInfo(
                 name=OUTPUT_NAMES[0],

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stereoq import staging
@@ -26,6 +25,7 @@ from stereoq.deploy.ort_runner import postprocess
 from stereoq.deploy.qdq_graph import QdqGraph
 from stereoq.deploy.tensor_agreement import TensorAgreement, compare_tensors
 from stereoq.errors import StereoqError
+from stereoq.models.padding import fit, padded_size
 from stereoq.quiet import quiet
 from stereoq.settings.config import ExperimentConfig
 
@@ -41,10 +41,6 @@ step (``OutputInfo.agreement_step``) of PyTorch's integer model, and % of each q
 elements within one LSB given the same integer inputs (``stereoq.deploy.tensor_agreement``)."""
 VERIFY_SAMPLES = 4
 """Validation frames every export is verified on."""
-
-
-def size_multiple(cfg: ExperimentConfig) -> int:
-    return 2**cfg.model.refine_levels
 
 
 def default_size(cfg: ExperimentConfig) -> tuple[int, int]:
@@ -63,13 +59,12 @@ def default_size(cfg: ExperimentConfig) -> tuple[int, int]:
             height, width = build_dataset(cfg.data, "val", crop=False)[0]["left"].shape[-2:]
         except (StereoqError, OSError, IndexError):
             pass
-    m = size_multiple(cfg)
-    return -(-height // m) * m, -(-width // m) * m
+    return padded_size(height, width, cfg.model.size_multiple)
 
 
 def check_size(cfg: ExperimentConfig, height: int, width: int) -> None:
     """One-line option error unless both sides are positive multiples of the model's stride."""
-    m = size_multiple(cfg)
+    m = cfg.model.size_multiple
     for name, value in (("height", height), ("width", width)):
         if value <= 0 or value % m:
             raise StereoqError(
@@ -186,15 +181,6 @@ def verification_frames(cfg: ExperimentConfig, height: int, width: int) -> list[
 def verification_inputs(cfg: ExperimentConfig, height: int, width: int) -> list[Tensor]:
     """The inputs of ``verification_frames``."""
     return [f.x for f in verification_frames(cfg, height, width)]
-
-
-def fit(x: Tensor, height: int, width: int) -> Tensor:
-    """(B, C, h, w) -> (B, C, height, width): crop, then replicate-pad right and bottom."""
-    x = x[..., :height, :width]
-    pad_h, pad_w = height - x.shape[-2], width - x.shape[-1]
-    if pad_h or pad_w:
-        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-    return x
 
 
 @dataclass
@@ -459,3 +445,28 @@ def export_stage(
 def read_metadata(path: Path) -> DeployMetadata | None:
     """The stereoq metadata of an exported file (None for files without it)."""
     return DeployMetadata.from_onnx(onnx.load(str(path), load_external_data=False))
+
+
+def _newest_mtime(folder: Path) -> float:
+    times = [p.stat().st_mtime for p in folder.rglob("*") if p.is_file()]
+    return max(times, default=0.0)
+
+
+def stage_onnx(
+    cfg: ExperimentConfig, stage: str, height: int, width: int, strict: bool = False
+) -> tuple[Path, ExportResult | None]:
+    """The stage's ONNX file at this size: the existing export when it matches and is newer
+    than everything in the stage's run folder, else a fresh (verified) export. ``strict``
+    always exports afresh, verified bit by bit (``export_stage``)."""
+    path = default_path(cfg, stage)
+    if path.is_file() and not strict:
+        meta = read_metadata(path)
+        fresh = path.stat().st_mtime >= _newest_mtime(cfg.run_dir / stage)
+        if meta is not None and fresh and (meta.stage, meta.height, meta.width) == (
+            stage,
+            height,
+            width,
+        ):
+            return path, None
+    result = export_stage(cfg, stage, height, width, path, strict=strict)
+    return result.path, result

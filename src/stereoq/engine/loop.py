@@ -37,7 +37,8 @@ from stereoq.engine.layout import contiguous_state
 from stereoq.engine.metrics import AVERAGING, DisparityMetrics
 from stereoq.engine.optim import build_optimizer, lr_at
 from stereoq.engine.report import Reporter
-from stereoq.engine.stage import Stage, get_stage, stage_dir
+from stereoq.engine.stage import Stage, stage_dir
+from stereoq.engine.stage_lookup import get_stage
 from stereoq.errors import StereoqError
 from stereoq.models.build import build_loss
 from stereoq.settings.config import ExperimentConfig

@@ -7,20 +7,15 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from stereoq.engine.checkpoint import load_checkpoint
-from stereoq.engine.stage import STAGE_NAMES, stage_dir
+from stereoq.engine.stage import STAGE_NAMES, stage_dir, train_hint
 from stereoq.errors import StereoqError
-from stereoq.models.stereonet import pad_input
+from stereoq.models.padding import padded_size, run_padded
 from stereoq.settings.config import ExperimentConfig
 
 
 def float_checkpoint(cfg: ExperimentConfig) -> Path:
     """The float stage's artifact: the checkpoint of the best validation EPE."""
     return stage_dir(cfg, "float") / "best.pt"
-
-
-def train_hint(cfg: ExperimentConfig, stage: str) -> str:
-    """The command that makes a stage's artifact, for 'file missing' errors."""
-    return f"run `stereoq train --stage {stage}` with this config ({cfg.name}) first"
 
 
 def load_float_model(cfg: ExperimentConfig, checkpoint: Path | None = None) -> nn.Module:
@@ -64,9 +59,8 @@ class PaddedGraph(nn.Module):
         return self
 
     def forward(self, x: Tensor) -> Tensor:
-        height, width = x.shape[-2:]
-        previous, offset = self.graph(pad_input(x, self.multiple, self.min_size))
-        return self.postprocess.final(previous, offset)[..., :height, :width]
+        size = padded_size(*x.shape[-2:], self.multiple, self.min_size)
+        return run_padded(lambda padded: self.postprocess.final(*self.graph(padded)), x, size)
 
 
 def load_predictor(
@@ -96,5 +90,8 @@ def load_predictor(
         cfg.model.postprocess.type, maxdisp=cfg.model.maxdisp, **cfg.model.postprocess.params()
     )
     return PaddedGraph(
-        graph, post, 2**cfg.model.refine_levels, min_input_size(cfg.model.num_candidates)
+        graph,
+        post,
+        cfg.model.size_multiple,
+        min_input_size(cfg.model.num_candidates, cfg.model.size_multiple),
     ).eval()

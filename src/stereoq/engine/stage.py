@@ -23,7 +23,8 @@ Adding a stage: subclass ``Stage`` in the module that owns it and register it in
         previous = "calibration"
         def prepare(self, example): ...
 
-and list the module in ``STAGE_MODULES`` (``stereoq.quant.stages`` already is). Stage modules are
+and list the module in ``stereoq.engine.stage_lookup.STAGE_MODULES`` (``stereoq.quant.stages``
+already is). Stage modules are
 imported when a stage is looked up, so they must import heavy or noisy libraries (torchao)
 inside methods, not at module level.
 
@@ -35,23 +36,18 @@ checkpoints get the unwrapped module; ``model.state_dict()`` must round-trip thr
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
 from stereoq.engine.report import Reporter
-from stereoq.errors import StereoqError
 from stereoq.registry import Registry
 from stereoq.settings.config import ExperimentConfig
 from stereoq.settings.stages import TrainRecipe
 
 STAGE_NAMES = ("float", "calibration", "qat", "int_infer")
 """Every stage the CLI accepts, in pipeline order."""
-
-STAGE_MODULES = ("stereoq.quant.stages",)
-"""Modules that register stages besides float (imported on first lookup; may be absent)."""
 
 STAGES = Registry("stage")
 
@@ -105,40 +101,11 @@ class FloatStage(Stage):
         return channels_last(build_model(self.cfg.model))
 
 
-def _import_stage_modules() -> None:
-    for module in STAGE_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:  # the module exists but something it imports does not
-                raise
-
-
-def get_stage(cfg: ExperimentConfig, name: str) -> Stage:
-    """The registered stage ``name`` for ``cfg``; one-line error if it does not exist (yet)."""
-    if name not in STAGE_NAMES:
-        raise StereoqError(
-            f"option --stage: unknown stage {name!r} (one of {', '.join(STAGE_NAMES)})",
-            exit_code=2,
-        )
-    _import_stage_modules()
-    if name not in STAGES.names():
-        raise StereoqError(
-            f"option --stage: stage {name!r} is not available in this build "
-            f"(available: {', '.join(registered_stages())})",
-            exit_code=2,
-        )
-    stage = STAGES.build(name, cfg=cfg)
-    stage.name = name
-    return stage
-
-
-def registered_stages() -> list[str]:
-    """Registered stage names in pipeline order."""
-    _import_stage_modules()
-    return [n for n in STAGE_NAMES if n in STAGES.names()]
-
-
 def stage_dir(cfg: ExperimentConfig, name: str) -> Path:
     """``<run_dir>/<stage>/``: where a stage writes its checkpoints, logs and artifacts."""
     return cfg.run_dir / name
+
+
+def train_hint(cfg: ExperimentConfig, stage: str) -> str:
+    """The command that makes a stage's artifact, for 'file missing' errors."""
+    return f"run `stereoq train --stage {stage}` with this config ({cfg.name}) first"

@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from stereoq.errors import StereoqError
+from stereoq.models.padding import padded_size, run_padded
 from stereoq.settings.config import ExperimentConfig
 
 BACKEND = "ort"
@@ -33,17 +33,18 @@ class DeployedPredictor:
     def __call__(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
         if h > self.height or w > self.width:
-            m = 16
-            need_h, need_w = -(-h // m) * m, -(-w // m) * m
+            need_h, need_w = padded_size(h, w, int(self.runner.metadata["size_multiple"]))
             raise StereoqError(
                 f"the input is {w}x{h} but the deployed model takes at most "
                 f"{self.width}x{self.height}: run `stereoq compile --height {need_h} --width "
                 f"{need_w}`, or pass --max-size {max(self.height, self.width)} with a smaller "
                 "longest side"
             )
-        xp = F.pad(x, (0, self.width - w, 0, self.height - h), mode="replicate")
-        out = [torch.from_numpy(self.runner.predict(xp[i : i + 1].numpy())) for i in range(len(x))]
-        return torch.cat(out)[..., :h, :w]
+        return run_padded(self._predict, x, (self.height, self.width))
+
+    def _predict(self, x: Tensor) -> Tensor:
+        out = [torch.from_numpy(self.runner.predict(x[i : i + 1].numpy())) for i in range(len(x))]
+        return torch.cat(out)
 
 
 def load_deployed(cfg: ExperimentConfig) -> tuple[DeployedPredictor, Path]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from stereoq.models.config import ModelConfig
 from stereoq.models.stereonet import StereoNet
-from stereoq.settings.model import ModelConfig
 
 
 def build_model(cfg: ModelConfig) -> StereoNet:
@@ -24,7 +24,7 @@ def build_model(cfg: ModelConfig) -> StereoNet:
     post = cfg.postprocess.registry.build(
         cfg.postprocess.type, maxdisp=cfg.maxdisp, **cfg.postprocess.params()
     )
-    return StereoNet(neck_, head_, refinement_, post, cfg.maxdisp)
+    return StereoNet(neck_, head_, refinement_, post, cfg.maxdisp, cfg.size_multiple)
 
 
 def build_loss(cfg: ModelConfig) -> nn.Module:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stereoq.models.padding import padded_size, run_padded
 from stereoq.models.postprocess import StereoNetPostProcess
 
 
@@ -24,6 +24,7 @@ class StereoNet(nn.Module):
         refinement: nn.Module,
         postprocess: StereoNetPostProcess,
         maxdisp: int,
+        size_multiple: int,
     ) -> None:
         super().__init__()
         self.neck = neck
@@ -31,7 +32,7 @@ class StereoNet(nn.Module):
         self.refinement = refinement
         self.postprocess = postprocess
         self.maxdisp = maxdisp
-        self.size_multiple = int(neck.stride)
+        self.size_multiple = size_multiple
         # The cost volume shifts the 1/stride features by up to num_candidates - 1 columns;
         # narrower features cannot hold the largest shift.
         self.min_size = (self.size_multiple, self.size_multiple * max(1, head.num_candidates - 1))
@@ -51,21 +52,12 @@ class StereoNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor | list[Tensor]:
         if self.training:
             return self.postprocess(self.raw(x))
-        height, width = x.shape[-2:]
-        raw = self.raw(pad_input(x, self.size_multiple, self.min_size))
-        disp = self.postprocess.final(raw[-2], raw[-1])
-        return disp[..., :height, :width]
+        size = padded_size(*x.shape[-2:], self.size_multiple, self.min_size)
+        return run_padded(self._final, x, size)
 
-
-def pad_input(x: Tensor, multiple: int, min_size: tuple[int, int] = (1, 1)) -> Tensor:
-    """Replicate-pad (B, C, H, W) on the right and bottom to multiples of ``multiple`` that are
-    at least ``min_size`` (height, width); the top-left (H, W) keeps its place, to crop back."""
-    height, width = x.shape[-2:]
-    target_h = max(-(-height // multiple), -(-min_size[0] // multiple)) * multiple
-    target_w = max(-(-width // multiple), -(-min_size[1] // multiple)) * multiple
-    if (target_h, target_w) == (height, width):
-        return x
-    return F.pad(x, (0, target_w - width, 0, target_h - height), mode="replicate")
+    def _final(self, x: Tensor) -> Tensor:
+        raw = self.raw(x)
+        return self.postprocess.final(raw[-2], raw[-1])
 
 
 class DeployGraph(nn.Module):

@@ -26,10 +26,10 @@ from torch.fx import GraphModule
 
 from stereoq.atomic import atomic_path
 from stereoq.engine.checkpoint import load_checkpoint
-from stereoq.engine.predictor import train_hint
-from stereoq.engine.stage import stage_dir
+from stereoq.engine.stage import stage_dir, train_hint
 from stereoq.errors import StereoqError
 from stereoq.quant.program_archive import check_program_archive
+from stereoq.quant.recipes import qat_recipe
 from stereoq.settings.config import ExperimentConfig
 
 QUANT_STAGES = ("calibration", "qat", "int_infer")
@@ -46,21 +46,6 @@ def artifact_path(cfg: ExperimentConfig, stage: str) -> Path:
 
 def report_path(cfg: ExperimentConfig, stage: str) -> Path:
     return stage_dir(cfg, stage) / REPORT_NAME
-
-
-def qat_recipe(cfg: ExperimentConfig):  # -> QuantRecipe
-    """The fake-quant recipe of the calibration/QAT graphs (input scale fixed when exact)."""
-    from stereoq.quant.quantizer import QuantRecipe
-
-    cal = cfg.stages.calibration
-    exact_input = cfg.data.mean == 128.0 and cfg.data.std == 128.0
-    return QuantRecipe(
-        is_qat=True,
-        observer=cal.observer,
-        percentile=cal.percentile,
-        bins=cal.bins,
-        input_scale=1.0 / 128.0 if exact_input else None,
-    )
 
 
 def fresh_fake_quant(cfg: ExperimentConfig) -> GraphModule:

@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.fx import GraphModule, Node
 
+from stereoq.quant.op_kinds import CONV, RELU
+
 aten = torch.ops.aten
-CONVS = (aten.conv2d.default, aten.conv3d.default)
-RELUS = (aten.relu.default, aten.relu_.default)
 FLOAT32_EXACT = 2**24
 SPLIT = 16
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
@@ -177,7 +177,7 @@ def _output_consumer(conv: Node) -> tuple[Node, bool] | None:
     node, relu = conv, False
     while len(users := _value_users(node)) == 1:
         (user,) = users
-        if user.op == "call_function" and user.target in RELUS and not relu:
+        if user.op == "call_function" and user.target in RELU and not relu:
             node, relu = user, True
             continue
         return user, relu
@@ -257,7 +257,7 @@ class _Rewriter:
     def run(self) -> int:
         graph = self.gm.graph
         renamed: dict[str, str] = {}
-        convs = [n for n in graph.nodes if n.op == "call_function" and n.target in CONVS]
+        convs = [n for n in graph.nodes if n.op == "call_function" and n.target in CONV]
         # match all first: rewriting one conv replaces the fake quant the next conv reads
         matches = [(conv, found) for conv in convs if (found := self.match(conv)) is not None]
         for conv, (weight_q, bias, out, qx, qy, w_scale, relu) in matches:

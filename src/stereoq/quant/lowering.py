@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch.fx import GraphModule, Node
 
+from stereoq.quant.op_kinds import ANY_CONV
+
 aten = torch.ops.aten
 
 EIGHT_BIT = (torch.uint8, torch.int8)
@@ -36,8 +38,6 @@ QCONV_ACTIVATIONS = (torch.uint8,)
 """Activation dtypes inductor's qconv patterns lower on x86 (fp32 output or uint8/int8)."""
 QCONV_WEIGHT_DIMS = (3, 4)
 """Weight ranks inductor lowers to oneDNN qconv (conv1d, conv2d)."""
-CONVS = (aten.conv1d.default, aten.conv2d.default, aten.conv3d.default,
-         aten.convolution.default)
 
 INT8_QCONV = "int8 (oneDNN qconv)"
 FLOAT_CONV = "float (oneDNN conv, 8-bit-rounded input)"
@@ -198,7 +198,7 @@ def _fold_weights(gm: GraphModule, report: LoweringReport) -> None:
     q = _decomposed()
     graph = gm.graph
     for node in list(graph.nodes):
-        if node.op != "call_function" or node.target not in CONVS:
+        if node.op != "call_function" or node.target not in ANY_CONV:
             continue
         weight = node.args[1]
         dims = weight.meta["val"].dim() if "val" in weight.meta else 0

@@ -2,8 +2,9 @@
 
 Every quantized stage works on the same exported graph: the float model with every BatchNorm
 folded into its convolution, exported once with a dynamic batch and dynamic height/width
-(multiples of 16), returning the five raw (normalised) outputs. QAT needs all five for its loss;
-the deployed model only keeps the last two, which are intermediate values of the same graph.
+(multiples of the network's stride, ``ModelConfig.size_multiple``), returning the five raw
+(normalised) outputs. QAT needs all five for its loss; the deployed model only keeps the last
+two, which are intermediate values of the same graph.
 
 Folding BN before QAT (instead of PT2E's simulated conv-BN fusion) is deliberate: PT2E's QAT
 fusion covers only 1-D/2-D convolutions, so BN3d would leave the Conv3d layers unfused in ONNX
@@ -22,15 +23,17 @@ from torch.fx import GraphModule
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from stereoq.models.stereonet import StereoNet
+from stereoq.quant.op_kinds import CONV, RELU
 from stereoq.quant.quantizer import QuantRecipe, StereoQuantizer
 from stereoq.quant.torchao_import import pt2e
 
-#: Export bounds: batch 1..MAX_BATCH, height/width up to 16 * MAX_UNITS_* pixels.
+#: Export bounds: batch 1..MAX_BATCH, height/width up to size multiple * MAX_UNITS_* pixels.
 MAX_BATCH = 64
 MAX_UNITS_H = 256
 MAX_UNITS_W = 512
 EXAMPLE_HEIGHT = 64
 NUM_CANDIDATES_KEY = "stereoq_num_candidates"
+SIZE_MULTIPLE_KEY = "stereoq_size_multiple"
 
 
 class RawOutputs(nn.Module):
@@ -74,41 +77,42 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return folded
 
 
-def dynamic_shapes() -> dict:
-    """Dynamic batch, and height/width as multiples of 16 (the network's stride)."""
+def dynamic_shapes(multiple: int) -> dict:
+    """Dynamic batch, and height/width as multiples of ``multiple`` (the network's stride)."""
     dim = torch.export.Dim
     return {
         "x": {
             0: dim("batch", min=1, max=MAX_BATCH),
-            2: 16 * dim("h16", min=1, max=MAX_UNITS_H),
-            3: 16 * dim("w16", min=1, max=MAX_UNITS_W),
+            2: multiple * dim(f"h{multiple}", min=1, max=MAX_UNITS_H),
+            3: multiple * dim(f"w{multiple}", min=1, max=MAX_UNITS_W),
         }
     }
 
 
-def min_input_size(num_candidates: int) -> tuple[int, int]:
-    """The smallest (H, W) in px the exported graphs run on; any larger multiple of 16 runs too.
+def min_input_size(num_candidates: int, multiple: int) -> tuple[int, int]:
+    """The smallest (H, W) in px the exported graphs run on; any larger multiple of
+    ``multiple`` (the network's stride) runs too.
 
-    torch.export assumes a dynamic dimension is never 0 or 1 and guards on it, so the 1/16
-    height must be at least 2 and so must each cost-volume plane's width after its shift
-    (W/16 - d for d < num_candidates): smaller inputs fail with "Guard failed".
+    torch.export assumes a dynamic dimension is never 0 or 1 and guards on it, so the
+    1/stride height must be at least 2 and so must each cost-volume plane's width after its
+    shift (W/stride - d for d < num_candidates): smaller inputs fail with "Guard failed".
     """
-    return 16 * 2, 16 * (num_candidates + 1)
+    return multiple * 2, multiple * (num_candidates + 1)
 
 
-def example_input(num_candidates: int, batch: int = 2) -> Tensor:
-    """A (B, 6, 64, W) export example, wider at 1/16 than the cost volume's candidates.
+def example_input(num_candidates: int, multiple: int, batch: int = 2) -> Tensor:
+    """A (B, 6, 64, W) export example, wider at 1/stride than the cost volume's candidates.
 
     Narrower examples trace the cost volume's shifts past the image edge and export a graph
     that only accepts such narrow inputs.
     """
-    return torch.zeros(batch, 6, EXAMPLE_HEIGHT, 16 * max(8, num_candidates + 2))
+    return torch.zeros(batch, 6, EXAMPLE_HEIGHT, multiple * max(8, num_candidates + 2))
 
 
-def export_graph(module: nn.Module, num_candidates: int) -> GraphModule:
+def export_graph(module: nn.Module, num_candidates: int, multiple: int) -> GraphModule:
     """``torch.export`` of a (B, 6, H, W) -> outputs module at dynamic batch/height/width."""
-    example = (example_input(num_candidates),)
-    return torch.export.export(module, example, dynamic_shapes=dynamic_shapes()).module()
+    example = (example_input(num_candidates, multiple),)
+    return torch.export.export(module, example, dynamic_shapes=dynamic_shapes(multiple)).module()
 
 
 def prepare(model: StereoNet, recipe: QuantRecipe) -> GraphModule:
@@ -119,7 +123,8 @@ def prepare(model: StereoNet, recipe: QuantRecipe) -> GraphModule:
     """
     q = pt2e()
     num_candidates = model.head.num_candidates
-    graph = export_graph(RawOutputs(fold_batchnorm(model)), num_candidates)
+    multiple = model.size_multiple
+    graph = export_graph(RawOutputs(fold_batchnorm(model)), num_candidates, multiple)
     quantizer = StereoQuantizer(recipe)
     if recipe.is_qat:
         prepared = q.quantize_pt2e.prepare_qat_pt2e(graph, quantizer)
@@ -127,6 +132,7 @@ def prepare(model: StereoNet, recipe: QuantRecipe) -> GraphModule:
         prepared = q.quantize_pt2e.prepare_pt2e(graph, quantizer)
     q.allow_exported_model_train_eval(prepared)
     prepared.meta[NUM_CANDIDATES_KEY] = num_candidates  # GraphModule.meta survives deepcopy
+    prepared.meta[SIZE_MULTIPLE_KEY] = multiple
     return prepared
 
 
@@ -224,7 +230,8 @@ def _observe_weights(fake_quant: GraphModule) -> None:
             mod.enable_observer()
         else:
             mod.disable_observer()
-    fake_quant(example_input(fake_quant.meta[NUM_CANDIDATES_KEY], batch=1))
+    meta = fake_quant.meta
+    fake_quant(example_input(meta[NUM_CANDIDATES_KEY], meta[SIZE_MULTIPLE_KEY], batch=1))
     fake_quant.apply(q.disable_observer)
 
 
@@ -259,9 +266,7 @@ def pad_narrow_convs(converted: GraphModule, channels: int = MIN_CONV_CHANNELS) 
     graph = converted.graph
     count = 0
     for node in list(graph.nodes):
-        if node.op != "call_function" or node.target not in (
-            torch.ops.aten.conv2d.default, torch.ops.aten.conv3d.default
-        ):
+        if node.op != "call_function" or node.target not in CONV:
             continue
         weight_dq = node.args[1]
         if not (isinstance(weight_dq, torch.fx.Node) and "dequantize_per_channel" in str(
@@ -318,9 +323,7 @@ def _output_quantize(conv: torch.fx.Node) -> torch.fx.Node | None:
             "dequantize" not in str(user.target)
         ):
             return user
-        if user.op != "call_function" or user.target not in (
-            torch.ops.aten.relu.default, torch.ops.aten.relu_.default
-        ):
+        if user.op != "call_function" or user.target not in RELU:
             return None
         node = user
     return None
@@ -336,10 +339,12 @@ def copy_graph(graph: GraphModule) -> GraphModule:
     return copied
 
 
-def export_program(module: nn.Module, num_candidates: int) -> torch.export.ExportedProgram:
+def export_program(
+    module: nn.Module, num_candidates: int, multiple: int
+) -> torch.export.ExportedProgram:
     """Export a converted graph (wrapped) as a self-contained program at dynamic shapes."""
-    example = (example_input(num_candidates),)
-    return torch.export.export(module, example, dynamic_shapes=dynamic_shapes())
+    example = (example_input(num_candidates, multiple),)
+    return torch.export.export(module, example, dynamic_shapes=dynamic_shapes(multiple))
 
 
 def output_scales(converted: GraphModule) -> list[float]:

@@ -15,8 +15,9 @@ The elementwise disparity path (softmax, soft-argmin regression, disparity upsam
 residual add + ReLU of each refinement level) is int16: 8 bits there roughly double the error,
 and these ops are cheap (one channel). An int16 tensor entering an 8-bit op (the refinement
 stem's concat of disparity and image) is requantized to uint8 with its own scale; an 8-bit
-tensor entering an int16 op is read as is. ``QuantRecipe.disparity_conv_bits = 16`` makes the
-disparity convolutions (and the stem concat) int16 too, for runtimes that have such kernels.
+tensor entering an int16 op is read as is. ``QuantRecipe.disparity_conv_bits = 16``
+(``stages.calibration.disparity_conv_bits: 16`` in the config) makes the disparity
+convolutions (and the stem concat) int16 too, for runtimes that have such kernels.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch
 from torch.fx import GraphModule, Node
 
 from stereoq.quant.observer import PercentileObserver
+from stereoq.quant.op_kinds import CONV, RELU
 from stereoq.quant.torchao_import import pt2e
 
 _q = pt2e().quantizer
@@ -40,9 +42,7 @@ QuantizationAnnotation = _q.QuantizationAnnotation
 aten = torch.ops.aten
 ANNOTATION_KEY = "quantization_annotation"
 
-CONV = {aten.conv2d.default, aten.conv3d.default}
 BATCH_NORM = {aten.batch_norm.default, aten._native_batch_norm_legit_no_training.default}
-RELU = {aten.relu.default, aten.relu_.default}
 ADD = {aten.add.Tensor, aten.add_.Tensor}
 CONCAT = {aten.cat.default, aten.stack.default}
 ELEMENTWISE = {

@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch.fx import GraphModule, Node
 
-from stereoq.quant.quantizer import ADD, CONV, DATA_MOVEMENT, RELU, module_path
+from stereoq.quant.op_kinds import CONV, RELU
+from stereoq.quant.quantizer import ADD, DATA_MOVEMENT, module_path
 
 _QDQ_PREFIX = "quantized_decomposed."
 _BITS = {torch.uint8: 8, torch.int8: 8, torch.int16: 16, torch.int32: 32}
@@ -59,7 +60,8 @@ SCHEME = {
     "convolutions": "uint8 activations in and out (per tensor), int8 per-channel symmetric "
     "weights in [-127, 127], int32 accumulation: ONNX Runtime runs them as QLinearConv. This "
     "includes the convolutions that read or write disparity (refinement stems and offset "
-    "convs, cost-aggregation score) unless the recipe sets disparity_conv_bits: 16",
+    "convs, cost-aggregation score) unless the config sets "
+    "stages.calibration.disparity_conv_bits: 16",
     "disparity path": "int16 for the elementwise ops that carry disparity or its matching "
     "scores (softmax, soft-argmin regression, disparity upsampling, residual add + ReLU): "
     "8 bits there cost accuracy, and these ops are cheap (one channel). ONNX Runtime has no "
@@ -77,8 +79,8 @@ def _reason(op: str, precision: str, output: str) -> str:
     if precision == "int8":
         return "8-bit convolution (int32 accumulation)" if conv else "8-bit feature op"
     if conv:
-        return ("16-bit disparity convolution (disparity_conv_bits: 16); no int16 conv kernel "
-                "in ONNX Runtime, which runs it in float")
+        return ("16-bit disparity convolution (stages.calibration.disparity_conv_bits: 16); no "
+                "int16 conv kernel in ONNX Runtime, which runs it in float")
     if output == "int16":
         return "carries disparity: int16 elementwise path"
     return "reads an int16 disparity tensor"

@@ -41,8 +41,8 @@ def _predictor(cfg: ExperimentConfig, graph: nn.Module) -> nn.Module:
     from stereoq.quant.prepare import min_input_size
 
     return PaddedGraph(
-        graph, _postprocess(cfg), 2**cfg.model.refine_levels,
-        min_input_size(cfg.model.num_candidates),
+        graph, _postprocess(cfg), cfg.model.size_multiple,
+        min_input_size(cfg.model.num_candidates, cfg.model.size_multiple),
     )
 
 
@@ -70,15 +70,14 @@ class CalibrationStage(Stage):
         from stereoq.engine.checkpoint import save_checkpoint
         from stereoq.engine.evaluate import pair_input
         from stereoq.engine.predictor import load_float_model
-        from stereoq.quant.artifacts import artifact_path, fresh_fake_quant, qat_recipe
+        from stereoq.quant.artifacts import artifact_path, fresh_fake_quant
         from stereoq.quant.prepare import calibrate, convert, load_calibration, prepare
+        from stereoq.quant.recipes import calibration_recipe
 
         cfg, recipe = self.cfg, self.cfg.stages.calibration
         model = load_float_model(cfg)
-        fq_recipe = qat_recipe(cfg)
-        ptq_recipe = type(fq_recipe)(**{**fq_recipe.__dict__, "is_qat": False})
         reporter.note("exporting the float model and inserting observers")
-        observed = prepare(model, ptq_recipe)
+        observed = prepare(model, calibration_recipe(cfg))
         dataset = build_dataset(cfg.data, "train", crop=False)
         loader = DataLoader(
             dataset, batch_size=recipe.batch_size, shuffle=True,
@@ -156,7 +155,9 @@ class IntInferStage(Stage):
         fake_quant = load_fake_quant(cfg, source)
         reporter.note(f"converting the {source} model and exporting the integer program")
         converted = convert(fake_quant)
-        program = export_program(LastTwo(converted), cfg.model.num_candidates)
+        program = export_program(
+            LastTwo(converted), cfg.model.num_candidates, cfg.model.size_multiple
+        )
         report = write_precision_report(cfg, "int_infer", converted)
         path = save_program(artifact_path(cfg, "int_infer"), program)
         summary = {"stage": "int_infer", "source": source, "model": str(path),

@@ -10,9 +10,9 @@ import yaml
 from pydantic import Field, NonNegativeInt, ValidationError
 
 from stereoq.errors import StereoqError
+from stereoq.models.config import ModelConfig
+from stereoq.section import Section
 from stereoq.settings.data import DataConfig
-from stereoq.settings.model import ModelConfig
-from stereoq.settings.section import Section
 from stereoq.settings.stages import StagesConfig
 
 DEFAULT_CONFIG = "stereonet_synthetic"

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
 
-from stereoq.settings.section import Section
+from stereoq.section import Section
 
 
 class SyntheticConfig(Section):

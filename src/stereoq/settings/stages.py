@@ -14,7 +14,7 @@ from pydantic import (
     model_validator,
 )
 
-from stereoq.settings.section import Section
+from stereoq.section import Section
 
 
 class OptimizerConfig(Section):
@@ -58,13 +58,19 @@ class TrainRecipe(Section):
 
 
 class CalibrationRecipe(Section):
-    """Post-training calibration of the int8 model (BN folded, percentile observers)."""
+    """Post-training calibration of the int8 model (BN folded, percentile observers), and the
+    quantization scheme that QAT and int_infer keep: they start from the calibrated graph."""
 
     batches: PositiveInt = 20
     batch_size: PositiveInt = 1
     observer: Literal["percentile", "minmax"] = "percentile"
     percentile: float = Field(default=99.985, gt=50.0, le=100.0)
     bins: PositiveInt = 8192
+    disparity_conv_bits: Literal[8, 16] = Field(
+        default=8,
+        description="8: every convolution int8 (integer kernels in ONNX Runtime); 16: the "
+        "convolutions that read or write disparity in int16, for runtimes with such kernels",
+    )
 
 
 class IntInferRecipe(Section):
@@ -106,6 +112,11 @@ class StagesConfig(Section):
     def _qat_defaults(cls, data: object) -> object:
         """A partial ``qat`` section keeps the QAT defaults for the keys it leaves out."""
         if isinstance(data, dict) and isinstance(data.get("qat"), dict):
+            if "disparity_conv_bits" in data["qat"]:
+                raise ValueError(
+                    "qat.disparity_conv_bits: set stages.calibration.disparity_conv_bits "
+                    "(QAT trains the calibrated graph and keeps its scheme)"
+                )
             base = _qat_default().model_dump()
             data = {**data, "qat": _merge(base, data["qat"])}
         return data

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from stereoq.deploy import aoti_runner
-from stereoq.deploy.backends import (
+from stereoq.deploy.backends.base import (
     BACKENDS,
     Backend,
     RawRunner,
@@ -70,7 +70,7 @@ def _stage_module(cfg: ExperimentConfig, stage: str) -> torch.nn.Module:
         from stereoq.models.stereonet import DeployGraph
 
         return DeployGraph(load_float_model(cfg)).eval()
-    from stereoq.engine.predictor import train_hint
+    from stereoq.engine.stage import train_hint
     from stereoq.quant.artifacts import artifact_path, load_program
 
     return load_program(artifact_path(cfg, stage), hint=train_hint(cfg, stage)).module()

@@ -17,7 +17,7 @@ from typing import Any
 import onnx
 
 from stereoq.deploy import ort_runner
-from stereoq.deploy.backends import (
+from stereoq.deploy.backends.base import (
     BACKENDS,
     Backend,
     RawRunner,

@@ -1,4 +1,5 @@
-"""The ``model`` section: registered component names and their parameters."""
+"""The ``model`` section of the config: registered component names and their parameters,
+and what the configured network requires of its input (``size_multiple``)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ from typing import Any, ClassVar
 
 from pydantic import ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
-import stereoq.models  # noqa: F401  (registers the built-in components)
 from stereoq.registry import HEADS, LOSSES, NECKS, POSTPROCESS, REFINEMENTS, Registry
-from stereoq.settings.section import Section
+from stereoq.section import Section
 
 
 class Component(Section):
@@ -106,7 +106,7 @@ class ModelConfig(Section):
             raise ValueError(
                 f"maxdisp {self.maxdisp} must be a multiple of 2**refine_levels = {step}"
             )
-        stride = getattr(self.neck.registry.get(self.neck.type), "stride", step)
+        stride = self.size_multiple
         if stride != step:
             raise ValueError(
                 f"refine_levels {self.refine_levels} does not match the neck's stride {stride}"
@@ -121,6 +121,13 @@ class ModelConfig(Section):
         return self
 
     @property
+    def size_multiple(self) -> int:
+        """What input height and width must be multiples of: the neck's total stride, which
+        the refinement levels undo one halving each (checked above); 2**refine_levels for a
+        neck that does not declare one."""
+        return int(getattr(self.neck.registry.get(self.neck.type), "stride", 2**self.refine_levels))
+
+    @property
     def num_candidates(self) -> int:
-        """Disparity candidates in the cost volume at 1/2**refine_levels resolution."""
-        return self.maxdisp // 2**self.refine_levels
+        """Disparity candidates in the cost volume at 1/size_multiple resolution."""
+        return self.maxdisp // self.size_multiple

@@ -1,0 +1,118 @@
+"""The size multiple comes from the network: a neck of stride 8 (refine_levels 3) flows through
+the model's padding, export's size check and metadata, the exported graph's shapes and the
+padded predictor that infer runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from stereoq.deploy.metadata import describe
+from stereoq.deploy.onnx_export import check_size
+from stereoq.engine.predictor import PaddedGraph
+from stereoq.errors import StereoqError
+from stereoq.models.blocks import make_stage
+from stereoq.models.build import build_model
+from stereoq.models.neck import StereoNetNeck
+from stereoq.registry import NECKS
+from stereoq.settings import load_config
+from stereoq.settings.config import ExperimentConfig
+
+NECK = "stride8_neck_for_tests"
+
+
+@NECKS.register(NECK)
+class Stride8Neck(StereoNetNeck):
+    """StereoNet's neck with its third stage at stride 1: features at 1/8."""
+
+    stride = 8
+
+    def __init__(self, out_channels: list[int], num_blocks: list[int]) -> None:
+        super().__init__(out_channels, num_blocks)
+        self.stage3 = make_stage(out_channels[2], out_channels[3], num_blocks[2], 1)
+
+
+@pytest.fixture
+def stride8(tiny_config: Path) -> ExperimentConfig:
+    data = yaml.safe_load(tiny_config.read_text())
+    data["model"].update(refine_levels=3, loss={"weights": [0.3, 0.5, 0.5, 1.0]})
+    data["model"]["neck"]["type"] = NECK
+    tiny_config.write_text(yaml.safe_dump(data))
+    return load_config(str(tiny_config))
+
+
+def test_the_config_asks_the_neck(stride8: ExperimentConfig) -> None:
+    assert stride8.model.size_multiple == 8
+    assert stride8.model.num_candidates == 64 // 8
+    assert load_config("stereonet_sceneflow").model.size_multiple == 16
+
+
+def test_model_pads_to_its_multiple(stride8: ExperimentConfig) -> None:
+    torch.manual_seed(0)
+    model = build_model(stride8.model).eval()
+    assert model.size_multiple == 8
+    with torch.no_grad():
+        assert model(torch.randn(1, 6, 21, 70)).shape == (1, 1, 21, 70)
+
+
+def test_export_checks_and_records_the_multiple(stride8: ExperimentConfig) -> None:
+    check_size(stride8, 24, 72)  # not a multiple of 16, fine for a stride-8 network
+    with pytest.raises(StereoqError, match="not a positive multiple of 8"):
+        check_size(stride8, 20, 72)
+    assert describe(stride8, "float", "float32", 17, 24, 72).size_multiple == 8
+
+
+def test_exported_graph_and_predictor_take_the_multiple(stride8: ExperimentConfig) -> None:
+    from stereoq.quant.prepare import (
+        LastTwo,
+        RawOutputs,
+        export_graph,
+        fold_batchnorm,
+        min_input_size,
+    )
+
+    torch.manual_seed(0)
+    model = build_model(stride8.model).eval()
+    m, candidates = stride8.model.size_multiple, stride8.model.num_candidates
+    graph = LastTwo(export_graph(RawOutputs(fold_batchnorm(model)), candidates, m))
+    post = stride8.model.postprocess
+    predictor = PaddedGraph(
+        graph,
+        post.registry.build(post.type, maxdisp=64, **post.params()),
+        m,
+        min_input_size(candidates, m),
+    ).eval()
+    x = torch.randn(1, 6, 21, 70)
+    with torch.no_grad():
+        got, want = predictor(x), model(x)
+    assert got.shape == (1, 1, 21, 70)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-3)
+
+
+class _Runner:
+    """ONNX Runtime's stand-in: a 24x80 artifact of a stride-8 network, disparity = column."""
+
+    def __init__(self, folder: Path) -> None:
+        self.input_shape = (1, 6, 24, 80)
+        self.metadata = {"size_multiple": 8, "stage": "float"}
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        assert x.shape == self.input_shape
+        return np.broadcast_to(np.arange(80, dtype=np.float32), (1, 1, 24, 80)).copy()
+
+
+def test_deployed_artifact_pads_and_names_its_multiple(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from stereoq.infer.deployed import DeployedPredictor
+
+    monkeypatch.setattr("stereoq.deploy.ort_runner.StereoRunner", _Runner)
+    predictor = DeployedPredictor(tmp_path)
+    out = predictor(torch.zeros(2, 6, 21, 70))
+    assert out.shape == (2, 1, 21, 70) and out[0, 0, 0, -1] == 69
+    with pytest.raises(StereoqError, match="--height 32 --width 88"):
+        predictor(torch.zeros(1, 6, 25, 81))
