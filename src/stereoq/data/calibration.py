@@ -20,6 +20,7 @@ from stereoq.errors import StereoqError
 
 MIDDLEBURY_KEYS = ("cam0", "cam1", "doffs", "baseline")
 KITTI_KEYS = ("P_rect_02", "P_rect_03")
+KITTI_2012_KEYS = ("P2", "P3")
 _MATRIX = re.compile(r"^\[(.*)\]$")
 
 
@@ -56,7 +57,7 @@ def read_calibration(path: str | Path) -> Calibration:
     except (OSError, UnicodeDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else err
         raise StereoqError(f"calibration file {path}: cannot read ({reason})") from None
-    if re.search(r"^\s*P_rect_0\d\s*:", text, re.MULTILINE):
+    if re.search(r"^\s*(P_rect_0\d|P[0-3])\s*:", text, re.MULTILINE):
         return parse_kitti(text, path)
     if re.search(r"^\s*cam0\s*=", text, re.MULTILINE):
         return parse_middlebury(text, path)
@@ -133,12 +134,14 @@ def parse_middlebury(text: str, path: Path) -> Calibration:
 
 
 def parse_kitti(text: str, path: Path) -> Calibration:
-    """A KITTI ``calib_cam_to_cam`` file (left = camera 2, right = camera 3)."""
+    """A KITTI 2015 ``calib_cam_to_cam`` file (left = camera 2, right = camera 3), or a KITTI
+    2012 ``calib/NNNNNN.txt`` (``P2``/``P3``, the projections of the colour pair)."""
     fields = _fields(text, ":", path)
-    p2, p3 = (_numbers(_need(fields, key, path), key, path, 12) for key in KITTI_KEYS)
+    keys = KITTI_KEYS if "P2" not in fields else KITTI_2012_KEYS
+    p2, p3 = (_numbers(_need(fields, key, path), key, path, 12) for key in keys)
     focal = p2[0]
     if not focal > 0:
-        raise StereoqError(f"calibration file {path}: P_rect_02 focal length {focal} is not "
+        raise StereoqError(f"calibration file {path}: {keys[0]} focal length {focal} is not "
                            "positive")
     size = fields.get("S_rect_02")
     width = height = None
