@@ -40,11 +40,14 @@ class Entry:
 
 @dataclass(frozen=True)
 class Layout:
-    """A benchmark's folder layout: its name, what it expects, and how it finds the pairs."""
+    """A benchmark's folder layout: its name, how it finds the pairs, and its own metrics
+    (names of ``stereoq.engine.metrics.BenchmarkMetrics``, reported on all and non-occluded
+    pixels)."""
 
     name: str
     title: str
     find: Callable[[Path], list[Entry]]
+    metrics: tuple[str, ...] = ()
 
 
 LAYOUTS: dict[str, Layout] = {}
@@ -62,6 +65,12 @@ def layouts() -> dict[str, Layout]:
     from stereoq.data import kitti, middlebury  # noqa: F401
 
     return LAYOUTS
+
+
+def benchmark_metrics(source: str) -> tuple[str, ...]:
+    """The official metrics of a benchmark source (empty for any other source)."""
+    layout = layouts().get(source)
+    return layout.metrics if layout is not None else ()
 
 
 def find_entries(source: str, root: Path) -> list[Entry]:

@@ -158,3 +158,13 @@ def build_dataset(data_cfg: DataConfig, split: Split, crop: bool) -> Dataset:
     if data_cfg.source == "sceneflow":
         return SceneFlowStereo(data_cfg.root, on_disk, transform)
     return BenchmarkStereo(data_cfg.source, data_cfg.root, split, data_cfg.val_every, transform)
+
+
+def benchmark_source(data_cfg: DataConfig) -> str | None:
+    """The benchmark whose pairs the validation split holds (read directly or packed), or None."""
+    if data_cfg.source in benchmarks.layouts():
+        return data_cfg.source
+    if data_cfg.source == "lmdb" and data_cfg.lmdb_dir is not None:
+        kind = lmdb_store.read_meta(Path(data_cfg.lmdb_dir) / "test_lmdb")["source"].get("kind")
+        return kind if kind in benchmarks.layouts() else None
+    return None

@@ -7,6 +7,9 @@
 - KITTI 2012 (``data_stereo_flow``): ``colored_0/``, ``colored_1/``, ``disp_occ/``, ``disp_noc/``
   and ``calib/NNNNNN.txt`` under ``training/``.
 
+Official metrics: KITTI 2015 D1 (error > 3 px and > 5 %); KITTI 2012 Out (error > 3 px, here
+bad-3.0) and Avg (avgerr); each over all (occ) and non-occluded (noc) pixels.
+
 Ground truth is a uint16 PNG, disparity = value / 256, 0 = none. Only ``_10`` frames have it.
 The root may be the dataset folder or its ``training/`` folder.
 """
@@ -54,5 +57,5 @@ def find_2012(root: Path) -> list[Entry]:
     return _find(root, "KITTI 2012", "colored_0", "colored_1", "disp_occ", "disp_noc", "calib")
 
 
-KITTI_2015 = register(Layout("kitti2015", "KITTI 2015", find_2015))
-KITTI_2012 = register(Layout("kitti2012", "KITTI 2012", find_2012))
+KITTI_2015 = register(Layout("kitti2015", "KITTI 2015", find_2015, ("D1",)))
+KITTI_2012 = register(Layout("kitti2012", "KITTI 2012", find_2012, ("bad-3.0", "avgerr")))

@@ -76,5 +76,7 @@ def _entry(scene: Path, gt_dir: Path, gt: Path) -> Entry:
                  calib=calib if calib.is_file() else None)
 
 
-MIDDLEBURY = register(Layout("middlebury", "Middlebury", find_middlebury))
-ETH3D = register(Layout("eth3d", "ETH3D two-view", find_eth3d))
+MIDDLEBURY = register(
+    Layout("middlebury", "Middlebury", find_middlebury, ("bad-2.0", "avgerr"))
+)
+ETH3D = register(Layout("eth3d", "ETH3D two-view", find_eth3d, ("bad-1.0", "avgerr")))
