@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from stereoq.baselines.sgbm import InputToRgb, SgbmMatcher, SgbmParams, fill_invalid
+from stereoq.baselines.sgbm import (
+    InputToRgb,
+    SgbmMatcher,
+    SgbmParams,
+    fill_invalid,
+    sgbm_disparity,
+)
 from stereoq.data.synthetic import render_pair
 from stereoq.data.transforms import prepare_pair
 from stereoq.engine.metrics import DisparityMetrics
@@ -42,3 +48,10 @@ def test_sgbm_recovers_synthetic_disparity() -> None:
     m = DisparityMetrics(32)
     m.update(pred, torch.from_numpy(disp)[None, None])
     assert m.compute()["epe"] < 3.0
+
+
+def test_images_narrower_than_the_range_are_padded_and_cropped_back() -> None:
+    rng = np.random.default_rng(0)
+    wide = rng.integers(0, 256, (12, 19, 3), np.uint8)
+    disp = sgbm_disparity(wide[:, 3:].copy(), wide[:, :16].copy(), SgbmParams.covering(64))
+    assert disp.shape == (12, 16) and np.isfinite(disp).all()

@@ -264,3 +264,54 @@ def test_tiny_and_thin_images_run_at_their_own_size(
     assert read_pfm(tmp_path / "o" / "disparity.pfm").shape == (height, width)
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())["pairs"][0]
     assert (summary["height"], summary["width"]) == (height, width)
+
+
+@pytest.mark.parametrize("fmt", ["middlebury", "eth3d", "kitti"])
+def test_calib_file_gives_depth_f_b_over_d_plus_doffs(
+    run, tmp_path, monkeypatch, capsys, fmt: str
+) -> None:
+    from tests.data.test_calibration import ETH3D, KITTI, MIDDLEBURY
+
+    from stereoq.data.pfm import read_pfm
+
+    data = {"middlebury": MIDDLEBURY, "eth3d": ETH3D, "kitti": KITTI}[fmt]
+    calib = tmp_path / "calib.txt"
+    calib.write_bytes(data)
+    out_dir = tmp_path / "out"
+    code, out, err = invoke(
+        monkeypatch, capsys, "infer", "-c", run["config"], "--imgl", str(run["left"]),
+        "--imgr", str(run["right"]), "--calib", str(calib), "--save-path", str(out_dir),
+    )
+    assert code == 0, err
+    cam = json.loads((out_dir / "summary.json").read_text())["camera"]
+    f, b, doffs = {
+        "middlebury": (4161.221, 0.176252, 209.059),
+        "eth3d": (541.764, 0.0598295, 0.0),
+        "kitti": (721.5377, (44.85728 + 339.5242) / 721.5377, 0.0),
+    }[fmt]
+    assert cam["focal_px"] == f and cam["doffs_px"] == doffs
+    assert cam["baseline_m"] == pytest.approx(b)
+    # ndisp 280 > the tiny model's maxdisp 64: said once; ETH3D's 64 is not.
+    assert out.count("ndisp=280") == (1 if fmt == "middlebury" else 0)
+    disp = read_pfm(out_dir / "disparity.pfm")
+    depth_mm = cv2.imread(str(out_dir / "depth_mm.png"), cv2.IMREAD_UNCHANGED)
+    ok = (depth_mm > 0) & (depth_mm < 65535)
+    assert ok.any()
+    np.testing.assert_allclose(depth_mm[ok], 1000 * f * b / (disp[ok] + doffs), rtol=1e-3,
+                               atol=0.51)
+
+
+def test_explicit_option_overrides_calib(run, tmp_path, monkeypatch, capsys) -> None:
+    from tests.data.test_calibration import MIDDLEBURY
+
+    calib = tmp_path / "calib.txt"
+    calib.write_bytes(MIDDLEBURY)
+    code, out, err = invoke(
+        monkeypatch, capsys, "infer", "-c", run["config"], "--imgl", str(run["left"]),
+        "--imgr", str(run["right"]), "--calib", str(calib), "--baseline", "0.2", "--doffs", "0",
+        "--save-path", str(tmp_path / "o"),
+    )
+    assert code == 0, err
+    assert "--baseline 0.2 overrides 0.176252" in out
+    cam = json.loads((tmp_path / "o" / "summary.json").read_text())["camera"]
+    assert (cam["baseline_m"], cam["doffs_px"], cam["focal_px"]) == (0.2, 0.0, 4161.221)

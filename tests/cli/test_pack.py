@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from stereoq.data.datasets import LmdbStereo
 from stereoq.data.pfm import write_pfm
@@ -65,3 +66,34 @@ def test_pack_sceneflow_subset_and_bad_input(tmp_path: Path) -> None:
     _one_line_error(run("--target-data-dir", str(out)), 2, "--src-data-dir")
     _one_line_error(run("--source", "synthetic", "--num-workers", "-1", "--target-data-dir",
                         str(out)), 2, "--num-workers")
+
+
+def test_pack_kitti_split_by_val_every_and_no_layout(tmp_path, monkeypatch, capsys) -> None:
+    """In process (fast): the split follows data.val_every; a wrong layout is one line."""
+    from tests.data import benchmark_trees as trees
+
+    from stereoq.cli import main
+
+    def invoke(*args: str) -> tuple[int, str]:
+        monkeypatch.setattr(sys, "argv", ["stereoq", "pack", *args])
+        with pytest.raises(SystemExit) as exc:
+            main()
+        return exc.value.code or 0, capsys.readouterr().err
+
+    root = trees.kitti(tmp_path / "kitti", count=3)
+    out = tmp_path / "out"
+    for split, count in (("train", 2), ("test", 1)):
+        code, err = invoke("--source", "kitti2015", "--src-data-dir", str(root), "--split-name",
+                           split, "--num-workers", "0", "--target-data-dir", str(out), "--set",
+                           "data.val_every=3")
+        assert code == 0, err
+        ds = LmdbStereo(out / f"{split}_lmdb")
+        assert len(ds) == count and ds.raw(0)["noc"].shape == (trees.H, trees.W)
+    assert ds.raw(0)["name"] == "image_2/000002"
+    code, err = invoke("--source", "eth3d", "--src-data-dir", str(root), "--target-data-dir",
+                       str(tmp_path / "o2"))
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 1 and len(lines) == 1, err
+    assert "not in the ETH3D two-view layout" in lines[0]
+    assert "missing two_view_training/, two_view_training_gt/" in lines[0]
+    assert not (tmp_path / "o2").exists()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from stereoq.engine.checkpoint import save_checkpoint
@@ -61,3 +62,34 @@ def test_results_json_writes_undefined_metrics_as_null(tiny_config: Path) -> Non
     data = results_json(cfg, {"float": {"epe": nan, "d1": 2.0, "images": 0}})
     assert data["results"]["float"] == {"epe": None, "d1": 2.0, "images": 0}
     json.dumps(data, allow_nan=False)
+
+
+def test_predict_on_a_benchmark_prints_its_own_metrics(tiny_config, tmp_path, monkeypatch,
+                                                       capsys) -> None:
+    """In process: a Middlebury tree of odd-sized scenes (12x16, padded and cropped back)."""
+    from tests.data import benchmark_trees as trees
+
+    from stereoq.cli import main
+
+    cfg = load_config(str(tiny_config))
+    torch.manual_seed(0)
+    save_checkpoint(cfg.run_dir / "float" / "best.pt",
+                    {"model": build_model(cfg.model).state_dict()})
+    root = trees.middlebury(tmp_path / "mb")
+    out = tmp_path / "m.json"
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr(sys, "argv", [
+        "stereoq", "predict", "-c", str(tiny_config), "--set", "data.source=middlebury",
+        "--set", f"data.root={root}", "--baseline", "sgbm", "--json", str(out)])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    stdout, err = capsys.readouterr()
+    assert (exc.value.code or 0) == 0, err
+    assert "middlebury metrics" in stdout and "bad-2.0-noc %" in stdout
+    assert "avgerr-all px" in stdout
+    results = json.loads(out.read_text())["results"]
+    for model in ("float", "sgbm"):
+        m = results[model]
+        assert m["benchmark"] == "middlebury" and m["images"] == 2
+        assert {"bad-2.0-all", "bad-2.0-noc", "avgerr-all", "avgerr-noc", "epe", "d1"} <= set(m)
+        assert 0 <= m["bad-2.0-noc"] <= 100 and m["avgerr-all"] >= 0

@@ -128,3 +128,18 @@ def test_resume_with_another_model_is_one_line(tiny_config: Path, tmp_path: Path
     one_line_error(res, 1, f"error: checkpoint {last} holds another model",
                    "neck.stem.0.0.weight is 4x3x3x3 in the checkpoint but 8x3x3x3 in the model",
                    "more differences", "train without --resume")
+
+
+def test_init_from_errors_are_one_line(tiny_config, tmp_path, monkeypatch, capsys) -> None:
+    """In process: a missing --init-from file and --init-from on a non-float stage."""
+    from stereoq.cli import main
+
+    for extra, needle in ((["--init-from", str(tmp_path / "none.pt")], "none.pt: no such file"),
+                          (["--stage", "qat", "--init-from", str(tiny_config)],
+                           "stage qat does not take initial weights")):
+        monkeypatch.setattr(sys, "argv", ["stereoq", "train", "-c", str(tiny_config), *extra])
+        with pytest.raises(SystemExit) as exc:
+            main()
+        err = capsys.readouterr().err
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert exc.value.code == 2 and len(lines) == 1 and needle in lines[0], err

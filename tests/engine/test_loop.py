@@ -244,3 +244,37 @@ def test_ddp_two_processes_rank0_alone_writes(tiny_config, tmp_path) -> None:
     # 4 validation images, 2 per process, reduced across processes
     assert summary["processes"] == 2 and summary["best"]["images"] == 4
     assert not math.isnan(summary["best"]["epe"])
+
+
+def test_init_from_loads_weights_only(tiny_config, tmp_path) -> None:
+    cfg = tiny(tiny_config, "data.synthetic.train_count=2", "data.synthetic.val_count=1",
+               "stages.float.epochs=1", "stages.float.optimizer.lr=1e-12")
+    torch.manual_seed(123)  # other weights than the loop's seeded initialisation
+    start = build_model(cfg.model).state_dict()
+    source = save_checkpoint(tmp_path / "sceneflow.pt", {
+        "model": start, "epoch": 7, "optimizer": {"state": {}, "param_groups": []}})
+    loop.run_stage(cfg, "float", init_from=source)
+    last = load_checkpoint(cfg.run_dir / "float" / "last.pt")
+    assert last["epoch"] == 1  # a new schedule, not epoch 8
+    weights = [k for k, v in start.items() if v.dtype.is_floating_point and k.endswith("weight")]
+    assert weights
+    for key in weights:
+        torch.testing.assert_close(last["model"][key].contiguous(), start[key], atol=1e-6,
+                                   rtol=0)
+
+
+def test_init_from_another_model_or_stage_is_one_line(tiny_config, tmp_path) -> None:
+    cfg = tiny(tiny_config)
+    other = tiny(tiny_config, "model.neck.out_channels=[8,8,8,16,16,16]")
+    path = save_checkpoint(tmp_path / "other.pt", {"model": build_model(other.model).state_dict()})
+    with pytest.raises(StereoqError) as err:
+        loop.run_stage(cfg, "float", init_from=path)
+    message = str(err.value)
+    assert "\n" not in message and f"checkpoint {path} holds another model" in message
+    assert "in the checkpoint but" in message and "--init-from" in message
+    with pytest.raises(StereoqError, match="not with --resume"):
+        loop.run_stage(cfg, "float", resume=True, init_from=path)
+    with pytest.raises(StereoqError, match="stage qat does not take initial weights"):
+        loop.check_init_from(get_stage(cfg, "qat"), path, False)
+    with pytest.raises(StereoqError, match="no such file"):
+        loop.run_stage(cfg, "float", init_from=tmp_path / "none.pt")

@@ -43,3 +43,28 @@ def test_no_valid_pixel_gives_nan_not_zero() -> None:
     m.update(torch.ones(1, 1, 2, 2), torch.zeros(1, 1, 2, 2))
     r = m.compute()
     assert math.isnan(r["epe"]) and math.isnan(r["d1"]) and r["skipped_images"] == 1
+
+
+def test_benchmark_metrics_against_hand_computed_values() -> None:
+    from stereoq.engine.metrics import BenchmarkMetrics
+
+    inf = float("inf")
+    gt = torch.tensor([[10.0, 2.0, 0.0], [inf, 50.0, 4.0]]).view(1, 1, 2, 3)
+    pred = torch.tensor([[14.0, 2.5, 7.0], [3.0, 52.6, 8.0]]).view(1, 1, 2, 3)
+    noc = torch.tensor([[False, True, True], [True, True, False]]).view(1, 1, 2, 3)
+    m = BenchmarkMetrics()
+    m.update(pred, gt, noc)
+    r = m.compute(("D1", "bad-1.0", "bad-2.0", "bad-3.0", "avgerr"))
+    # With ground truth: 10, 2, 50, 4 (50 counts although above a maxdisp of 32); errors 4, 0.5,
+    # 2.6, 4. Non-occluded with ground truth: 2 and 50 (errors 0.5, 2.6).
+    assert r["D1-all"] == pytest.approx(50.0)  # 4 on 10 and 4 on 4; 2.6 is under 3 px
+    assert r["D1-noc"] == pytest.approx(0.0)
+    assert (r["bad-1.0-all"], r["bad-1.0-noc"]) == pytest.approx((75.0, 50.0))
+    assert (r["bad-2.0-all"], r["bad-2.0-noc"]) == pytest.approx((75.0, 50.0))
+    assert (r["bad-3.0-all"], r["bad-3.0-noc"]) == pytest.approx((50.0, 0.0))
+    assert (r["avgerr-all"], r["avgerr-noc"]) == pytest.approx((11.1 / 4, 3.1 / 2))
+    # Pixel-weighted over the set: a second image with one exact pixel.
+    m.update(torch.ones(1, 1, 1, 1), torch.ones(1, 1, 1, 1), torch.ones(1, 1, 1, 1, dtype=bool))
+    assert m.compute(("avgerr",))["avgerr-all"] == pytest.approx(11.1 / 5)
+    empty = BenchmarkMetrics().compute(("D1",))
+    assert math.isnan(empty["D1-all"]) and math.isnan(empty["D1-noc"])

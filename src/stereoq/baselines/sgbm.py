@@ -61,8 +61,16 @@ def sgbm_disparity(left_rgb: np.ndarray, right_rgb: np.ndarray, params: SgbmPara
         preFilterCap=params.pre_filter_cap,
         mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY,
     )
+    # OpenCV's SGBM fails on images not wider than its range: pad both views on the left
+    # (replicate; disparities do not change) and crop back.
+    pad = max(0, params.num_disparities + params.block_size - left_rgb.shape[1])
+    left_bgr, right_bgr = (
+        cv2.copyMakeBorder(np.ascontiguousarray(img[..., ::-1]), 0, 0, pad, 0,
+                           cv2.BORDER_REPLICATE)
+        for img in (left_rgb, right_rgb)
+    )
     # OpenCV expects BGR; SGBM sums costs over channels, so the order only matters for clarity.
-    raw = matcher.compute(left_rgb[..., ::-1].copy(), right_rgb[..., ::-1].copy())
+    raw = matcher.compute(left_bgr, right_bgr)[:, pad:]
     disp = raw.astype(np.float32) / 16.0  # fixed point with 4 fractional bits
     return fill_invalid(disp, raw >= 0)
 

@@ -97,12 +97,20 @@ def infer(
         float | None, typer.Option(help="Principal point y in px for --ply (default: centre).")
     ] = None,
     doffs: Annotated[
-        float,
+        float | None,
         typer.Option(
             help="x-offset of the right view's principal point in px (Middlebury's doffs): "
-            "depth = f x baseline / (disparity + doffs)."
+            "depth = f x baseline / (disparity + doffs). Default: 0 (or from --calib)."
         ),
-    ] = 0.0,
+    ] = None,
+    calib: Annotated[
+        Path | None,
+        typer.Option(
+            help="Calibration file: a Middlebury/ETH3D calib.txt (baseline in mm) or a KITTI "
+            "calib_cam_to_cam file; fills --baseline (m), --f, --cx, --cy and --doffs. "
+            "Options given explicitly override it."
+        ),
+    ] = None,
     ply: Annotated[bool, typer.Option(help="Also write a coloured point cloud (PLY).")] = False,
     ply_ascii: Annotated[bool, typer.Option(help="Write the PLY as ASCII, not binary.")] = False,
     max_size: Annotated[
@@ -131,9 +139,17 @@ def infer(
     values = merge_inputs(
         {"imgl": imgl, "imgr": imgr, "baseline": baseline, "f": f}, model_inputs
     )
+    from stereoq.data.calibration import merge_camera, ndisp_note, read_calibration
+
+    calibration = read_calibration(calib) if calib is not None else None
+    geometry, notes = merge_camera(calibration, {
+        "baseline": _float(values.pop("baseline", None)), "f": _float(values.pop("f", None)),
+        "cx": cx, "cy": cy, "doffs": doffs,
+    })
     for key in ("imgl", "baseline", "f"):
-        if values.get(key) is None:
-            raise StereoqError(f"--{key}: missing (or give --model-inputs)", exit_code=2)
+        if {**values, **geometry}.get(key) is None:
+            alternative = "--model-inputs" + ("" if key == "imgl" else " or --calib")
+            raise StereoqError(f"--{key}: missing (or give {alternative})", exit_code=2)
     if save_path is None:
         raise StereoqError("--save-path: missing (the output folder)", exit_code=2)
     opts = validate_options(
@@ -142,9 +158,11 @@ def infer(
         sets=sets or [],
         save_path=save_path,
         stage=stage,
-        cx=cx,
-        cy=cy,
-        doffs=doffs,
+        cx=geometry["cx"],
+        cy=geometry["cy"],
+        doffs=geometry["doffs"] if geometry["doffs"] is not None else 0.0,
+        baseline=geometry["baseline"],
+        f=geometry["f"],
         ply=ply,
         ply_ascii=ply_ascii,
         max_size=max_size,
@@ -157,6 +175,11 @@ def infer(
     from stereoq.settings import load_config
 
     cfg = load_config(opts.config, sets=opts.sets)
+    if calibration is not None:
+        note = ndisp_note(calibration, cfg.model.maxdisp)
+        notes += [note] if note else []
+    for note in notes:
+        console.print(note, highlight=False)
     pairs = resolve_pairs(opts.imgl, opts.imgr)
     camera = Camera(opts.baseline, opts.f, opts.cx, opts.cy, opts.doffs)
     settings = InferSettings(
@@ -184,8 +207,21 @@ def infer(
         ["pair", "size", "disparity px", "depth m", "valid %", "ms"],
         rows,
     )
+    if calibration is not None:
+        summary["calibration"] = calibration.as_dict()
+    summary["notes"] = notes
     path = write_json(opts.save_path / SUMMARY_FILE, summary)
     console.print(f"saved {opts.save_path}/ (summary: {path})")
+
+
+def _float(value: object) -> float | None:
+    """A --model-inputs number (a string) as a float; bad text is left to option validation."""
+    if value is None:
+        return None
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except ValueError:
+        raise StereoqError(f"--model-inputs: {value!r} is not a number", exit_code=2) from None
 
 
 def _range(stats: dict[str, float | None]) -> str:

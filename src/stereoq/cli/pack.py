@@ -1,4 +1,5 @@
-"""``stereoq pack``: SceneFlow (raw layout) or generated scenes -> an LMDB per split."""
+"""``stereoq pack``: SceneFlow, a benchmark (raw layouts) or generated scenes -> an LMDB per
+split."""
 
 from __future__ import annotations
 
@@ -44,6 +45,10 @@ class PackType(str, Enum):
 class SourceKind(str, Enum):
     sceneflow = "sceneflow"
     synthetic = "synthetic"
+    kitti2015 = "kitti2015"
+    kitti2012 = "kitti2012"
+    middlebury = "middlebury"
+    eth3d = "eth3d"
 
 
 class DispEncoding(str, Enum):
@@ -53,7 +58,9 @@ class DispEncoding(str, Enum):
 
 class PackOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    source: Literal["sceneflow", "synthetic"] = "sceneflow"
+    source: Literal[
+        "sceneflow", "synthetic", "kitti2015", "kitti2012", "middlebury", "eth3d"
+    ] = "sceneflow"
     src_data_dir: Path | None = None
     split_name: Literal["train", "test"]
     pack_type: Literal["lmdb"] = "lmdb"
@@ -75,8 +82,9 @@ class PackOptions(BaseModel):
     @field_validator("src_data_dir")
     @classmethod
     def _needed_for_sceneflow(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        if value is None and info.data.get("source") == "sceneflow":
-            raise ValueError("required for --source sceneflow (or pass --source synthetic)")
+        source = info.data.get("source")
+        if value is None and source != "synthetic":
+            raise ValueError(f"required for --source {source} (or pass --source synthetic)")
         return value
 
     @field_validator("list_file")
@@ -105,7 +113,9 @@ def pack(
         Path, typer.Option(help="Output folder; gets train_lmdb/ or test_lmdb/.")
     ],
     src_data_dir: Annotated[
-        Path | None, typer.Option(help="SceneFlow dataset root (raw layout with the list files).")
+        Path | None,
+        typer.Option(help="Dataset root in its raw layout (SceneFlow with its list files, or a "
+                     "benchmark's folder)."),
     ] = None,
     split_name: Annotated[SplitName, typer.Option(help="Which split to pack.")] = SplitName.train,
     pack_type: Annotated[PackType, typer.Option(help="Storage format.")] = PackType.lmdb,
@@ -113,7 +123,10 @@ def pack(
         int, typer.Option(help="Processes reading and encoding samples (0 or 1: in this one).")
     ] = 2,
     source: Annotated[
-        SourceKind, typer.Option(help="sceneflow: the raw layout; synthetic: generated scenes.")
+        SourceKind,
+        typer.Option(help="sceneflow, kitti2015, kitti2012, middlebury, eth3d: that raw layout "
+                     "(benchmarks: train/test split by data.val_every); synthetic: generated "
+                     "scenes."),
     ] = SourceKind.sceneflow,
     list_file: Annotated[
         Path | None, typer.Option(help="List file to use instead of the split's default.")
@@ -222,9 +235,20 @@ def pack(
 
 
 def _source(opts: PackOptions):
+    from stereoq.data import benchmarks, sceneflow, synthetic
     from stereoq.data import pack as core
-    from stereoq.data import sceneflow, synthetic
 
+    if opts.source in benchmarks.layouts():
+        from stereoq.settings import load_config
+
+        assert opts.src_data_dir is not None
+        val_every = load_config(opts.config, sets=opts.sets).data.val_every
+        entries = benchmarks.split_entries(
+            benchmarks.find_entries(opts.source, opts.src_data_dir), opts.split_name, val_every
+        )
+        if opts.num_samples is not None:
+            entries = entries[: opts.num_samples]
+        return core.BenchmarkSource(opts.source, opts.src_data_dir, tuple(entries))
     if opts.source == "sceneflow":
         assert opts.src_data_dir is not None
         path = sceneflow.list_path(opts.src_data_dir, opts.split_name, opts.list_file)

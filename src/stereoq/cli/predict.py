@@ -107,6 +107,18 @@ def print_results(name: str, results: dict[str, dict[str, Any]]) -> None:
     images = next(iter(results.values()))["images"]
     print_table(f"{name}: validation set, {images} full-size images", ["model", *columns], rows)
     console.print(AVERAGING, highlight=False)
+    first = next(iter(results.values()))
+    if first.get("benchmark"):
+        from stereoq.engine.metrics import BENCHMARK_AVERAGING, REGIONS
+
+        keys = [k for k in first if k.endswith(tuple(f"-{r}" for r in REGIONS))]
+        units = [" px" if k.startswith("avgerr") else " %" for k in keys]
+        print_table(
+            f"{name}: {first['benchmark']} metrics, {images} images",
+            ["model", *(k + u for k, u in zip(keys, units, strict=True))],
+            [[model, *(m.get(k) for k in keys)] for model, m in results.items()],
+        )
+        console.print(BENCHMARK_AVERAGING, highlight=False)
 
 
 def results_json(cfg: Any, results: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
@@ -24,6 +25,7 @@ class TrainOptions(BaseModel):
     batch_size: PositiveInt | None = None
     lr: PositiveFloat | None = None
     resume: bool = False
+    init_from: Path | None = None
 
 
 def overrides_for(opts: TrainOptions) -> dict[str, object]:
@@ -104,6 +106,13 @@ def train(
             "recipe options given now apply from the next step. Training stages only."
         ),
     ] = False,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start from this checkpoint's weights only (e.g. a SceneFlow model to fine-tune "
+            "on KITTI); the optimizer, schedule and epochs start afresh. Float stage only."
+        ),
+    ] = None,
 ) -> None:
     """Train a stage; writes last.pt, best.pt, log.jsonl and metrics.json to RUN_DIR/STAGE/.
 
@@ -111,17 +120,18 @@ def train(
     """
     opts = validate_options(
         TrainOptions, stage=stage, config=config, sets=sets or [], epochs=epochs,
-        batch_size=batch_size, lr=lr, resume=resume,
+        batch_size=batch_size, lr=lr, resume=resume, init_from=init_from,
     )
     from stereoq.cli.progress import RichReporter
     from stereoq.engine.distributed import launched_rank
-    from stereoq.engine.loop import run_stage
+    from stereoq.engine.loop import check_init_from, run_stage
     from stereoq.engine.stage import stage_dir
     from stereoq.engine.stage_lookup import get_stage
     from stereoq.settings import load_config
 
     cfg = load_config(opts.config, overrides=overrides_for(opts), sets=opts.sets)
     stage = get_stage(cfg, opts.stage)  # an unavailable stage fails here, before any work
+    check_init_from(stage, opts.init_from, opts.resume)
     main = launched_rank() == 0
     if main:
         console.print(f"stage {opts.stage} of {cfg.name} -> {stage_dir(cfg, opts.stage)}",
@@ -132,7 +142,8 @@ def train(
         elif (stage_dir(cfg, opts.stage) / "last.pt").is_file():  # else the loop's error says why
             for note in resume_notes(opts):
                 print_note(note)
-    summary = run_stage(cfg, opts.stage, resume=opts.resume, reporter=RichReporter())
+    summary = run_stage(cfg, opts.stage, resume=opts.resume, reporter=RichReporter(),
+                        init_from=opts.init_from)
     if main:
         print_summary(summary)
 

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import lmdb
 from torch.utils.data import Dataset
 
-from stereoq.data import lmdb_store, sceneflow, synthetic
+from stereoq.data import benchmarks, lmdb_store, sceneflow, synthetic
 from stereoq.data.transforms import Sample, build_transform
 from stereoq.errors import StereoqError
 from stereoq.settings.data import DataConfig, SyntheticConfig
@@ -72,6 +72,28 @@ class SceneFlowStereo(Dataset):
         return self.transform(sample) if self.transform else sample
 
 
+class BenchmarkStereo(Dataset):
+    """A real benchmark (KITTI 2015/2012, Middlebury, ETH3D) read directly from its layout;
+    samples carry ``noc`` (non-occluded pixels) and, with a calibration file, ``calib``."""
+
+    def __init__(self, source: str, root: Path, split: str, val_every: int = 0,
+                 transform: Transform | None = None) -> None:
+        self.root = Path(root)
+        entries = benchmarks.find_entries(source, self.root)
+        self.entries = benchmarks.split_entries(entries, split, val_every)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def raw(self, index: int) -> Sample:
+        return benchmarks.load_sample(self.entries[index])
+
+    def __getitem__(self, index: int) -> Sample:
+        sample = self.raw(index)
+        return self.transform(sample) if self.transform else sample
+
+
 class LmdbStereo(Dataset):
     """A packed LMDB (``stereoq pack``); the environment opens lazily in each process, so the
     dataset can be handed to DataLoader workers."""
@@ -117,7 +139,8 @@ def build_dataset(data_cfg: DataConfig, split: Split, crop: bool) -> Dataset:
     """The configured source's ``split`` ("train" or "val") through the configured transforms.
 
     ``crop`` applies RandomCrop(data.train_crop); evaluation passes ``crop=False``. Validation is
-    the synthetic val index space, ``test_lmdb`` for ``lmdb`` and the test list for ``sceneflow``.
+    the synthetic val index space, ``test_lmdb`` for ``lmdb``, the test list for ``sceneflow`` and
+    ``data.val_every`` for the benchmarks.
     """
     if split not in ("train", "val"):
         raise StereoqError(f"split {split!r}: expected 'train' or 'val'", exit_code=2)
@@ -130,5 +153,18 @@ def build_dataset(data_cfg: DataConfig, split: Split, crop: bool) -> Dataset:
             raise StereoqError("data.lmdb_dir is required when data.source is lmdb", exit_code=2)
         return LmdbStereo(Path(data_cfg.lmdb_dir) / f"{on_disk}_lmdb", transform)
     if data_cfg.root is None:
-        raise StereoqError("data.root is required when data.source is sceneflow", exit_code=2)
-    return SceneFlowStereo(data_cfg.root, on_disk, transform)
+        raise StereoqError(f"data.root is required when data.source is {data_cfg.source}",
+                           exit_code=2)
+    if data_cfg.source == "sceneflow":
+        return SceneFlowStereo(data_cfg.root, on_disk, transform)
+    return BenchmarkStereo(data_cfg.source, data_cfg.root, split, data_cfg.val_every, transform)
+
+
+def benchmark_source(data_cfg: DataConfig) -> str | None:
+    """The benchmark whose pairs the validation split holds (read directly or packed), or None."""
+    if data_cfg.source in benchmarks.layouts():
+        return data_cfg.source
+    if data_cfg.source == "lmdb" and data_cfg.lmdb_dir is not None:
+        kind = lmdb_store.read_meta(Path(data_cfg.lmdb_dir) / "test_lmdb")["source"].get("kind")
+        return kind if kind in benchmarks.layouts() else None
+    return None

@@ -5,7 +5,10 @@ and a JSON metadata record under ``__meta__`` (format version, count, shapes, so
 encoding, ``complete``). A pack writes into ``<name>.partial`` and renames it to ``<name>`` only
 after the last sample and ``complete: true`` are committed, so nothing readable as complete is left
 by an interrupted pack. Records: ``name``, ``left``/``right`` (lossless image file bytes, PNG),
-``disp`` (encoded with the codec named in the metadata), ``h``, ``w``.
+``disp`` (encoded with the codec named in the metadata), ``h``, ``w``; benchmark records add
+``noc`` (the non-occlusion mask as a 1-bit-per-pixel 8-bit PNG, 255 = non-occluded) and
+``calib`` (a dict of numbers, see ``benchmarks.calibration_record``). Both are optional keys, so
+format version 1 stays: readers that predate them ignore them.
 
 Disparity codecs:
 - ``png16``: uint16 PNG of ``round(disp * 256)``: error at most 1/512 px; 0 = invalid, and values
@@ -79,23 +82,39 @@ def decode_disparity(data: bytes, codec: str, height: int, width: int) -> np.nda
 
 
 def encode_record(name: str, left: bytes, right: bytes, disp: bytes, height: int,
-                  width: int) -> bytes:
-    return msgpack.packb(
-        {"name": name, "left": left, "right": right, "disp": disp, "h": height, "w": width},
-        use_bin_type=True,
-    )
+                  width: int, noc: np.ndarray | None = None,
+                  calib: dict[str, float] | None = None) -> bytes:
+    rec: dict[str, Any] = {"name": name, "left": left, "right": right, "disp": disp,
+                           "h": height, "w": width}
+    if noc is not None:
+        ok, buf = cv2.imencode(".png", np.where(noc, 255, 0).astype(np.uint8),
+                               [cv2.IMWRITE_PNG_COMPRESSION, 3])
+        if not ok:
+            raise StereoqError("could not PNG-encode a non-occlusion mask")
+        rec["noc"] = buf.tobytes()
+    if calib is not None:
+        rec["calib"] = {k: float(v) for k, v in calib.items()}
+    return msgpack.packb(rec, use_bin_type=True)
 
 
 def decode_record(blob: bytes, codec: str, label: str) -> dict[str, Any]:
     """A record -> the sample dict (uint8 RGB images, float32 (H, W) disparity, name)."""
     rec = msgpack.unpackb(blob, raw=False)
     h, w = int(rec["h"]), int(rec["w"])
-    return {
+    sample = {
         "left": decode_image(rec["left"], f"{label} left"),
         "right": decode_image(rec["right"], f"{label} right"),
         "disp": decode_disparity(rec["disp"], codec, h, w),
         "name": rec["name"],
     }
+    if "noc" in rec:
+        mask = cv2.imdecode(np.frombuffer(rec["noc"], np.uint8), cv2.IMREAD_GRAYSCALE)
+        if mask is None or mask.shape != (h, w):
+            raise StereoqError(f"{label}: packed non-occlusion mask is not a {w}x{h} PNG")
+        sample["noc"] = mask == 255
+    if "calib" in rec:
+        sample["calib"] = dict(rec["calib"])
+    return sample
 
 
 # ---------------------------------------------------------------- writing

@@ -1,4 +1,4 @@
-"""Packing a split of SceneFlow (raw layout) or of generated scenes into an LMDB.
+"""Packing a split of SceneFlow, a benchmark (raw layouts) or generated scenes into an LMDB.
 
 Worker processes read and encode samples; the main process writes them in order (LMDB has one
 writer). Progress goes to a callback so the CLI owns the display.
@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from stereoq.data import sceneflow, synthetic
+from stereoq.data import benchmarks, sceneflow, synthetic
 from stereoq.data.lmdb_store import (
     PNG16_SCALE,
     LmdbWriter,
@@ -83,6 +83,44 @@ class SceneFlowSource:
 
 
 @dataclass(frozen=True)
+class BenchmarkSource:
+    """Pairs of a benchmark layout (``benchmarks``); images keep their original file bytes
+    except grayscale ones (ETH3D), stored as 3-channel PNGs; ``noc`` and ``calib`` are kept."""
+
+    kind: str
+    root: Path
+    entries: tuple[benchmarks.Entry, ...]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "root": str(Path(self.root).resolve())}
+
+    def fingerprint_items(self) -> list[str]:
+        return [f"{e.left} {e.right} {e.disp} {e.noc} {e.calib}" for e in self.entries]
+
+    def encode(self, index: int, codec: str) -> EncodedSample:
+        entry = self.entries[index]
+        sample = benchmarks.load_sample(entry)
+        if codec == "png16" and float(sample["disp"].max(initial=0.0)) >= 65535 / PNG16_SCALE:
+            raise StereoqError(
+                f"{entry.disp}: disparities up to {sample['disp'].max():.0f} px do not fit "
+                "--disp-encoding png16 (below 256 px); pack with --disp-encoding float32"
+            )
+        images = []
+        for key in ("left", "right"):
+            raw = sceneflow.read_bytes(getattr(entry, key))
+            decoded = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
+            rgb8 = decoded is not None and decoded.ndim == 3 and decoded.shape[2] == 3 \
+                and decoded.dtype == np.uint8 and raw[:4] == b"\x89PNG"
+            # Grayscale (ETH3D) or other files: stored as the 3-channel PNG the readers see.
+            images.append(raw if rgb8 else _png(sample[key]))
+        return _encoded(entry.name, images[0], images[1], sample["disp"], codec,
+                        noc=sample["noc"], calib=sample.get("calib"))
+
+
+@dataclass(frozen=True)
 class SyntheticSource:
     """Generated scenes ``index_offset + i`` for i < count (train: 0, test: the val offset)."""
 
@@ -121,10 +159,11 @@ def _png(rgb: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def _encoded(name: str, left: bytes, right: bytes, disp: np.ndarray, codec: str) -> EncodedSample:
+def _encoded(name: str, left: bytes, right: bytes, disp: np.ndarray, codec: str,
+             noc: np.ndarray | None = None, calib: dict[str, float] | None = None) -> EncodedSample:
     disp_bytes = encode_disparity(disp, codec)
     h, w = disp.shape
-    return EncodedSample(encode_record(name, left, right, disp_bytes, h, w), h, w,
+    return EncodedSample(encode_record(name, left, right, disp_bytes, h, w, noc, calib), h, w,
                          len(left) + len(right), len(disp_bytes))
 
 
@@ -164,7 +203,7 @@ class PackReport:
         }
 
 
-Source = SceneFlowSource | SyntheticSource
+Source = SceneFlowSource | BenchmarkSource | SyntheticSource
 
 # Set in each worker by the pool initializer, so tasks carry only an index.
 _WORKER: tuple[Source, str] | None = None

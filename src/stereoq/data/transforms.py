@@ -58,19 +58,23 @@ class RandomCrop:
         left = int(torch.randint(0, w - self.width + 1, ()).item())
         rows, cols = slice(top, top + self.height), slice(left, left + self.width)
         out = dict(sample)
-        for key in ("left", "right", "disp"):
-            out[key] = sample[key][rows, cols]
+        for key in ("left", "right", "disp", "noc"):
+            if key in sample:
+                out[key] = sample[key][rows, cols]
         return out
 
 
 class ToTensor:
-    """uint8 (H, W, 3) images -> float32 (3, H, W) in [0, 255]; disparity -> float32 (1, H, W)."""
+    """uint8 (H, W, 3) images -> float32 (3, H, W) in [0, 255]; disparity -> float32 (1, H, W);
+    a non-occlusion mask ``noc`` -> bool (1, H, W)."""
 
     def __call__(self, sample: Sample) -> Sample:
         out = dict(sample)
         for key in ("left", "right"):
             out[key] = torch.from_numpy(np.ascontiguousarray(sample[key])).permute(2, 0, 1).float()
         out["disp"] = torch.from_numpy(np.ascontiguousarray(sample["disp"], np.float32))[None]
+        if "noc" in sample:
+            out["noc"] = torch.from_numpy(np.ascontiguousarray(sample["noc"], np.bool_))[None]
         return out
 
 
@@ -137,10 +141,14 @@ def prepare_pair(left_rgb: np.ndarray, right_rgb: np.ndarray, data_cfg: DataConf
 
 
 def collate(batch: Sequence[Sample]) -> Sample:
-    """Stacks ``left``, ``right``, ``disp`` into (B, ...) tensors; ``name`` into a list."""
-    return {
+    """Stacks ``left``, ``right``, ``disp`` (and ``noc`` when every sample has it) into
+    (B, ...) tensors; ``name`` into a list."""
+    out = {
         "left": torch.stack([s["left"] for s in batch]),
         "right": torch.stack([s["right"] for s in batch]),
         "disp": torch.stack([s["disp"] for s in batch]),
         "name": [s["name"] for s in batch],
     }
+    if all("noc" in s for s in batch):
+        out["noc"] = torch.stack([s["noc"] for s in batch])
+    return out

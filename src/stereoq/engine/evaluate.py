@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from stereoq.engine.allocator import keep_freed_memory
 from stereoq.engine.distributed import Context
-from stereoq.engine.metrics import DisparityMetrics
+from stereoq.engine.metrics import BenchmarkMetrics, DisparityMetrics
 from stereoq.engine.predictor import load_predictor
 from stereoq.engine.report import Reporter
 from stereoq.settings.config import ExperimentConfig
@@ -45,13 +45,18 @@ def accumulate(
     device: torch.device,
     reporter: Reporter,
     label: str,
+    benchmark: BenchmarkMetrics | None = None,
 ) -> DisparityMetrics:
-    """Run ``predict`` ((B, 6, H, W) -> (B, 1, H, W) px) over ``loader``; sums not yet reduced."""
+    """Run ``predict`` ((B, 6, H, W) -> (B, 1, H, W) px) over ``loader``; sums not yet reduced.
+
+    ``benchmark`` also accumulates the benchmarks' figures of batches with a ``noc`` mask."""
     metrics = DisparityMetrics(maxdisp)
     reporter.task(label, len(loader))
     for batch in loader:
-        pred = predict(pair_input(batch).to(device))
-        metrics.update(pred.float().cpu(), batch["disp"])
+        pred = predict(pair_input(batch).to(device)).float().cpu()
+        metrics.update(pred, batch["disp"])
+        if benchmark is not None and "noc" in batch:
+            benchmark.update(pred, batch["disp"], batch["noc"])
         reporter.advance(1)
     reporter.done()
     return metrics
@@ -63,7 +68,7 @@ def evaluate(
     checkpoint: Path | None = None,
     reporter: Reporter | None = None,
     batch_size: int = 1,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Metrics (``stereoq.engine.metrics``) of ``stage``'s model on the validation set."""
     reporter = reporter or Reporter()
     keep_freed_memory()
@@ -72,19 +77,31 @@ def evaluate(
     if stage == "float":
         model = model.to(device)
     loader = val_loader(val_dataset(cfg), batch_size)
-    metrics = accumulate(model, loader, cfg.model.maxdisp, device, reporter, f"{stage} val")
-    return metrics.compute()
+    return _run(cfg, model, loader, device, reporter, f"{stage} val")
 
 
-def evaluate_sgbm(cfg: ExperimentConfig, reporter: Reporter | None = None) -> dict[str, float]:
+def _run(cfg: ExperimentConfig, predict: Callable[[Tensor], Tensor], loader: DataLoader,
+         device: torch.device, reporter: Reporter, label: str) -> dict[str, Any]:
+    """EPE/D1/bad-k, plus the benchmark's own figures (and its name) on a benchmark."""
+    from stereoq.data.benchmarks import benchmark_metrics
+    from stereoq.data.datasets import benchmark_source
+
+    source = benchmark_source(cfg.data)
+    names = benchmark_metrics(source) if source else ()
+    bench = BenchmarkMetrics() if names else None
+    metrics = accumulate(predict, loader, cfg.model.maxdisp, device, reporter, label, bench)
+    out: dict[str, Any] = metrics.compute()
+    if bench is not None:
+        out.update(bench.compute(names), benchmark=source)
+    return out
+
+
+def evaluate_sgbm(cfg: ExperimentConfig, reporter: Reporter | None = None) -> dict[str, Any]:
     """OpenCV StereoSGBM on the same validation images (see ``stereoq.baselines.sgbm``)."""
     from stereoq.baselines.sgbm import SgbmMatcher
 
     reporter = reporter or Reporter()
     matcher = SgbmMatcher.for_config(cfg)
     loader = val_loader(val_dataset(cfg), 1)
-    metrics = accumulate(
-        matcher.predict_normalised, loader, cfg.model.maxdisp, torch.device("cpu"), reporter,
-        "sgbm val",
-    )
-    return metrics.compute()
+    return _run(cfg, matcher.predict_normalised, loader, torch.device("cpu"), reporter,
+                "sgbm val")

@@ -54,18 +54,38 @@ def build_datasets(cfg: ExperimentConfig, crop: bool) -> tuple[Dataset, Dataset]
 
 
 def run_stage(
-    cfg: ExperimentConfig, stage_name: str, resume: bool = False, reporter: Reporter | None = None
+    cfg: ExperimentConfig, stage_name: str, resume: bool = False, reporter: Reporter | None = None,
+    init_from: Path | None = None,
 ) -> dict[str, Any]:
-    """``stereoq train --stage NAME``: the loop for training stages, ``Stage.run`` otherwise."""
+    """``stereoq train --stage NAME``: the loop for training stages, ``Stage.run`` otherwise.
+
+    ``init_from``: a checkpoint whose model weights (only) start the stage (``takes_init``).
+    """
     stage = get_stage(cfg, stage_name)
+    check_init_from(stage, init_from, resume)
     keep_freed_memory()
     if not stage.trains:
         return stage.run(reporter or Reporter())
-    return train(cfg, stage, resume, reporter)
+    return train(cfg, stage, resume, reporter, init_from)
+
+
+def check_init_from(stage: Stage, init_from: Path | None, resume: bool) -> None:
+    """--init-from: only for stages that take it, never with --resume, an existing file."""
+    if init_from is None:
+        return
+    if not stage.takes_init:
+        raise StereoqError(f"option --init-from: stage {stage.name} does not take initial "
+                           "weights (it starts from the previous stage's artifact)", exit_code=2)
+    if resume:
+        raise StereoqError("option --init-from: not with --resume (which continues last.pt)",
+                           exit_code=2)
+    if not Path(init_from).is_file():
+        raise StereoqError(f"option --init-from: {init_from}: no such file", exit_code=2)
 
 
 def train(
-    cfg: ExperimentConfig, stage: Stage, resume: bool = False, reporter: Reporter | None = None
+    cfg: ExperimentConfig, stage: Stage, resume: bool = False, reporter: Reporter | None = None,
+    init_from: Path | None = None,
 ) -> dict[str, Any]:
     """Train ``stage`` as its recipe says; returns the summary also saved as metrics.json.
 
@@ -73,13 +93,14 @@ def train(
     """
     ctx = distributed.setup()
     try:
-        return _train(cfg, stage, resume, reporter if ctx.is_main else None, ctx)
+        return _train(cfg, stage, resume, reporter if ctx.is_main else None, ctx, init_from)
     finally:
         distributed.teardown(ctx)
 
 
 def _train(
-    cfg: ExperimentConfig, stage: Stage, resume: bool, reporter: Reporter | None, ctx: Context
+    cfg: ExperimentConfig, stage: Stage, resume: bool, reporter: Reporter | None, ctx: Context,
+    init_from: Path | None = None,
 ) -> dict[str, Any]:
     report = reporter or Reporter()
     recipe = stage.recipe()
@@ -107,6 +128,12 @@ def _train(
 
     # Model, loss, optimizer.
     model = stage.prepare(example_input(train_set, recipe.batch_size).to(ctx.device))
+    if init_from is not None:
+        # Weights only: the optimizer, schedule and epoch count start afresh (fine-tuning).
+        saved = load_checkpoint(init_from)
+        load_model_state(model, saved.get("model", saved), init_from,
+                         "--init-from takes a checkpoint of the model this config builds")
+        report.note(f"initialised the weights from {init_from} (new optimizer and schedule)")
     model = model.to(ctx.device)
     if ctx.distributed and ctx.device.type == "cuda":
         # SyncBatchNorm runs only on accelerators; CPU processes keep per-process BN statistics

@@ -74,3 +74,62 @@ class DisparityMetrics:
             "pixels": int(d["pixels"]),
         }
         return out
+
+
+BENCHMARK_BAD_PX = (1.0, 2.0, 3.0, 4.0)
+REGIONS = ("all", "noc")
+BENCHMARK_AVERAGING = (
+    "benchmark metrics: over every pixel with ground truth (no maxdisp limit: a disparity the "
+    "model cannot reach counts as an error), all = occluded included, noc = non-occluded; "
+    "pixel-weighted over the set; D1: error > 3 px and > 5 % of gt; bad-k: error > k px; "
+    "avgerr: mean absolute error, px"
+)
+
+
+class BenchmarkMetrics:
+    """The real benchmarks' own figures, over all and non-occluded ground-truth pixels.
+
+    Every figure is computed; ``compute(names)`` returns those named (``D1``, ``bad-1.0``,
+    ``bad-2.0``, ``bad-3.0``, ``bad-4.0``, ``avgerr``) as ``"<name>-<region>"``.
+    """
+
+    def __init__(self) -> None:
+        # Per region: pixels, |err| sum, D1 count, then one count per bad-k threshold.
+        self.sums = torch.zeros(len(REGIONS), 3 + len(BENCHMARK_BAD_PX), dtype=torch.float64)
+
+    @torch.no_grad()
+    def update(self, pred: Tensor, gt: Tensor, noc: Tensor) -> None:
+        """``pred``, ``gt``: (B, 1, H, W) px, gt <= 0 or non-finite = none; ``noc``: bool
+        (B, 1, H, W), True where non-occluded."""
+        pred, gt = pred.detach().double(), gt.detach().double()
+        valid = torch.isfinite(gt) & (gt > 0)
+        err = torch.where(valid, (pred - gt).abs(), torch.zeros_like(gt))
+        for row, mask in enumerate((valid, valid & noc.bool())):
+            s = self.sums[row]
+            s[0] += mask.sum().item()
+            s[1] += err[mask].sum().item()
+            s[2] += (mask & (err > 3.0) & (err > 0.05 * gt)).sum().item()
+            for i, k in enumerate(BENCHMARK_BAD_PX):
+                s[3 + i] += (mask & (err > k)).sum().item()
+
+    def reduce(self, ctx: Context) -> BenchmarkMetrics:
+        all_reduce_sum(self.sums, ctx)
+        return self
+
+    def compute(self, names: tuple[str, ...]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name in names:
+            for row, region in enumerate(REGIONS):
+                pixels, err_sum, d1, *bad = self.sums[row].tolist()
+                if not pixels:
+                    value = float("nan")
+                elif name == "avgerr":
+                    value = err_sum / pixels
+                elif name == "D1":
+                    value = 100.0 * d1 / pixels
+                elif name.startswith("bad-") and float(name[4:]) in BENCHMARK_BAD_PX:
+                    value = 100.0 * bad[BENCHMARK_BAD_PX.index(float(name[4:]))] / pixels
+                else:
+                    raise ValueError(f"unknown benchmark metric {name!r}")
+                out[f"{name}-{region}"] = value
+        return out

@@ -14,7 +14,9 @@ says only what differs:
 - ``save(model, out_dir, metrics)``: extra artifacts written (rank 0) when validation finds a
   new best, besides the loop's own ``last.pt`` / ``best.pt`` checkpoints;
 - ``trains``: ``False`` for one-pass stages (calibration, int_infer), which implement
-  ``run(reporter)`` instead of using the loop.
+  ``run(reporter)`` instead of using the loop;
+- ``takes_init``: ``True`` where ``train --init-from`` may load a float checkpoint's weights
+  into the prepared model (fine-tuning; the optimizer and schedule start afresh).
 
 Adding a stage: subclass ``Stage`` in the module that owns it and register it in one line::
 
@@ -58,6 +60,7 @@ class Stage:
     name: ClassVar[str] = ""
     previous: ClassVar[str | None] = None
     trains: ClassVar[bool] = True
+    takes_init: ClassVar[bool] = False
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         self.cfg = cfg
@@ -93,6 +96,7 @@ class FloatStage(Stage):
     """Float training from a fresh initialisation (seeded by ``cfg.seed``)."""
 
     name = "float"
+    takes_init = True
 
     def prepare(self, example: Tensor) -> nn.Module:
         from stereoq.engine.layout import channels_last

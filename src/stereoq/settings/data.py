@@ -24,8 +24,17 @@ class SyntheticConfig(Section):
 class DataConfig(Section):
     """Data source and input pipeline shared by training, evaluation and calibration."""
 
-    source: Literal["synthetic", "sceneflow", "lmdb"] = "synthetic"
-    root: Path | None = Field(default=None, description="SceneFlow dataset root (raw layout)")
+    source: Literal[
+        "synthetic", "sceneflow", "lmdb", "kitti2015", "kitti2012", "middlebury", "eth3d"
+    ] = "synthetic"
+    root: Path | None = Field(
+        default=None, description="dataset root in its raw layout (SceneFlow or a benchmark)"
+    )
+    val_every: NonNegativeInt = Field(
+        default=0,
+        description="benchmarks: every N-th pair is validation only, the rest training; "
+        "0: every pair in both (evaluate or fine-tune on the whole training set)",
+    )
     lmdb_dir: Path | None = Field(
         default=None, description="directory holding train_lmdb/ and test_lmdb/ from `pack`"
     )
