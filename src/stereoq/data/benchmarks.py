@@ -4,60 +4,22 @@ A layout (KITTI 2015, KITTI 2012, Middlebury 2014 / MiddEval3, ETH3D two-view) o
 files of each training pair (``Entry``); reading is the same for all: 8-bit images (grayscale
 becomes 3 channels), ground truth as KITTI's uint16 PNG (value / 256 px, 0 = none) or as PFM
 (non-finite = unknown), and the non-occlusion mask where the layout has one. Layouts live in
-``kitti.py`` and ``middlebury.py`` and register here.
+``kitti.py`` and ``middlebury.py`` and register in ``layouts.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from stereoq.data.calibration import Calibration, read_calibration
+from stereoq.data.layouts import LAYOUTS, Entry, Layout
 from stereoq.data.sceneflow import clean_disparity, decode_disparity, decode_image, read_bytes
 from stereoq.errors import StereoqError
 
 KITTI_DISP_SCALE = 256.0
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One training pair's files. ``noc`` is a non-occluded ground-truth PNG (KITTI, same
-    encoding as ``disp``) or a mask PNG (Middlebury/ETH3D ``mask0nocc.png``, 255 = non-occluded),
-    as ``noc_kind`` says."""
-
-    name: str
-    left: Path
-    right: Path
-    disp: Path
-    noc: Path | None = None
-    noc_kind: str = "mask"
-    calib: Path | None = None
-
-
-@dataclass(frozen=True)
-class Layout:
-    """A benchmark's folder layout: its name, how it finds the pairs, and its own metrics
-    (names of ``stereoq.engine.metrics.BenchmarkMetrics``, reported on all and non-occluded
-    pixels)."""
-
-    name: str
-    title: str
-    find: Callable[[Path], list[Entry]]
-    metrics: tuple[str, ...] = ()
-
-
-LAYOUTS: dict[str, Layout] = {}
-
-
-def register(layout: Layout) -> Layout:
-    if layout.name in LAYOUTS:
-        raise KeyError(f"benchmark layout {layout.name!r} is registered twice")
-    LAYOUTS[layout.name] = layout
-    return layout
 
 
 def layouts() -> dict[str, Layout]:
@@ -83,12 +45,6 @@ def find_entries(source: str, root: Path) -> list[Entry]:
     if not root.is_dir():
         raise StereoqError(f"{known[source].title} root {root}: no such directory")
     return known[source].find(root)
-
-
-def no_layout(title: str, root: Path, expected: str, missing: str) -> StereoqError:
-    """The one-line error of a folder that does not match a layout."""
-    return StereoqError(f"{root}: not in the {title} layout (expected {expected}; missing "
-                        f"{missing})")
 
 
 def split_entries(entries: list[Entry], split: str, val_every: int) -> list[Entry]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stereoq.data.benchmarks import Entry, Layout, no_layout, register
+from stereoq.data.layouts import Entry, Layout, no_layout, register
 
 
 def _find(root: Path, title: str, left: str, right: str, occ: str, noc: str,

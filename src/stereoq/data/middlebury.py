@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stereoq.data.benchmarks import Entry, Layout, no_layout, register
+from stereoq.data.layouts import Entry, Layout, no_layout, register
 
 GT_NAMES = ("disp0GT.pfm", "disp0.pfm")
 
