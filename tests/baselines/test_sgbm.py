@@ -55,3 +55,38 @@ def test_images_narrower_than_the_range_are_padded_and_cropped_back() -> None:
     wide = rng.integers(0, 256, (12, 19, 3), np.uint8)
     disp = sgbm_disparity(wide[:, 3:].copy(), wide[:, :16].copy(), SgbmParams.covering(64))
     assert disp.shape == (12, 16) and np.isfinite(disp).all()
+
+
+def test_range_follows_the_calibrations_ndisp_else_maxdisp(tiny_config, tmp_path,
+                                                           monkeypatch) -> None:
+    """Three Middlebury scenes: ndisp 10 and 33 in calib.txt, and one calib.txt without ndisp
+    (the model's maxdisp, 64, applies); each range rounds up to a multiple of 16."""
+    from tests.data import benchmark_trees as trees
+
+    from stereoq.baselines import sgbm
+    from stereoq.engine.evaluate import evaluate_sgbm
+    from stereoq.settings import load_config
+
+    root = trees.middlebury(tmp_path / "mb", count=3)
+    calib = trees.MIDDLEBURY_CALIB.decode()
+    (root / "Scene1" / "calib.txt").write_text(calib.replace("ndisp=10", "ndisp=33"))
+    (root / "Scene2" / "calib.txt").write_text(calib.replace("ndisp=10\n", ""))
+    seen: list[int] = []
+    real = sgbm.sgbm_disparity
+
+    def spy(left: np.ndarray, right: np.ndarray, params: SgbmParams) -> np.ndarray:
+        seen.append(params.num_disparities)
+        return real(left, right, params)
+
+    monkeypatch.setattr(sgbm, "sgbm_disparity", spy)
+    cfg = load_config(str(tiny_config), sets=["data.source=middlebury", f"data.root={root}"])
+    out = evaluate_sgbm(cfg)
+    assert seen == [16, 48, 64]  # scenes in name order
+    assert out["sgbm_num_disparities"] == [16, 48, 64] and out["images"] == 3
+    assert out["benchmark"] == "middlebury"
+
+
+def test_params_for_unknown_ndisp_keeps_the_default() -> None:
+    matcher = SgbmMatcher(DataConfig(), SgbmParams.covering(96))
+    assert matcher.params_for(0.0).num_disparities == 96
+    assert matcher.params_for(270.0).num_disparities == 272

@@ -93,3 +93,4 @@ def test_predict_on_a_benchmark_prints_its_own_metrics(tiny_config, tmp_path, mo
         assert m["benchmark"] == "middlebury" and m["images"] == 2
         assert {"bad-2.0-all", "bad-2.0-noc", "avgerr-all", "avgerr-noc", "epe", "d1"} <= set(m)
         assert 0 <= m["bad-2.0-noc"] <= 100 and m["avgerr-all"] >= 0
+    assert results["sgbm"]["sgbm_num_disparities"] == [16]  # calib.txt ndisp=10, not maxdisp 64

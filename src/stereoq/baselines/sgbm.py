@@ -16,6 +16,7 @@ scored, none is dropped.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -110,20 +111,40 @@ class InputToRgb:
 
 
 class SgbmMatcher:
-    """StereoSGBM behind the network's interface: (B, 6, H, W) normalised -> (B, 1, H, W) px."""
+    """StereoSGBM behind the network's interface: (B, 6, H, W) normalised -> (B, 1, H, W) px.
+
+    ``params`` is the default range; a pair whose calibration gives ``ndisp`` (Middlebury and
+    ETH3D ``calib.txt``) is searched over that range instead. ``ranges_used`` collects each
+    range actually run, for the report.
+    """
 
     def __init__(self, data_cfg: DataConfig, params: SgbmParams) -> None:
         self.to_rgb = InputToRgb(data_cfg)
         self.params = params
+        self.ranges_used: set[int] = set()
 
     @classmethod
     def for_config(cls, cfg: ExperimentConfig) -> SgbmMatcher:
-        """SGBM over the same disparity range as the model (``model.maxdisp``)."""
+        """SGBM over the model's range (``model.maxdisp``) unless a pair's ``ndisp`` says."""
         return cls(cfg.data, SgbmParams.covering(cfg.model.maxdisp))
 
-    def predict_normalised(self, x: Tensor) -> Tensor:
-        out = [
-            sgbm_disparity(self.to_rgb(pair[:3]), self.to_rgb(pair[3:]), self.params)
-            for pair in x
-        ]
+    def params_for(self, ndisp: float) -> SgbmParams:
+        """The data's own range when known (``ndisp`` > 0), else the default one."""
+        if ndisp > 0:
+            return SgbmParams.covering(ndisp, self.params.block_size)
+        return self.params
+
+    def predict_normalised(self, x: Tensor, ndisp: Tensor | None = None) -> Tensor:
+        """``ndisp`` (B,): each pair's disparity range from its calibration, 0 = unknown."""
+        out = []
+        for i, pair in enumerate(x):
+            params = self.params_for(float(ndisp[i]) if ndisp is not None else 0.0)
+            self.ranges_used.add(params.num_disparities)
+            out.append(sgbm_disparity(self.to_rgb(pair[:3]), self.to_rgb(pair[3:]), params))
         return torch.from_numpy(np.stack(out))[:, None]
+
+    def predict_batch(self, batch: dict[str, Any]) -> Tensor:
+        """A collated validation batch -> (B, 1, H, W) px, ranges from ``batch["calib"]``."""
+        calib = batch.get("calib")
+        pairs = torch.cat([batch["left"], batch["right"]], dim=1)
+        return self.predict_normalised(pairs, calib["ndisp"] if calib is not None else None)

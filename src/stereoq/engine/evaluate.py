@@ -37,7 +37,6 @@ def pair_input(batch: dict[str, Any]) -> Tensor:
     return torch.cat([batch["left"], batch["right"]], dim=1)
 
 
-@torch.no_grad()
 def accumulate(
     predict: Callable[[Tensor], Tensor],
     loader: DataLoader,
@@ -50,10 +49,25 @@ def accumulate(
     """Run ``predict`` ((B, 6, H, W) -> (B, 1, H, W) px) over ``loader``; sums not yet reduced.
 
     ``benchmark`` also accumulates the benchmarks' figures of batches with a ``noc`` mask."""
+    return accumulate_batches(lambda batch: predict(pair_input(batch).to(device)), loader,
+                              maxdisp, reporter, label, benchmark)
+
+
+@torch.no_grad()
+def accumulate_batches(
+    forward: Callable[[dict[str, Any]], Tensor],
+    loader: DataLoader,
+    maxdisp: float,
+    reporter: Reporter,
+    label: str,
+    benchmark: BenchmarkMetrics | None = None,
+) -> DisparityMetrics:
+    """As :func:`accumulate`, for a method that reads more of a batch than its images (SGBM
+    takes each pair's disparity range from its calibration): collated batch -> (B, 1, H, W)."""
     metrics = DisparityMetrics(maxdisp)
     reporter.task(label, len(loader))
     for batch in loader:
-        pred = predict(pair_input(batch).to(device)).float().cpu()
+        pred = forward(batch).float().cpu()
         metrics.update(pred, batch["disp"])
         if benchmark is not None and "noc" in batch:
             benchmark.update(pred, batch["disp"], batch["noc"])
@@ -77,11 +91,12 @@ def evaluate(
     if stage == "float":
         model = model.to(device)
     loader = val_loader(val_dataset(cfg), batch_size)
-    return _run(cfg, model, loader, device, reporter, f"{stage} val")
+    return _run(cfg, lambda batch: model(pair_input(batch).to(device)), loader, reporter,
+                f"{stage} val")
 
 
-def _run(cfg: ExperimentConfig, predict: Callable[[Tensor], Tensor], loader: DataLoader,
-         device: torch.device, reporter: Reporter, label: str) -> dict[str, Any]:
+def _run(cfg: ExperimentConfig, forward: Callable[[dict[str, Any]], Tensor], loader: DataLoader,
+         reporter: Reporter, label: str) -> dict[str, Any]:
     """EPE/D1/bad-k, plus the benchmark's own figures (and its name) on a benchmark."""
     from stereoq.data.benchmarks import benchmark_metrics
     from stereoq.data.datasets import benchmark_source
@@ -89,7 +104,7 @@ def _run(cfg: ExperimentConfig, predict: Callable[[Tensor], Tensor], loader: Dat
     source = benchmark_source(cfg.data)
     names = benchmark_metrics(source) if source else ()
     bench = BenchmarkMetrics() if names else None
-    metrics = accumulate(predict, loader, cfg.model.maxdisp, device, reporter, label, bench)
+    metrics = accumulate_batches(forward, loader, cfg.model.maxdisp, reporter, label, bench)
     out: dict[str, Any] = metrics.compute()
     if bench is not None:
         out.update(bench.compute(names), benchmark=source)
@@ -97,11 +112,14 @@ def _run(cfg: ExperimentConfig, predict: Callable[[Tensor], Tensor], loader: Dat
 
 
 def evaluate_sgbm(cfg: ExperimentConfig, reporter: Reporter | None = None) -> dict[str, Any]:
-    """OpenCV StereoSGBM on the same validation images (see ``stereoq.baselines.sgbm``)."""
+    """OpenCV StereoSGBM on the same validation images (see ``stereoq.baselines.sgbm``), each
+    pair over its calibration's ``ndisp`` when known, else ``model.maxdisp``; the ranges run
+    are reported as ``sgbm_num_disparities``."""
     from stereoq.baselines.sgbm import SgbmMatcher
 
     reporter = reporter or Reporter()
     matcher = SgbmMatcher.for_config(cfg)
     loader = val_loader(val_dataset(cfg), 1)
-    return _run(cfg, matcher.predict_normalised, loader, torch.device("cpu"), reporter,
-                "sgbm val")
+    out = _run(cfg, matcher.predict_batch, loader, reporter, "sgbm val")
+    out["sgbm_num_disparities"] = sorted(matcher.ranges_used)
+    return out
