@@ -165,6 +165,18 @@ def test_resume_with_another_optimizer_state_is_one_line(tiny_config) -> None:
     assert message.endswith("train without --resume")
 
 
+def test_another_kind_of_optimizer_is_refused_before_its_first_step() -> None:
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    adam = torch.optim.Adam(params).state_dict()
+    with pytest.raises(ValueError, match="another optimizer: it lacks dampening, momentum"):
+        loop.check_optimizer_kind(torch.optim.SGD(params, lr=0.1), adam)
+    loop.check_optimizer_kind(torch.optim.Adam(params), adam)
+    # a hyper-parameter a newer PyTorch added is not another optimizer
+    older = {**adam, "param_groups": [
+        {k: v for k, v in g.items() if k != "amsgrad"} for g in adam["param_groups"]]}
+    loop.check_optimizer_kind(torch.optim.Adam(params), older)
+
+
 class NanAfter(torch.nn.Module):
     """The real loss for ``good`` calls, then NaN."""
 

@@ -147,6 +147,7 @@ def _train(
         state = load_checkpoint(last_path, hint="nothing to resume: train without --resume")
         load_model_state(model, state["model"], last_path, RESUME_HINT)
         try:
+            check_optimizer_kind(optimizer, state["optimizer"])
             optimizer.load_state_dict(state["optimizer"])
         except (ValueError, KeyError) as err:
             raise StereoqError(
@@ -261,6 +262,21 @@ def example_input(dataset: Dataset, batch_size: int) -> Tensor:
     """A (B, 6, h, w) input shaped like a training batch, for stages that trace or export."""
     return pair_input({k: v[None] for k, v in dataset[0].items() if k in ("left", "right")}
                       ).expand(batch_size, -1, -1, -1).contiguous()
+
+
+def check_optimizer_kind(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """``ValueError`` unless ``saved`` comes from the same kind of optimizer.
+
+    ``load_state_dict`` accepts another optimizer's state (Adam's into SGD) and the first step
+    then fails on a missing hyper-parameter; the groups' hyper-parameter names tell them apart.
+    Names on one side only (a newer PyTorch adding an option) are not another optimizer.
+    """
+    want = {k for group in optimizer.param_groups for k in group if k != "params"}
+    have = {k for group in saved.get("param_groups", []) for k in group if k != "params"}
+    if want - have and have - want:
+        raise ValueError(
+            f"it was saved by another optimizer: it lacks {', '.join(sorted(want - have))}"
+        )
 
 
 def check_finite(loss: Tensor, ctx: Context, epoch: int, step: int, last_path: Path) -> None:
