@@ -57,9 +57,14 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: str | Path, data: Any) -> Path:
-    """Write ``data`` as indented JSON (other objects as their ``str``) to ``path`` atomically."""
-    return atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+def atomic_write_json(path: str | Path, data: Any, allow_nan: bool = True) -> Path:
+    """Write ``data`` as indented JSON (other objects as their ``str``) to ``path`` atomically.
+
+    ``allow_nan=False`` refuses NaN and infinity (``ValueError``), which strict JSON readers
+    reject, instead of writing ``NaN``/``Infinity``.
+    """
+    text = json.dumps(data, indent=2, default=str, allow_nan=allow_nan) + "\n"
+    return atomic_write_text(path, text)
 
 
 def _new_temp(path: Path) -> Path:

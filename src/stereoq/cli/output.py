@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from stereoq.atomic import atomic_write_text
+from stereoq.atomic import atomic_write_json
 
 console = Console()
 err_console = Console(stderr=True)
@@ -38,8 +37,7 @@ def write_json(path: Path, data: Any) -> Path:
     NaN and infinity are refused (``ValueError``), not written as ``NaN``/``Infinity``, which
     strict JSON readers reject: a value that can be undefined must be None at its source.
     """
-    text = json.dumps(data, indent=2, default=str, allow_nan=False) + "\n"
-    return atomic_write_text(path, text)
+    return atomic_write_json(path, data, allow_nan=False)
 
 
 def print_error(message: str) -> None:

@@ -3,7 +3,6 @@ report, and optionally its accuracy next to the PyTorch integer model's (``valid
 
 from __future__ import annotations
 
-import json
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ import numpy as np
 import torch
 
 from stereoq import staging
+from stereoq.atomic import atomic_write_json
 from stereoq.deploy.acceptance import DisparityComparison
 from stereoq.deploy.backends import get_backend
 from stereoq.deploy.backends.base import Backend
@@ -65,8 +65,9 @@ class CompileResult:
         the swap); -> the report's final path."""
         if self.staged_dir is None:
             raise RuntimeError(f"{self.artifact_dir}: nothing staged to commit")
-        text = json.dumps(self.to_json() if report is None else report, indent=2, default=str)
-        (self.staged_dir / REPORT_FILE).write_text(text + "\n", encoding="utf-8")
+        # strict JSON, as every result the CLI saves (``stereoq.cli.output.write_json``)
+        atomic_write_json(self.staged_dir / REPORT_FILE,
+                          self.to_json() if report is None else report, allow_nan=False)
         staging.swap_dir(self.staged_dir, self.artifact_dir)
         self.staged_dir = None
         return self.artifact_dir / REPORT_FILE

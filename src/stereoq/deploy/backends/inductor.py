@@ -18,7 +18,6 @@ float registers and store 8-bit values: reported as float compute).
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -29,6 +28,7 @@ from typing import Any
 
 import torch
 
+from stereoq.atomic import atomic_write_json
 from stereoq.deploy import aoti_runner
 from stereoq.deploy.backends.base import (
     BACKENDS,
@@ -114,7 +114,7 @@ def save_source(path: Path, program: torch.export.ExportedProgram, lowering: dic
 
     save_program(path, program)
     side = {"lowering": lowering, "metadata": metadata.model_dump()}
-    _write_text(path.with_suffix(".json"), json.dumps(side, indent=2) + "\n")
+    atomic_write_json(path.with_suffix(".json"), side)
     return path
 
 
@@ -272,8 +272,3 @@ class InductorBackend(Backend):
     def load(self, artifact_dir: Path, threads: int | None = None) -> RawRunner:
         return aoti_runner.StereoRunner(artifact_dir, threads).raw
 
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
