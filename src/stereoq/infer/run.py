@@ -179,21 +179,33 @@ def check_full_size(width: int, height: int, label: str) -> None:
         )
 
 
+def check_headers(pair: Pair, max_size: int | None) -> bool:
+    """Check the pair from its file headers (no decode: a huge picture takes seconds and
+    gigabytes to decode first): size limit of each, one size; -> whether both were read."""
+    sizes = [header_size(path) for path in (pair.left, pair.right)]
+    if max_size is None:
+        for path, size in zip((pair.left, pair.right), sizes, strict=True):
+            if size is not None:
+                check_full_size(*size, label=f"image {path}")
+    if None in sizes:
+        return False
+    if sizes[0] != sizes[1]:
+        (wl, hl), (wr, hr) = sizes
+        _size_mismatch(pair, wl, hl, wr, hr)
+    return True
+
+
 def check_pair(pair: Pair, max_size: int | None) -> None:
     """Raise what ``infer_pair`` would before writing: unreadable, mismatched or too large.
 
     Sizes come from the file headers where they can (no decode); other files are decoded.
     """
-    sizes = [header_size(path) for path in (pair.left, pair.right)]
-    if None in sizes:
-        left, right = read_rgb(pair.left), read_rgb(pair.right)
-        _check_same_size(pair, left, right)
-        sizes = [(left.shape[1], left.shape[0])] * 2
-    elif sizes[0] != sizes[1]:
-        (wl, hl), (wr, hr) = sizes
-        _size_mismatch(pair, wl, hl, wr, hr)
+    if check_headers(pair, max_size):
+        return
+    left, right = read_rgb(pair.left), read_rgb(pair.right)
+    _check_same_size(pair, left, right)
     if max_size is None:
-        check_full_size(*sizes[0], label=f"image {pair.left}")
+        check_full_size(left.shape[1], left.shape[0], label=f"image {pair.left}")
 
 
 def _check_same_size(pair: Pair, left: np.ndarray, right: np.ndarray) -> None:
@@ -217,12 +229,7 @@ def infer_pair(
 ) -> dict[str, Any]:
     """Run one pair and write its outputs into ``out_dir``; -> the pair's summary."""
     t0 = time.perf_counter()
-    if settings.max_size is None:
-        # From the headers: decoding a huge picture takes seconds and gigabytes first.
-        for path in (pair.left, pair.right):
-            size = header_size(path)
-            if size is not None:
-                check_full_size(*size, label=f"image {path}")
+    check_headers(pair, settings.max_size)
     left, right = read_rgb(pair.left), read_rgb(pair.right)
     _check_same_size(pair, left, right)
     t1 = time.perf_counter()
