@@ -136,9 +136,9 @@ def main() -> None:
     torch.manual_seed(0)
     model = build_model(cfg.model)
     if args.checkpoint is not None:
-        from stereoq.engine.predictor import load_float_model
+        from stereoq.stages import get_stage
 
-        model = load_float_model(cfg, args.checkpoint)
+        model = get_stage(cfg, "float").model(args.checkpoint)
     model.eval()
     frames = calibration_frames(cfg, args.calib_frames + 1, args.height, args.width)
     x = frames.pop()

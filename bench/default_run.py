@@ -22,10 +22,11 @@ import torch
 from stereoq.cli.output import print_table, write_json
 from stereoq.cli.progress import METRIC_COLUMNS, METRIC_KEYS, RichReporter
 from stereoq.engine.evaluate import accumulate, evaluate, evaluate_sgbm, val_dataset, val_loader
-from stereoq.engine.loop import run_stage, seed_everything
+from stereoq.engine.loop import seed_everything
 from stereoq.engine.metrics import AVERAGING
 from stereoq.models.build import build_model
 from stereoq.settings import load_config
+from stereoq.stages import get_stage, run_stage
 
 
 def main() -> None:
@@ -50,7 +51,7 @@ def main() -> None:
     results = {
         "untrained": accumulate(untrained, loader, cfg.model.maxdisp, torch.device("cpu"),
                                 reporter, "untrained val").compute(),
-        "trained (float best.pt)": evaluate(cfg, "float", reporter=reporter),
+        "trained (float best.pt)": evaluate(cfg, get_stage(cfg, "float"), reporter=reporter),
         "OpenCV StereoSGBM": evaluate_sgbm(cfg, reporter),
     }
     print_table(

@@ -15,9 +15,9 @@ import torch
 
 from stereoq.cli import main
 from stereoq.engine.checkpoint import save_checkpoint
-from stereoq.engine.predictor import float_checkpoint
 from stereoq.models.build import build_model
 from stereoq.settings import load_config
+from stereoq.stages import get_stage
 
 
 def invoke(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str):
@@ -42,7 +42,8 @@ def run(tiny_config: Path, tmp_path: Path) -> dict:
     """A tiny config with a float checkpoint, one pair on disk, and the common options."""
     cfg = load_config(str(tiny_config))
     torch.manual_seed(0)
-    save_checkpoint(float_checkpoint(cfg), {"model": build_model(cfg.model).state_dict()})
+    state = {"model": build_model(cfg.model).state_dict()}
+    save_checkpoint(get_stage(cfg, "float").artifact(), state)
     write_pair(tmp_path / "l.png", tmp_path / "r.png")
     return {"config": str(tiny_config), "left": tmp_path / "l.png", "right": tmp_path / "r.png"}
 

@@ -81,10 +81,10 @@ def test_resume_notes_say_which_options_apply() -> None:
 def test_resume_with_a_new_lr_prints_one_note(
     tiny_config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import stereoq.engine.loop
+    import stereoq.stages
     from stereoq.cli import main
 
-    monkeypatch.setattr(stereoq.engine.loop, "run_stage", lambda *a, **k: {"stage": "float"})
+    monkeypatch.setattr(stereoq.stages, "run_stage", lambda *a, **k: {"stage": "float"})
     args = ["stereoq", "train", "--config", str(tiny_config), "--resume", "--lr", "0.01"]
     monkeypatch.setattr(sys, "argv", args)
     last = tiny_config.parent / "runs" / "tiny" / "float" / "last.pt"

@@ -79,8 +79,8 @@ def trained_int(tmp_path_factory: pytest.TempPathFactory) -> Path:
     disparity, which no corruption would move), calibrated and converted to int_infer."""
     import torch
 
-    from stereoq.engine.loop import run_stage
     from stereoq.settings import load_config
+    from stereoq.stages import run_stage
 
     root = tmp_path_factory.mktemp("acceptance")
     data = {

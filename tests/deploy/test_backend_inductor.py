@@ -143,7 +143,7 @@ def test_inductor_backend_is_registered_and_refuses_fake_quant_stages(deploy_cfg
     assert backend.consumes == "program"
     with pytest.raises(StereoqError) as err:
         backend.stage_source(deploy_cfg, "qat", 64, 128)
-    assert err.value.exit_code == 2 and "int_infer or float" in str(err.value)
+    assert err.value.exit_code == 2 and "(float or int_infer)" in str(err.value)
 
 
 FRESH_NO_STEREOQ = (
@@ -161,9 +161,9 @@ def test_int_infer_compiles_to_int8_qconv_package_that_runs_without_stereoq(
     from stereoq.deploy.compile import compile_stage, validate
     from stereoq.deploy.onnx_export import compare, run_torch, stage_graph
     from stereoq.engine.checkpoint import save_checkpoint
-    from stereoq.engine.loop import run_stage
     from stereoq.models.build import build_model
     from stereoq.settings import load_config
+    from stereoq.stages import run_stage
 
     from .conftest import DEPLOY_TINY
 

@@ -31,9 +31,9 @@ def test_int_infer_exports_runs_int8_convs_and_matches_after_compile(
     from stereoq.deploy.backends import get_backend
     from stereoq.deploy.compile import check_stage, compile_stage, validate
     from stereoq.engine.checkpoint import save_checkpoint
-    from stereoq.engine.loop import run_stage
     from stereoq.models.build import build_model
     from stereoq.settings import load_config
+    from stereoq.stages import run_stage
 
     from .conftest import DEPLOY_TINY
 

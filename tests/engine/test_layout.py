@@ -11,9 +11,9 @@ from torch import nn
 
 from stereoq.engine.allocator import keep_freed_memory
 from stereoq.engine.layout import channels_last, contiguous_state
-from stereoq.engine.stage_lookup import get_stage
 from stereoq.models.build import build_loss, build_model
 from stereoq.settings import load_config
+from stereoq.stages import get_stage
 
 
 def test_channels_last_keeps_values_names_and_gradients(tiny_config) -> None:

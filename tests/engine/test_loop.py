@@ -13,16 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from stereoq.engine import loop, stage_lookup
+from stereoq.engine import loop
 from stereoq.engine.checkpoint import load_checkpoint, save_checkpoint
 from stereoq.engine.evaluate import pair_input
 from stereoq.engine.report import Reporter
-from stereoq.engine.stage import FloatStage, Stage
-from stereoq.engine.stage_lookup import get_stage
 from stereoq.errors import StereoqError
 from stereoq.models.build import build_loss, build_model
-from stereoq.registry import Registry
 from stereoq.settings import load_config
+from stereoq.stages import get_stage, run_stage
 
 
 def tiny(path: Path, *sets: str):
@@ -46,7 +44,7 @@ def test_short_run_lowers_loss_on_fixed_batch(tiny_config) -> None:
         with torch.no_grad():
             return loss_fn(model.train()(x), gt).item()
 
-    summary = loop.run_stage(cfg, "float")
+    summary = run_stage(cfg, "float")
     trained = load_checkpoint(cfg.run_dir / "float" / "last.pt")["model"]
     assert loss_of(trained) < 0.8 * loss_of(None)
     assert summary["best_epoch"] >= 1 and summary["best"]["images"] == 4
@@ -70,13 +68,13 @@ class StopAfter(Reporter):
 def test_resume_equals_uninterrupted(tiny_config, tmp_path) -> None:
     sets = ["stages.float.epochs=3", "stages.float.scheduler.warmup_epochs=1"]
     straight = tiny(tiny_config, *sets, f"output_dir={tmp_path / 'a'}")
-    loop.run_stage(straight, "float")
+    run_stage(straight, "float")
 
     resumed = tiny(tiny_config, *sets, f"output_dir={tmp_path / 'b'}")
     with pytest.raises(Interrupt):
-        loop.run_stage(resumed, "float", reporter=StopAfter(2))
+        run_stage(resumed, "float", reporter=StopAfter(2))
     assert load_checkpoint(resumed.run_dir / "float" / "last.pt")["epoch"] == 2
-    loop.run_stage(resumed, "float", resume=True)
+    run_stage(resumed, "float", resume=True)
 
     a = load_checkpoint(straight.run_dir / "float" / "last.pt")
     b = load_checkpoint(resumed.run_dir / "float" / "last.pt")
@@ -103,12 +101,12 @@ TORN = '{"epoch": 3, "lr": 0.0001, "train_lo'
 def test_resume_drops_a_torn_last_log_line(tiny_config) -> None:
     cfg = tiny(tiny_config, "stages.float.epochs=3", "data.synthetic.train_count=4")
     with pytest.raises(Interrupt):
-        loop.run_stage(cfg, "float", reporter=StopAfter(2))
+        run_stage(cfg, "float", reporter=StopAfter(2))
     log = cfg.run_dir / "float" / "log.jsonl"
     with log.open("a") as f:
         f.write(TORN)
     notes = Notes()
-    loop.run_stage(cfg, "float", resume=True, reporter=notes)
+    run_stage(cfg, "float", resume=True, reporter=notes)
     lines = log.read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
     assert [n for n in notes.notes if n.startswith("dropped")] == [
@@ -121,7 +119,7 @@ def test_fresh_run_replaces_a_log_with_a_torn_last_line(tiny_config) -> None:
     log = cfg.run_dir / "float" / "log.jsonl"
     log.parent.mkdir(parents=True)
     log.write_text('{"epoch": 1, "lr": 0.1}\n' + TORN)
-    loop.run_stage(cfg, "float")
+    run_stage(cfg, "float")
     assert [json.loads(line)["epoch"] for line in log.read_text().splitlines()] == [1]
 
 
@@ -147,7 +145,7 @@ def test_keep_log_drops_only_a_torn_last_line_and_refuses_corruption(tmp_path) -
 
 def test_resume_without_checkpoint_is_a_clear_error(tiny_config) -> None:
     with pytest.raises(StereoqError, match=r"last.pt does not exist: nothing to resume"):
-        loop.run_stage(tiny(tiny_config), "float", resume=True)
+        run_stage(tiny(tiny_config), "float", resume=True)
 
 
 def test_resume_with_another_optimizer_state_is_one_line(tiny_config) -> None:
@@ -158,7 +156,7 @@ def test_resume_with_another_optimizer_state_is_one_line(tiny_config) -> None:
         "optimizer": torch.optim.Adam([torch.zeros(1)]).state_dict(),
     })
     with pytest.raises(StereoqError) as err:
-        loop.run_stage(cfg, "float", resume=True)
+        run_stage(cfg, "float", resume=True)
     message = str(err.value)
     assert "\n" not in message
     assert message.startswith(f"checkpoint {last}: its optimizer state does not fit")
@@ -194,31 +192,10 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_config, monkeypatch)
     cfg = tiny(tiny_config, "stages.float.epochs=3")
     monkeypatch.setattr(loop, "build_loss", lambda m: NanAfter(build_loss(m), good=5))
     with pytest.raises(StereoqError, match=r"loss became nan at epoch 2 step 2.*last good"):
-        loop.run_stage(cfg, "float")
+        run_stage(cfg, "float")
     state = load_checkpoint(cfg.run_dir / "float" / "last.pt")
     assert state["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
-
-
-def test_stage_registration_and_unavailable_stage(tiny_config, monkeypatch) -> None:
-    registry = Registry("stage")
-    monkeypatch.setattr(stage_lookup, "STAGES", registry)
-    monkeypatch.setattr(stage_lookup, "STAGE_MODULES", ())
-    registry.register("float")(FloatStage)
-    cfg = tiny(tiny_config)
-    with pytest.raises(StereoqError, match="stage 'calibration' is not available"):
-        get_stage(cfg, "calibration")
-
-    @registry.register("calibration")
-    class OnePass(Stage):
-        trains = False
-
-        def run(self, reporter: Reporter) -> dict:
-            return {"stage": self.name, "batches": self.cfg.stages.calibration.batches}
-
-    assert loop.run_stage(cfg, "calibration") == {"stage": "calibration", "batches": 2}
-    with pytest.raises(StereoqError, match="unknown stage 'bogus'"):
-        get_stage(cfg, "bogus")
 
 
 def free_port() -> int:
@@ -265,7 +242,7 @@ def test_init_from_loads_weights_only(tiny_config, tmp_path) -> None:
     start = build_model(cfg.model).state_dict()
     source = save_checkpoint(tmp_path / "sceneflow.pt", {
         "model": start, "epoch": 7, "optimizer": {"state": {}, "param_groups": []}})
-    loop.run_stage(cfg, "float", init_from=source)
+    run_stage(cfg, "float", init_from=source)
     last = load_checkpoint(cfg.run_dir / "float" / "last.pt")
     assert last["epoch"] == 1  # a new schedule, not epoch 8
     weights = [k for k, v in start.items() if v.dtype.is_floating_point and k.endswith("weight")]
@@ -280,13 +257,13 @@ def test_init_from_another_model_or_stage_is_one_line(tiny_config, tmp_path) -> 
     other = tiny(tiny_config, "model.neck.out_channels=[8,8,8,16,16,16]")
     path = save_checkpoint(tmp_path / "other.pt", {"model": build_model(other.model).state_dict()})
     with pytest.raises(StereoqError) as err:
-        loop.run_stage(cfg, "float", init_from=path)
+        run_stage(cfg, "float", init_from=path)
     message = str(err.value)
     assert "\n" not in message and f"checkpoint {path} holds another model" in message
     assert "in the checkpoint but" in message and "--init-from" in message
     with pytest.raises(StereoqError, match="not with --resume"):
-        loop.run_stage(cfg, "float", resume=True, init_from=path)
+        run_stage(cfg, "float", resume=True, init_from=path)
     with pytest.raises(StereoqError, match="stage qat does not take initial weights"):
         loop.check_init_from(get_stage(cfg, "qat"), path, False)
     with pytest.raises(StereoqError, match="no such file"):
-        loop.run_stage(cfg, "float", init_from=tmp_path / "none.pt")
+        run_stage(cfg, "float", init_from=tmp_path / "none.pt")

@@ -9,9 +9,9 @@ import torch
 import yaml
 
 from stereoq.engine.checkpoint import save_checkpoint
-from stereoq.engine.predictor import float_checkpoint
 from stereoq.models.build import build_model
 from stereoq.settings import load_config
+from stereoq.stages import get_stage
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "motorcycle.py"
 
@@ -25,7 +25,8 @@ def test_motorcycle_example_scores_model_and_sgbm(tiny_config: Path, tmp_path: P
     tiny_config.write_text(yaml.safe_dump(data))
     cfg = load_config(str(tiny_config))
     torch.manual_seed(0)
-    save_checkpoint(float_checkpoint(cfg), {"model": build_model(cfg.model).state_dict()})
+    state = {"model": build_model(cfg.model).state_dict()}
+    save_checkpoint(get_stage(cfg, "float").artifact(), state)
     spec = importlib.util.spec_from_file_location("motorcycle_example", EXAMPLE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

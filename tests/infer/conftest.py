@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from stereoq.engine.checkpoint import save_checkpoint
-from stereoq.engine.predictor import float_checkpoint
 from stereoq.models.build import build_model
 from stereoq.settings import load_config
+from stereoq.stages import get_stage
 
 
 def textured_pair(height: int, width: int, shift_px: int = 4, seed: int = 0):
@@ -47,5 +47,6 @@ def float_run(tiny_config: Path) -> Path:
     """The tiny config with an (untrained) float checkpoint where ``load_predictor`` expects it."""
     cfg = load_config(str(tiny_config))
     torch.manual_seed(0)
-    save_checkpoint(float_checkpoint(cfg), {"model": build_model(cfg.model).state_dict()})
+    state = {"model": build_model(cfg.model).state_dict()}
+    save_checkpoint(get_stage(cfg, "float").artifact(), state)
     return tiny_config

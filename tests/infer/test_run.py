@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 
 from stereoq.data.pfm import read_pfm
-from stereoq.engine.predictor import load_predictor
 from stereoq.errors import StereoqError
 from stereoq.infer.depth import disparity_to_depth
 from stereoq.infer.pairs import Pair
@@ -26,6 +25,7 @@ from stereoq.infer.run import (
     run_pairs,
 )
 from stereoq.settings import load_config
+from stereoq.stages import get_stage
 
 
 def test_odd_sizes_are_padded_bottom_right_and_cropped_back(float_run: Path, make_pair) -> None:
@@ -47,7 +47,7 @@ def test_estimator_uses_the_training_normalisation(float_run: Path, make_pair) -
     cfg = load_config(str(float_run))
     estimator = DisparityEstimator(cfg, "float")
     left, right = make_pair(32, 48, seed=3)
-    model = load_predictor(cfg, "float")
+    model = get_stage(cfg, "float").predictor()
     with torch.inference_mode():
         expected = model(prepare_pair(left, right, cfg.data)[None])[0, 0].numpy()
     np.testing.assert_allclose(estimator(left, right), expected, atol=1e-5)

@@ -99,8 +99,7 @@ def all_stages(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from stereoq.deploy.compile import artifact_dir
     from stereoq.deploy.onnx_export import default_path, export_stage, read_metadata
     from stereoq.engine.checkpoint import save_checkpoint
-    from stereoq.engine.loop import run_stage
-    from stereoq.quant.artifacts import artifact_path
+    from stereoq.stages import get_stage, run_stage
 
     path = tiny_run(
         tmp_path_factory.mktemp("small_images"),
@@ -116,9 +115,9 @@ def all_stages(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         run_stage(cfg, "calibration")
         run_stage(cfg, "int_infer")
-        qat = artifact_path(cfg, "qat")
+        qat = get_stage(cfg, "qat").artifact()
         qat.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(artifact_path(cfg, "calibration"), qat)
+        shutil.copyfile(get_stage(cfg, "calibration").artifact(), qat)
         onnx = export_stage(cfg, "float", *DEPLOYED_SIZE, default_path(cfg, "float"))
         get_backend("ort").compile(onnx.path, read_metadata(onnx.path), artifact_dir(cfg, "ort"))
     finally:

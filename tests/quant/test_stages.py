@@ -12,12 +12,10 @@ import pytest
 import torch
 
 from stereoq.engine.checkpoint import save_checkpoint
-from stereoq.engine.loop import run_stage
-from stereoq.engine.predictor import load_predictor
 from stereoq.errors import StereoqError
 from stereoq.models.build import build_model
-from stereoq.quant.artifacts import artifact_path, report_path
 from stereoq.settings import load_config
+from stereoq.stages import get_stage, run_stage
 
 
 def stereoq(*args: str) -> subprocess.CompletedProcess:
@@ -51,7 +49,7 @@ def test_predict_of_a_missing_int_model_names_file_and_command(tiny_config: Path
     cfg = load_config(str(tiny_config))
     expected = r"int_infer/model\.pt2.*stereoq train --stage int_infer"
     with pytest.raises(StereoqError, match=expected):
-        load_predictor(cfg, "int_infer")
+        get_stage(cfg, "int_infer").predictor()
 
 
 def test_predict_all_lists_what_exists_and_names_what_is_missing(tiny_config: Path) -> None:
@@ -85,8 +83,8 @@ def test_float_calibration_qat_int_infer_chain(tiny_config: Path) -> None:
     assert out["within_one_step_pct"] >= 99.9
 
     for stage in ("calibration", "qat", "int_infer"):
-        assert artifact_path(cfg, stage).is_file()
-        report = json.loads(report_path(cfg, stage).read_text())
+        assert get_stage(cfg, stage).artifact().is_file()
+        report = json.loads(get_stage(cfg, stage).precision_report.read_text())
         assert report["float_ops"] == [] and report["summary"]["int8"] > 0
     # predict --stage all: one row per stage, change against float, no torchao noise
     metrics = cfg.run_dir / "predict.json"
@@ -106,7 +104,7 @@ def test_float_calibration_qat_int_infer_chain(tiny_config: Path) -> None:
     # the saved program runs without stereoq: only torch and its quantize/dequantize ops
     script = (
         "import sys, torch, torch.ao.quantization.fx._decomposed\n"
-        f"ep = torch.export.load({str(artifact_path(cfg, 'int_infer'))!r})\n"
+        f"ep = torch.export.load({str(get_stage(cfg, 'int_infer').artifact())!r})\n"
         "prev, offset = ep.module()(torch.zeros(1, 6, 64, 128))\n"
         "assert offset.shape == (1, 1, 64, 128) and prev.shape == (1, 1, 32, 64)\n"
         "assert not [m for m in sys.modules if m.startswith('stereoq')]\n"

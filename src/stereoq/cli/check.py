@@ -9,6 +9,7 @@ import typer
 from stereoq.cli.common import ConfigOpt, SetOpt, validate_options
 from stereoq.cli.export import BackendOpt, DeployOptions, HeightOpt, StageOpt, WidthOpt, load_for
 from stereoq.cli.output import console, print_table, write_json
+from stereoq.cli.stages import LAST_STAGE
 
 MAX_NODES = 30
 
@@ -19,7 +20,7 @@ class CheckOptions(DeployOptions):
 
 
 def check(
-    stage: StageOpt = "int_infer",
+    stage: StageOpt = LAST_STAGE,
     backend: BackendOpt = "ort",
     strict: Annotated[
         bool, typer.Option(help="Exit with status 1 if any op computes in float.")

@@ -20,6 +20,7 @@ from stereoq.cli.export import (
     print_acceptance,
 )
 from stereoq.cli.output import console, print_table
+from stereoq.cli.stages import LAST_STAGE
 
 
 class CompileOptions(DeployOptions):
@@ -34,7 +35,7 @@ class CompileOptions(DeployOptions):
 
 
 def compile(  # noqa: A001  (the command's name)
-    stage: StageOpt = "int_infer",
+    stage: StageOpt = LAST_STAGE,
     backend: BackendOpt = "ort",
     height: HeightOpt = None,
     width: WidthOpt = None,

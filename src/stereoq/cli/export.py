@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 from pydantic import BaseModel, ConfigDict, Field
 
 from stereoq.cli.common import ConfigOpt, SetOpt, validate_options
 from stereoq.cli.output import console, print_table, write_json
+from stereoq.cli.stages import LAST_STAGE, StageName, stage_help
 
-StageName = Literal["float", "calibration", "qat", "int_infer"]
-
-StageOpt = Annotated[
-    str, typer.Option(help="Stage whose model to deploy: float, calibration, qat or int_infer.")
-]
+StageOpt = Annotated[str, typer.Option(help=stage_help("Stage whose model to deploy"))]
 HeightOpt = Annotated[
     int | None,
     typer.Option(help="Input height in px, a multiple of 16. Default: validation frames'."),
@@ -26,7 +23,7 @@ WidthOpt = Annotated[
 ]
 BackendOpt = Annotated[str, typer.Option(
     help="Deployment backend (ort: ONNX Runtime CPU; inductor: AOTInductor package, oneDNN "
-    "int8 convs on x86, int_infer or float stage).")]
+    "int8 convs on x86, finished models only).")]
 
 
 class DeployOptions(BaseModel):
@@ -35,7 +32,7 @@ class DeployOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     config: str | None = None
     sets: list[str] = Field(default_factory=list)
-    stage: StageName = "int_infer"
+    stage: StageName = LAST_STAGE
     height: int | None = Field(default=None, ge=16, le=8192)
     width: int | None = Field(default=None, ge=16, le=8192)
 
@@ -76,7 +73,7 @@ def load_for(opts: DeployOptions):  # noqa: ANN201  (returns (config, height, wi
 
 
 def export(
-    stage: StageOpt = "int_infer",
+    stage: StageOpt = LAST_STAGE,
     config: ConfigOpt = None,
     sets: SetOpt = None,
     height: HeightOpt = None,

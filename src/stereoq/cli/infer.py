@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 from pydantic import BaseModel, ConfigDict, Field
 
 from stereoq.cli.common import ConfigOpt, SetOpt, validate_options
 from stereoq.cli.output import console, print_table, write_json
+from stereoq.cli.stages import FIRST_STAGE, StageChoice, check_checkpoint, stage_help
 from stereoq.errors import StereoqError
+from stereoq.infer import DEPLOYED
+
+InferStage = StageChoice(DEPLOYED)
 
 MODEL_INPUT_KEYS = {"imgl": "imgl", "imgr": "imgr", "baseline": "baseline", "f": "f"}
 
@@ -27,7 +31,7 @@ class InferOptions(BaseModel):
     cy: float | None = Field(default=None, allow_inf_nan=False)
     doffs: float = Field(default=0.0, allow_inf_nan=False, description="pixels")
     save_path: Path
-    stage: Literal["float", "calibration", "qat", "int_infer", "deployed"] = "float"
+    stage: InferStage = FIRST_STAGE
     max_size: int | None = Field(default=None, ge=16, le=8192)
     checkpoint: Path | None = None
     ply: bool = False
@@ -84,8 +88,8 @@ def infer(
     ] = None,
     stage: Annotated[
         str,
-        typer.Option(help="Model: float | calibration | qat | int_infer | deployed (ONNX Runtime)"),
-    ] = "float",
+        typer.Option(help=stage_help("Model: a stage", (f"{DEPLOYED} (the compiled artifact)",))),
+    ] = FIRST_STAGE,
     model_inputs: Annotated[
         str | None,
         typer.Option(help="Reference form: imgl:PATH,imgr:PATH,baseline:B,f:F (instead of those)."),
@@ -122,7 +126,8 @@ def infer(
     ] = None,
     checkpoint: Annotated[
         Path | None,
-        typer.Option(help="Float weights to use instead of RUN_DIR/float/best.pt (float only)."),
+        typer.Option(help=f"Weights to use instead of RUN_DIR/{FIRST_STAGE}/best.pt "
+                     f"({FIRST_STAGE} only)."),
     ] = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
@@ -169,6 +174,7 @@ def infer(
         checkpoint=checkpoint,
         **values,
     )
+    check_checkpoint(opts.stage, opts.checkpoint)
     from stereoq.cli.progress import RichReporter
     from stereoq.infer.pairs import resolve_pairs
     from stereoq.infer.run import SUMMARY_FILE, Camera, InferSettings, run_pairs

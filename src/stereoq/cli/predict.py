@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from stereoq.cli.common import ConfigOpt, SetOpt, validate_options
 from stereoq.cli.output import console, print_table, write_json
-from stereoq.cli.train import StageName
+from stereoq.cli.stages import FIRST_STAGE, StageName, check_checkpoint, stage_help
 
 
 class PredictOptions(BaseModel):
@@ -27,13 +27,14 @@ class PredictOptions(BaseModel):
 
 def predict(
     stage: Annotated[
-        str, typer.Option(help="Stage whose model to evaluate, or all (one row per stage).")
-    ] = "float",
+        str, typer.Option(help=stage_help("Stage whose model to evaluate", ("all (one row each)",)))
+    ] = FIRST_STAGE,
     config: ConfigOpt = None,
     sets: SetOpt = None,
     checkpoint: Annotated[
         Path | None,
-        typer.Option(help="Float checkpoint to evaluate. Default: RUN_DIR/float/best.pt."),
+        typer.Option(help=f"{FIRST_STAGE} checkpoint to evaluate. Default: "
+                     f"RUN_DIR/{FIRST_STAGE}/best.pt."),
     ] = None,
     baseline: Annotated[
         str | None, typer.Option(help="Also evaluate a classical method: sgbm (OpenCV StereoSGBM).")
@@ -53,18 +54,20 @@ def predict(
         PredictOptions, stage=stage, config=config, sets=sets or [], checkpoint=checkpoint,
         baseline=baseline, batch_size=batch_size, json_path=json_path,
     )
+    if opts.stage != "all":
+        check_checkpoint(opts.stage, opts.checkpoint)
     from stereoq.cli.progress import RichReporter
     from stereoq.engine.evaluate import evaluate, evaluate_sgbm
     from stereoq.settings import load_config
+    from stereoq.stages import get_stage
 
     cfg = load_config(opts.config, sets=opts.sets)
     reporter = RichReporter()
     if opts.stage == "all":
         results = evaluate_all(cfg, opts, reporter)
     else:
-        results = {
-            opts.stage: evaluate(cfg, opts.stage, opts.checkpoint, reporter, opts.batch_size)
-        }
+        stage = get_stage(cfg, opts.stage)
+        results = {opts.stage: evaluate(cfg, stage, opts.checkpoint, reporter, opts.batch_size)}
     if opts.baseline == "sgbm":
         results["sgbm"] = evaluate_sgbm(cfg, reporter)
     print_results(cfg.name, results)
@@ -75,35 +78,37 @@ def predict(
 def evaluate_all(cfg: Any, opts: PredictOptions, reporter: Any) -> dict[str, dict[str, Any]]:
     """Every stage whose model exists, in pipeline order; missing ones are named and skipped."""
     from stereoq.engine.evaluate import evaluate
-    from stereoq.engine.stage_lookup import registered_stages
     from stereoq.errors import StereoqError
+    from stereoq.stages import get_stage, stage_names
 
     results: dict[str, dict[str, Any]] = {}
-    for name in registered_stages():
-        checkpoint = opts.checkpoint if name == "float" else None
+    for name in stage_names():
+        stage = get_stage(cfg, name)
+        checkpoint = opts.checkpoint if stage.takes_checkpoint else None
         try:
-            results[name] = evaluate(cfg, name, checkpoint, reporter, opts.batch_size)
+            results[name] = evaluate(cfg, stage, checkpoint, reporter, opts.batch_size)
         except StereoqError as err:
             console.print(f"skipped {name}: {err}", highlight=False)
     if not results:
-        raise StereoqError("no stage has a model yet: run `stereoq train --stage float` first")
+        raise StereoqError(f"no stage has a model yet: run `stereoq train --stage {FIRST_STAGE}`")
     return results
 
 
 def print_results(name: str, results: dict[str, dict[str, Any]]) -> None:
-    """One row per model (stage or baseline); a change-vs-float column when float is a row."""
+    """One row per model (stage or baseline); a change-vs-the-first-stage column (float) when
+    it is a row."""
     from stereoq.cli.progress import METRIC_COLUMNS, METRIC_KEYS
     from stereoq.engine.metrics import AVERAGING
 
-    ref = results.get("float", {}).get("epe")
+    ref = results.get(FIRST_STAGE, {}).get("epe")
     compare = ref is not None and len(results) > 1
     rows = []
     for model, m in results.items():
         row = [model, *(m[k] for k in METRIC_KEYS), m["images"]]
         if compare:
-            row.append("" if model == "float" else f"{100.0 * (m['epe'] - ref) / ref:+.1f} %")
+            row.append("" if model == FIRST_STAGE else f"{100.0 * (m['epe'] - ref) / ref:+.1f} %")
         rows.append(row)
-    columns = [*METRIC_COLUMNS, "images", *(["EPE vs float"] if compare else [])]
+    columns = [*METRIC_COLUMNS, "images", *([f"EPE vs {FIRST_STAGE}"] if compare else [])]
     images = next(iter(results.values()))["images"]
     print_table(f"{name}: validation set, {images} full-size images", ["model", *columns], rows)
     console.print(AVERAGING, highlight=False)

@@ -1,19 +1,17 @@
-"""``stereoq train``: run one stage of the pipeline (float, calibration, qat, int_infer)."""
+"""``stereoq train``: run one stage of the pipeline (``stereoq.stages``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 
 from stereoq.cli.common import ConfigOpt, SetOpt, validate_options
 from stereoq.cli.output import console, print_note, print_table
+from stereoq.cli.stages import FIRST_STAGE, StageName, init_takers, or_names, train_help
 from stereoq.errors import StereoqError
-
-StageName = Literal["float", "calibration", "qat", "int_infer"]
-TRAINING_STAGES = ("float", "qat")
 
 
 class TrainOptions(BaseModel):
@@ -30,13 +28,16 @@ class TrainOptions(BaseModel):
 
 def overrides_for(opts: TrainOptions) -> dict[str, object]:
     """Typed options -> config keys of the chosen stage (they win over --set and the file)."""
+    from stereoq.settings.stages import StagesConfig
+    from stereoq.stages import stage_class
+
     key = f"stages.{opts.stage}"
-    if opts.stage not in TRAINING_STAGES:
+    if not stage_class(opts.stage).trains:
         for name, value in (("--epochs", opts.epochs), ("--lr", opts.lr)):
             if value is not None:
                 raise StereoqError(f"option {name}: stage {opts.stage} does not train", 2)
-        if opts.batch_size is not None and opts.stage != "calibration":
-            raise StereoqError(f"option --batch-size: stage {opts.stage} takes no batch size", 2)
+    if opts.batch_size is not None and "batch_size" not in StagesConfig.section_fields(opts.stage):
+        raise StereoqError(f"option --batch-size: stage {opts.stage} takes no batch size", 2)
     return {
         f"{key}.epochs": opts.epochs,
         f"{key}.batch_size": opts.batch_size,
@@ -89,9 +90,7 @@ def resume_notes(opts: TrainOptions) -> list[str]:
 
 
 def train(
-    stage: Annotated[
-        str, typer.Option(help="Stage to run: float, calibration, qat or int_infer.")
-    ] = "float",
+    stage: Annotated[str, typer.Option(help=train_help())] = FIRST_STAGE,
     config: ConfigOpt = None,
     sets: SetOpt = None,
     epochs: Annotated[int | None, typer.Option(help="Override the stage's epochs.")] = None,
@@ -110,7 +109,8 @@ def train(
         Path | None,
         typer.Option(
             help="Start from this checkpoint's weights only (e.g. a SceneFlow model to fine-tune "
-            "on KITTI); the optimizer, schedule and epochs start afresh. Float stage only."
+            "on KITTI); the optimizer, schedule and epochs start afresh. Stage "
+            f"{or_names(init_takers())} only."
         ),
     ] = None,
 ) -> None:
@@ -124,22 +124,20 @@ def train(
     )
     from stereoq.cli.progress import RichReporter
     from stereoq.engine.distributed import launched_rank
-    from stereoq.engine.loop import check_init_from, run_stage
-    from stereoq.engine.stage import stage_dir
-    from stereoq.engine.stage_lookup import get_stage
+    from stereoq.engine.loop import check_init_from
     from stereoq.settings import load_config
+    from stereoq.stages import get_stage, run_stage
 
     cfg = load_config(opts.config, overrides=overrides_for(opts), sets=opts.sets)
-    stage = get_stage(cfg, opts.stage)  # an unavailable stage fails here, before any work
+    stage = get_stage(cfg, opts.stage)
     check_init_from(stage, opts.init_from, opts.resume)
     main = launched_rank() == 0
     if main:
-        console.print(f"stage {opts.stage} of {cfg.name} -> {stage_dir(cfg, opts.stage)}",
-                      highlight=False)
+        console.print(f"stage {opts.stage} of {cfg.name} -> {stage.dir}", highlight=False)
     if main and opts.resume:
         if not stage.trains:
             print_note(f"--resume applies to training stages; {opts.stage} runs from the start")
-        elif (stage_dir(cfg, opts.stage) / "last.pt").is_file():  # else the loop's error says why
+        elif (stage.dir / "last.pt").is_file():  # else the loop's error says why
             for note in resume_notes(opts):
                 print_note(note)
     summary = run_stage(cfg, opts.stage, resume=opts.resume, reporter=RichReporter(),

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from stereoq import staging
+from stereoq.agreement import FLOAT_TOLERANCE, within
 from stereoq.atomic import atomic_write_json
 from stereoq.deploy.acceptance import DisparityComparison
 from stereoq.deploy.backends import get_backend
@@ -19,7 +20,6 @@ from stereoq.deploy.backends.base import Backend
 from stereoq.deploy.check import CheckReport
 from stereoq.deploy.metadata import OUTPUT_NAMES, DeployMetadata
 from stereoq.deploy.onnx_export import (
-    FLOAT_TOLERANCE,
     INT_AGREEMENT,
     ExportResult,
     check_size,
@@ -189,7 +189,7 @@ def validate(
     known = [s for s in steps.values() if s]
     px_step = maxdisp * max(known) if known else maxdisp * FLOAT_TOLERANCE
     comparison = DisparityComparison(maxdisp)
-    within = dict.fromkeys(OUTPUT_NAMES, 0)
+    agree = dict.fromkeys(OUTPUT_NAMES, 0)
     elements = dict.fromkeys(OUTPUT_NAMES, 0)
     max_abs = dict.fromkeys(OUTPUT_NAMES, 0.0)
     px_within, px_total = 0, 0
@@ -211,13 +211,12 @@ def validate(
             ref = run_torch(graph, [xp])[0]
             for k, name in enumerate(OUTPUT_NAMES):
                 diff = np.abs(got[k].astype(np.float64) - ref[k])
-                tol = steps[name] * 1.001 if steps[name] else FLOAT_TOLERANCE
-                within[name] += int((diff <= tol).sum())
+                agree[name] += int(within(diff, steps[name], ref[k]).sum())
                 elements[name] += diff.size
                 max_abs[name] = max(max_abs[name], float(np.nan_to_num(diff, nan=np.inf).max()))
             disp_got = postprocess(got[0], got[1], maxdisp)[..., :h, :w]
             disp_ref = postprocess(ref[0], ref[1], maxdisp)[..., :h, :w]
-            px_within += int((np.abs(disp_got - disp_ref) <= px_step * 1.001).sum())
+            px_within += int(within(np.abs(disp_got - disp_ref), px_step).sum())
             px_total += disp_ref.size
             comparison.update(disp_got, disp_ref, item["disp"][None].numpy())
             reporter.advance()
@@ -227,7 +226,7 @@ def validate(
     outputs = {
         name: {
             "step": steps[name],
-            "within_step_pct": 100.0 * within[name] / max(elements[name], 1),
+            "within_step_pct": 100.0 * agree[name] / max(elements[name], 1),
             "max_abs": max_abs[name],
         }
         for name in OUTPUT_NAMES

@@ -1,7 +1,7 @@
 """A stage's deployed graph as an ONNX file: export, metadata, checker, ORT agreement.
 
-The graph is ``DeployGraph`` for float and the quant stages' converted graph (Q/DQ nodes) for
-the others: (1, 6, H, W) normalised pair -> (1/2-res disparity, full-res offset), normalised.
+The graph is the stage's ``Stage.graph()`` (float, or Q/DQ nodes around integer ops):
+(1, 6, H, W) normalised pair -> (1/2-res disparity, full-res offset), normalised.
 Post-processing (upsample, add, ReLU, x maxdisp) stays outside; the metadata describes it.
 """
 
@@ -19,11 +19,13 @@ import torch
 from torch import Tensor, nn
 
 from stereoq import staging
+from stereoq.agreement import within_pct
 from stereoq.deploy.acceptance import DisparityAgreement, DisparityComparison
 from stereoq.deploy.metadata import INPUT_NAME, OUTPUT_NAMES, DeployMetadata, describe
 from stereoq.deploy.ort_runner import postprocess
 from stereoq.deploy.qdq_graph import QdqGraph
 from stereoq.deploy.tensor_agreement import TensorAgreement, compare_tensors
+from stereoq.engine.stage import stage_dir
 from stereoq.errors import StereoqError
 from stereoq.models.padding import fit, padded_size
 from stereoq.quiet import quiet
@@ -32,9 +34,6 @@ from stereoq.settings.config import ExperimentConfig
 OPSET = 21
 """ONNX opset of every export: QuantizeLinear/DequantizeLinear take int16 from opset 21."""
 
-EXPORT_STAGES = ("float", "calibration", "qat", "int_infer")
-FLOAT_TOLERANCE = 1e-4
-"""Float export: |ORT - PyTorch| <= 1e-4 + 1e-4 * |PyTorch| on every element (normalised)."""
 INT_AGREEMENT = 99.9
 """Int8 export: % of each output's elements ONNX Runtime must compute within one 8-bit output
 step (``OutputInfo.agreement_step``) of PyTorch's integer model, and % of each quantized tensor's
@@ -75,28 +74,11 @@ def check_size(cfg: ExperimentConfig, height: int, width: int) -> None:
 
 
 def stage_graph(cfg: ExperimentConfig, stage: str) -> nn.Module:
-    """The stage's deployed graph in eval form; one-line error if its artifact is missing."""
-    if stage not in EXPORT_STAGES:
-        raise StereoqError(
-            f"option --stage: unknown stage {stage!r} (one of {', '.join(EXPORT_STAGES)})", 2
-        )
-    if stage == "float":
-        from stereoq.engine.predictor import load_float_model
-        from stereoq.models.stereonet import DeployGraph
+    """The stage's deployed graph in eval form (``Stage.graph``); one-line error if its
+    artifact is missing."""
+    from stereoq.stages import get_stage
 
-        return DeployGraph(load_float_model(cfg)).eval()
-    try:
-        from stereoq.quant import artifacts
-    except ModuleNotFoundError as err:
-        if err.name and err.name.startswith("stereoq.quant"):
-            raise StereoqError(f"stage {stage!r} is not available in this build", 2) from None
-        raise
-    if stage == "int_infer":
-        return artifacts.load_stage_graph(cfg, stage, integer=False)
-    # calibration / qat hold fake-quant graphs: deploy what int_infer would make of them
-    from stereoq.quant.prepare import LastTwo, convert
-
-    return LastTwo(convert(artifacts.load_fake_quant(cfg, stage)))
+    return get_stage(cfg, stage).graph()
 
 
 def reference_graph(graph: nn.Module) -> nn.Module:
@@ -274,10 +256,8 @@ def compare(
         b = np.concatenate([r[k].ravel() for r in ref])
         diff = np.abs(a.astype(np.float64) - b)
         step = steps.get(name)
-        # 1.001: rounding of the scale product itself
-        tol = step * 1.001 if quantized and step else FLOAT_TOLERANCE * (1 + np.abs(b))
         agreement.max_abs[name] = float(diff.max()) if diff.size else 0.0
-        agreement.within_pct[name] = float(100.0 * np.mean(diff <= tol)) if diff.size else 100.0
+        agreement.within_pct[name] = within_pct(diff, step if quantized else None, b)
     return agreement
 
 
@@ -461,7 +441,7 @@ def stage_onnx(
     path = default_path(cfg, stage)
     if path.is_file() and not strict:
         meta = read_metadata(path)
-        fresh = path.stat().st_mtime >= _newest_mtime(cfg.run_dir / stage)
+        fresh = path.stat().st_mtime >= _newest_mtime(stage_dir(cfg, stage))
         if meta is not None and fresh and (meta.stage, meta.height, meta.width) == (
             stage,
             height,

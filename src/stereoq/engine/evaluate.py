@@ -13,8 +13,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from stereoq.engine.allocator import keep_freed_memory
 from stereoq.engine.distributed import Context
 from stereoq.engine.metrics import BenchmarkMetrics, DisparityMetrics
-from stereoq.engine.predictor import load_predictor
 from stereoq.engine.report import Reporter
+from stereoq.engine.stage import Stage
 from stereoq.settings.config import ExperimentConfig
 
 
@@ -78,7 +78,7 @@ def accumulate_batches(
 
 def evaluate(
     cfg: ExperimentConfig,
-    stage: str,
+    stage: Stage,
     checkpoint: Path | None = None,
     reporter: Reporter | None = None,
     batch_size: int = 1,
@@ -86,13 +86,13 @@ def evaluate(
     """Metrics (``stereoq.engine.metrics``) of ``stage``'s model on the validation set."""
     reporter = reporter or Reporter()
     keep_freed_memory()
-    model = load_predictor(cfg, stage, checkpoint)
-    device = torch.device("cuda" if stage == "float" and torch.cuda.is_available() else "cpu")
-    if stage == "float":
+    device = stage.eval_device()
+    model = stage.predictor(checkpoint)
+    if device.type != "cpu":  # exported graphs stay as loaded
         model = model.to(device)
     loader = val_loader(val_dataset(cfg), batch_size)
     return _run(cfg, lambda batch: model(pair_input(batch).to(device)), loader, reporter,
-                f"{stage} val")
+                f"{stage.name} val")
 
 
 def _run(cfg: ExperimentConfig, forward: Callable[[dict[str, Any]], Tensor], loader: DataLoader,

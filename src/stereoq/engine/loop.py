@@ -23,7 +23,6 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from stereoq.atomic import atomic_write_json, atomic_write_text
 from stereoq.engine import distributed
-from stereoq.engine.allocator import keep_freed_memory
 from stereoq.engine.checkpoint import (
     load_checkpoint,
     load_model_state,
@@ -38,7 +37,6 @@ from stereoq.engine.metrics import AVERAGING, DisparityMetrics
 from stereoq.engine.optim import build_optimizer, lr_at
 from stereoq.engine.report import Reporter
 from stereoq.engine.stage import Stage, stage_dir
-from stereoq.engine.stage_lookup import get_stage
 from stereoq.errors import StereoqError
 from stereoq.models.build import build_loss
 from stereoq.settings.config import ExperimentConfig
@@ -51,22 +49,6 @@ def build_datasets(cfg: ExperimentConfig, crop: bool) -> tuple[Dataset, Dataset]
     from stereoq.data import build_dataset
 
     return build_dataset(cfg.data, "train", crop=crop), build_dataset(cfg.data, "val", crop=False)
-
-
-def run_stage(
-    cfg: ExperimentConfig, stage_name: str, resume: bool = False, reporter: Reporter | None = None,
-    init_from: Path | None = None,
-) -> dict[str, Any]:
-    """``stereoq train --stage NAME``: the loop for training stages, ``Stage.run`` otherwise.
-
-    ``init_from``: a checkpoint whose model weights (only) start the stage (``takes_init``).
-    """
-    stage = get_stage(cfg, stage_name)
-    check_init_from(stage, init_from, resume)
-    keep_freed_memory()
-    if not stage.trains:
-        return stage.run(reporter or Reporter())
-    return train(cfg, stage, resume, reporter, init_from)
 
 
 def check_init_from(stage: Stage, init_from: Path | None, resume: bool) -> None:

@@ -1,10 +1,11 @@
-"""A stage: the small description of what changes between float, calibration, QAT and int_infer.
+"""What a stage is to the engine and to everything that loads a stage's model.
 
-The engine has ONE training loop (``stereoq.engine.loop.train``). A stage does not copy it; it
-says only what differs:
+A stage (float, calibration, ...) says only what differs from the others; the stages
+themselves, and the registry that names them, live in ``stereoq.stages``. The engine knows this
+interface, never a stage by name:
 
-- ``previous``: the stage whose artifact this one starts from (``None`` for float);
-- ``recipe()``: the training recipe (epochs, batch, optimizer, schedule, crops);
+- ``previous``: the stage whose artifact this one starts from (``None`` for the first);
+- ``recipe()``: the stage's section of the config's ``stages`` (epochs, batch, optimizer, ...);
 - ``prepare(example)``: the model to train, built from the previous stage's artifact
   (``example`` is one training input batch (B, 6, h, w) on the training device, for stages that
   trace or export);
@@ -13,60 +14,77 @@ says only what differs:
 - ``predict(model, x)``: the (B, 1, H, W) disparity in px for validation metrics;
 - ``save(model, out_dir, metrics)``: extra artifacts written (rank 0) when validation finds a
   new best, besides the loop's own ``last.pt`` / ``best.pt`` checkpoints;
-- ``trains``: ``False`` for one-pass stages (calibration, int_infer), which implement
-  ``run(reporter)`` instead of using the loop;
-- ``takes_init``: ``True`` where ``train --init-from`` may load a float checkpoint's weights
-  into the prepared model (fine-tuning; the optimizer and schedule start afresh).
+- ``trains``: ``False`` for one-pass stages, which implement ``run(reporter)`` instead of using
+  the loop;
+- ``takes_init``: ``True`` where ``train --init-from`` may load a checkpoint's weights into the
+  prepared model (fine-tuning; the optimizer and schedule start afresh).
 
-Adding a stage: subclass ``Stage`` in the module that owns it and register it in one line::
+And for the commands that use a finished stage (predict, export, check, compile, infer):
 
-    @STAGES.register("qat")
-    class QatStage(Stage):
-        previous = "calibration"
-        def prepare(self, example): ...
-
-and list the module in ``stereoq.engine.stage_lookup.STAGE_MODULES`` (``stereoq.quant.stages``
-already is). Stage modules are
-imported when a stage is looked up, so they must import heavy or noisy libraries (torchao)
-inside methods, not at module level.
+- ``artifact(checkpoint)``: the file the stage's model lives in (``takes_checkpoint``: a
+  stage whose model may come from another file given by the user);
+- ``predictor(checkpoint)``: eval-mode (B, 6, H, W) normalised pair of any size -> (B, 1, H, W)
+  disparity in px, computed as the deployment runtime would;
+- ``graph()``: the deployed graph in eval form, (1, 6, H, W) with H and W multiples of the
+  model's size multiple -> (1/2-res disparity, full-res offset), normalised, in the form that
+  exports (float, or quantize/dequantize nodes around integer ops);
+- ``deployable``: the artifact is a finished model that backends compile (not an
+  intermediate one that only exports for inspection);
+- ``eval_device()``: where ``predict`` runs the model.
 
 Rules the loop relies on: under DDP ``outputs`` receives the DDP wrapper, so it must call
 ``model(x)`` (never ``model.raw``) for gradients to synchronise; ``set_mode``, ``save`` and the
 checkpoints get the unwrapped module; ``model.state_dict()`` must round-trip through
 ``load_state_dict`` on a model freshly returned by ``prepare`` (that is how ``--resume`` works).
+Stage modules are imported by the CLI to list the stages, so heavy libraries (torch, torchao)
+are imported inside methods, not at module level.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
-
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from stereoq.engine.report import Reporter
-from stereoq.registry import Registry
-from stereoq.settings.config import ExperimentConfig
-from stereoq.settings.stages import TrainRecipe
+from stereoq.errors import StereoqError
 
-STAGE_NAMES = ("float", "calibration", "qat", "int_infer")
-"""Every stage the CLI accepts, in pipeline order."""
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
 
-STAGES = Registry("stage")
+    from stereoq.section import Section
+    from stereoq.settings.config import ExperimentConfig
 
 
 class Stage:
-    """Float behaviour by default; other stages override what differs."""
+    """Defaults of a training stage; each stage overrides what differs."""
 
     name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    """One line for the CLI's help: what the stage does."""
     previous: ClassVar[str | None] = None
     trains: ClassVar[bool] = True
     takes_init: ClassVar[bool] = False
+    takes_checkpoint: ClassVar[bool] = False
+    deployable: ClassVar[bool] = False
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         self.cfg = cfg
 
-    def recipe(self) -> TrainRecipe:
-        return self.cfg.stages.recipe(self.name)
+    @property
+    def dir(self) -> Path:
+        """``<run_dir>/<stage>/``: where the stage writes its checkpoints, logs and artifacts."""
+        return stage_dir(self.cfg, self.name)
+
+    @property
+    def hint(self) -> str:
+        """The command that makes this stage's artifact, for 'file missing' errors."""
+        return train_hint(self.cfg, self.name)
+
+    def recipe(self) -> Section:
+        return self.cfg.stages.section(self.name)
+
+    # Training --------------------------------------------------------------------------------
 
     def prepare(self, example: Tensor) -> nn.Module:
         """The model to train, from the previous stage's artifact; ``example``: (B, 6, h, w)."""
@@ -90,19 +108,33 @@ class Stage:
         """One-pass stages (``trains = False``): do the work, return a summary to print."""
         raise NotImplementedError
 
+    # Using the finished stage ----------------------------------------------------------------
 
-@STAGES.register("float")
-class FloatStage(Stage):
-    """Float training from a fresh initialisation (seeded by ``cfg.seed``)."""
+    def artifact(self, checkpoint: Path | None = None) -> Path:
+        """The file this stage's model is loaded from (``checkpoint`` where it takes one)."""
+        self.check_checkpoint(checkpoint)
+        return Path(checkpoint) if checkpoint is not None else self.dir / "best.pt"
 
-    name = "float"
-    takes_init = True
+    def predictor(self, checkpoint: Path | None = None) -> nn.Module:
+        """Eval-mode model: (B, 6, H, W) normalised pair of any size -> (B, 1, H, W) px."""
+        raise NotImplementedError
 
-    def prepare(self, example: Tensor) -> nn.Module:
-        from stereoq.engine.layout import channels_last
-        from stereoq.models.build import build_model
+    def graph(self) -> nn.Module:
+        """The deployed graph (see the module's docstring); one-line error if it is missing."""
+        raise NotImplementedError
 
-        return channels_last(build_model(self.cfg.model))
+    def eval_device(self) -> torch.device:
+        import torch
+
+        return torch.device("cpu")
+
+    def check_checkpoint(self, checkpoint: Path | None) -> None:
+        if checkpoint is not None and not self.takes_checkpoint:
+            raise StereoqError(
+                f"stage {self.name} loads its own artifact ({self.dir}); a checkpoint file is "
+                "taken only by stages trained from scratch",
+                exit_code=2,
+            )
 
 
 def stage_dir(cfg: ExperimentConfig, name: str) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import numpy as np
 from stereoq import staging
 from stereoq.engine.report import Reporter
 from stereoq.errors import StereoqError
-from stereoq.infer import colormap, overview
+from stereoq.infer import DEPLOYED, colormap, overview
 from stereoq.infer.depth import (
     DEPTH_PNG_MAX_MM,
     MIN_DISPARITY_PX,
@@ -28,6 +28,7 @@ from stereoq.infer.images import read_rgb, write_png
 from stereoq.infer.pairs import Pair
 from stereoq.infer.pointcloud import depth_to_ply
 from stereoq.settings.config import ExperimentConfig
+from stereoq.stages import first_stage
 
 MAX_PIXELS = 2048 * 2048
 """Largest input run at full size (about 4.2 MP): above it, refuse unless --max-size is given."""
@@ -36,8 +37,6 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 DEPTH_DISPLAY_PERCENTILE = 98.0
 """Depth pictures colour up to this percentile of the valid depths; farther pixels saturate."""
-
-STAGES = ("float", "calibration", "qat", "int_infer", "deployed")
 
 SUMMARY_FILE = "summary.json"
 """The run's summary in the output folder, written by the caller once every pair is done."""
@@ -90,7 +89,7 @@ class Camera:
 class InferSettings:
     """What to run and write: stage, size limit (longest side, px), point cloud and its format."""
 
-    stage: str = "float"
+    stage: str = field(default_factory=first_stage)
     max_size: int | None = None
     ply: bool = False
     ply_ascii: bool = False
@@ -104,8 +103,6 @@ class DisparityEstimator:
     def __init__(
         self, cfg: ExperimentConfig, stage: str, checkpoint: Path | None = None
     ) -> None:
-        if stage not in STAGES:
-            raise StereoqError(f"--stage {stage}: expected one of {', '.join(STAGES)}", exit_code=2)
         self.cfg = cfg
         self.stage = stage
         start = time.perf_counter()
@@ -125,19 +122,15 @@ class DisparityEstimator:
 
 
 def _load(cfg: ExperimentConfig, stage: str, checkpoint: Path | None) -> tuple[Any, Path]:
-    """The stage's predictor and the artifact it came from."""
-    if stage == "deployed":
+    """The stage's predictor (or the deployed artifact's) and the file it came from."""
+    if stage == DEPLOYED:
         from stereoq.infer.deployed import load_deployed
 
         return load_deployed(cfg)
-    from stereoq.engine.predictor import float_checkpoint, load_predictor
+    from stereoq.stages import get_stage
 
-    model = load_predictor(cfg, stage, checkpoint)
-    if stage == "float":
-        return model, Path(checkpoint) if checkpoint is not None else float_checkpoint(cfg)
-    from stereoq.quant.artifacts import artifact_path
-
-    return model, artifact_path(cfg, stage)
+    found = get_stage(cfg, stage)
+    return found.predictor(checkpoint), found.artifact(checkpoint)
 
 
 def estimate(

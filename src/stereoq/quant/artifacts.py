@@ -1,16 +1,14 @@
-"""Where the quantized stages keep their models, and how they are saved and loaded.
+"""How quantized models are saved and loaded (the stages in ``stereoq.stages`` say where).
 
-- ``calibration/calibrated.pt``: state dict of the fake-quantized graph (ranges from calibration,
-  observers frozen), loaded by re-preparing the configured model and ``load_state_dict``;
-- ``qat/best.pt`` / ``last.pt``: the engine's checkpoints of the QAT graph, the same way;
-- ``int_infer/model.pt2``: the integer (Q/DQ) program saved with ``torch.export.save``; it loads
-  with ``torch.export.load`` without stereoq's model classes (only the quantize/dequantize ops
+- A fake-quantized graph (calibration, QAT) is saved as its state dict and loaded by
+  re-preparing the configured model and ``load_state_dict``;
+- the integer (Q/DQ) program is saved with ``torch.export.save``; it loads with
+  ``torch.export.load`` without stereoq's model classes (only the quantize/dequantize ops
   must be registered: ``import torch.ao.quantization.fx._decomposed``). The archive holds the
   graph as JSON and the weights as raw tensor bytes. ``torch.export.load`` itself is not a safe
   loader (it unpickles tensor subclasses, custom objects and any artifact the weights-only
   loader refuses), so ``load_program`` first checks the archive
-  (``stereoq.quant.program_archive``) and loads the very bytes it checked;
-- ``<stage>/precision.json`` next to each: the per-op precision report.
+  (``stereoq.quant.program_archive``) and loads the very bytes it checked.
 
 Checkpoints load with ``torch.load(weights_only=True)``.
 """
@@ -21,31 +19,14 @@ import io
 from pathlib import Path
 
 import torch
-from torch import nn
 from torch.fx import GraphModule
 
 from stereoq.atomic import atomic_path
 from stereoq.engine.checkpoint import load_checkpoint
-from stereoq.engine.stage import stage_dir, train_hint
 from stereoq.errors import StereoqError
 from stereoq.quant.program_archive import check_program_archive
 from stereoq.quant.recipes import qat_recipe
 from stereoq.settings.config import ExperimentConfig
-
-QUANT_STAGES = ("calibration", "qat", "int_infer")
-REPORT_NAME = "precision.json"
-
-
-def artifact_path(cfg: ExperimentConfig, stage: str) -> Path:
-    """The file a quantized stage's model lives in."""
-    names = {"calibration": "calibrated.pt", "qat": "best.pt", "int_infer": "model.pt2"}
-    if stage not in names:
-        raise StereoqError(f"stage {stage!r} has no quantized artifact", exit_code=2)
-    return stage_dir(cfg, stage) / names[stage]
-
-
-def report_path(cfg: ExperimentConfig, stage: str) -> Path:
-    return stage_dir(cfg, stage) / REPORT_NAME
 
 
 def fresh_fake_quant(cfg: ExperimentConfig) -> GraphModule:
@@ -69,12 +50,12 @@ def fresh_fake_quant(cfg: ExperimentConfig) -> GraphModule:
 _FRESH: dict[tuple, GraphModule] = {}
 
 
-def load_fake_quant(cfg: ExperimentConfig, stage: str) -> GraphModule:
-    """The calibration or QAT graph (five outputs), eval mode, ranges frozen."""
+def load_fake_quant(cfg: ExperimentConfig, path: Path, hint: str = "") -> GraphModule:
+    """A calibration or QAT graph (five outputs) from its checkpoint, eval mode, ranges frozen;
+    a missing file or another model's state is a one-line error (``hint``: how to make it)."""
     from stereoq.quant.prepare import set_observers
 
-    path = artifact_path(cfg, stage)
-    state = load_checkpoint(path, hint=train_hint(cfg, stage))
+    state = load_checkpoint(path, hint=hint)
     graph = fresh_fake_quant(cfg)
     try:
         graph.load_state_dict(state["model"])
@@ -100,7 +81,7 @@ def save_program(path: Path, program: torch.export.ExportedProgram) -> Path:
 
 
 def load_program(path: Path, hint: str = "") -> torch.export.ExportedProgram:
-    """Load an int_infer program; a missing or unreadable file is a one-line error."""
+    """Load an integer program; a missing or unreadable file is a one-line error."""
     path = Path(path)
     if not path.is_file():
         raise StereoqError(f"model {path} does not exist" + (f": {hint}" if hint else ""))
@@ -116,27 +97,3 @@ def load_program(path: Path, hint: str = "") -> torch.export.ExportedProgram:
     except Exception as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise StereoqError(f"model {path} cannot be read: {reason}") from None
-
-
-def load_stage_graph(cfg: ExperimentConfig, stage: str, integer: bool = True) -> nn.Module:
-    """(B, 6, H, W), H and W multiples of 16 -> (1/2-res disparity, full-res offset), normalised.
-
-    ``calibration`` and ``qat`` give their fake-quant graphs, ``int_infer`` the integer program.
-    With ``integer`` (the default: how the model is evaluated) they compute as the deployment
-    runtime does (``stereoq.quant.runtime_eval``); without it the graph is as saved
-    (the Q/DQ form that exports to ONNX).
-    """
-    if stage not in QUANT_STAGES:
-        raise StereoqError(f"stage {stage!r} is not a quantized stage", exit_code=2)
-    if stage == "int_infer":
-        program = load_program(artifact_path(cfg, stage), hint=train_hint(cfg, stage))
-        graph: nn.Module = program.module()
-    else:
-        from stereoq.quant.prepare import LastTwo
-
-        graph = LastTwo(load_fake_quant(cfg, stage))
-    if not integer:
-        return graph
-    from stereoq.quant.runtime_eval import runtime_eval
-
-    return runtime_eval(graph)

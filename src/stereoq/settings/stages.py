@@ -121,6 +121,17 @@ class StagesConfig(Section):
             data = {**data, "qat": _merge(base, data["qat"])}
         return data
 
-    def recipe(self, stage: str) -> TrainRecipe:
-        """The training recipe of ``float`` or ``qat``."""
-        return self.float_ if stage == "float" else self.qat
+    def section(self, stage: str) -> Section:
+        """The section of ``stage`` (named as in the config file)."""
+        for field, info in type(self).model_fields.items():
+            if (info.alias or field) == stage:
+                return getattr(self, field)
+        raise KeyError(f"the config has no stages.{stage} section")
+
+    @classmethod
+    def section_fields(cls, stage: str) -> set[str]:
+        """The keys the ``stage`` section takes (for option checks before a config is read)."""
+        for field, info in cls.model_fields.items():
+            if (info.alias or field) == stage:
+                return set(info.annotation.model_fields)
+        return set()

@@ -45,7 +45,6 @@ from stereoq.settings.config import ExperimentConfig
 
 RUNNER_SCRIPT = "run_stereo.py"
 LOWERING_FILE = "lowering.json"
-STAGES = ("int_infer", "float")
 NO_OPSET = 0
 """``DeployMetadata.opset`` of an artifact that is not an ONNX model."""
 
@@ -64,28 +63,20 @@ def _program_path(cfg: ExperimentConfig, stage: str, height: int, width: int) ->
     return cfg.run_dir / "deploy" / f"{stage}_inductor_{height}x{width}.pt2"
 
 
-def _stage_module(cfg: ExperimentConfig, stage: str) -> torch.nn.Module:
-    if stage == "float":
-        from stereoq.engine.predictor import load_float_model
-        from stereoq.models.stereonet import DeployGraph
-
-        return DeployGraph(load_float_model(cfg)).eval()
-    from stereoq.engine.stage import train_hint
-    from stereoq.quant.artifacts import artifact_path, load_program
-
-    return load_program(artifact_path(cfg, stage), hint=train_hint(cfg, stage)).module()
-
-
 def lower_stage(
     cfg: ExperimentConfig, stage: str, height: int, width: int
 ) -> tuple[torch.export.ExportedProgram, dict[str, Any], DeployMetadata]:
     """The stage's graph lowered for inductor and exported at (1, 6, height, width)."""
-    if stage not in STAGES:
+    from stereoq.stages import get_stage, stage_classes
+
+    found = get_stage(cfg, stage)
+    if not found.deployable:
+        built = " or ".join(s.name for s in stage_classes() if s.deployable)
         raise StereoqError(
-            f"option --stage: the inductor backend builds {' or '.join(STAGES)}, not {stage!r}",
+            f"the inductor backend builds finished models ({built}), not stage {stage!r}",
             exit_code=2,
         )
-    return lower_module(cfg, stage, _stage_module(cfg, stage), height, width)
+    return lower_module(cfg, stage, found.graph(), height, width)
 
 
 def lower_module(

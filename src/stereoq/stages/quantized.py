@@ -1,0 +1,101 @@
+"""What the quantized stages share: their fake-quant or integer graphs as predictors, and the
+per-op precision report (``precision.json``) saved next to each of their models.
+
+torchao is imported inside functions only (stage modules are imported to list the stages).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from stereoq.atomic import atomic_write_json
+from stereoq.engine.stage import Stage
+from stereoq.stages.registry import get_stage
+
+if TYPE_CHECKING:
+    from torch import nn
+    from torch.fx import GraphModule
+
+    from stereoq.settings.config import ExperimentConfig
+
+PRECISION_REPORT = "precision.json"
+
+
+def postprocess(cfg: ExperimentConfig) -> nn.Module:
+    """(1/2 disparity, offset) normalised -> the five / final disparities in px."""
+    post = cfg.model.postprocess
+    return post.registry.build(post.type, maxdisp=cfg.model.maxdisp, **post.params())
+
+
+def padded_predictor(cfg: ExperimentConfig, graph: nn.Module) -> nn.Module:
+    """A (1/2 disparity, offset) graph as a (B, 6, H, W) -> (B, 1, H, W) px predictor of any
+    input size (padded to the model's multiple and smallest size, cropped back)."""
+    from stereoq.engine.predictor import PaddedGraph
+    from stereoq.quant.prepare import min_input_size
+
+    return PaddedGraph(
+        graph,
+        postprocess(cfg),
+        cfg.model.size_multiple,
+        min_input_size(cfg.model.num_candidates, cfg.model.size_multiple),
+    ).eval()
+
+
+class QuantizedStage(Stage):
+    """A stage whose model is a quantized graph in its folder (``artifact_name``)."""
+
+    artifact_name: ClassVar[str] = ""
+
+    def artifact(self, checkpoint: Path | None = None) -> Path:
+        self.check_checkpoint(checkpoint)
+        return self.dir / self.artifact_name
+
+    @property
+    def precision_report(self) -> Path:
+        return self.dir / PRECISION_REPORT
+
+    def write_precision_report(self, converted: nn.Module) -> Path:
+        """Save the per-op precision report of this stage's converted graph."""
+        from stereoq.quant.report import precision_report
+
+        report = {"stage": self.name, "config": self.cfg.name, **precision_report(converted)}
+        return atomic_write_json(self.precision_report, report)
+
+    def predictor(self, checkpoint: Path | None = None) -> nn.Module:
+        """Evaluated as the deployment runtime computes (``stereoq.quant.runtime_eval``)."""
+        from stereoq.quant.runtime_eval import runtime_eval
+
+        self.check_checkpoint(checkpoint)
+        return padded_predictor(self.cfg, runtime_eval(self.graph()))
+
+
+class FakeQuantStage(QuantizedStage):
+    """A stage that saves the fake-quantized graph's state (ranges and weights)."""
+
+    def fake_quant(self) -> GraphModule:
+        """The fake-quant graph (five outputs), eval mode, ranges frozen."""
+        from stereoq.quant.artifacts import load_fake_quant
+
+        return load_fake_quant(self.cfg, self.artifact(), self.hint)
+
+    def graph(self) -> nn.Module:
+        """What ``int_infer`` would make of this stage's model (Q/DQ around integer ops)."""
+        from stereoq.quant.prepare import LastTwo, convert
+
+        return LastTwo(convert(self.fake_quant()))
+
+    def predictor(self, checkpoint: Path | None = None) -> nn.Module:
+        from stereoq.quant.prepare import LastTwo
+        from stereoq.quant.runtime_eval import runtime_eval
+
+        self.check_checkpoint(checkpoint)
+        return padded_predictor(self.cfg, runtime_eval(LastTwo(self.fake_quant())))
+
+
+def fake_quant_source(cfg: ExperimentConfig, name: str) -> FakeQuantStage:
+    """The stage ``name`` as the fake-quant stage a later stage starts from."""
+    stage = get_stage(cfg, name)
+    if not isinstance(stage, FakeQuantStage):
+        raise TypeError(f"stage {name!r} does not hold a fake-quantized model")
+    return stage
