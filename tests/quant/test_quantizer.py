@@ -6,10 +6,27 @@ from operator import attrgetter
 
 import pytest
 import torch
+from torch import nn
 
 from stereoq.models.build import build_model
-from stereoq.quant.prepare import MIN_CONV_CHANNELS, calibrate, convert, prepare
-from stereoq.quant.quantizer import QuantRecipe
+from stereoq.models.refinement import DisparityOffset
+from stereoq.quant.prepare import (
+    MIN_CONV_CHANNELS,
+    RawOutputs,
+    calibrate,
+    convert,
+    export_graph,
+    fold_batchnorm,
+    prepare,
+)
+from stereoq.quant.quantizer import (
+    ANNOTATION_KEY,
+    DEFAULT_RULE,
+    RULES,
+    QuantRecipe,
+    StereoQuantizer,
+    rule_for,
+)
 from stereoq.quant.report import precision_report
 
 from .conftest import random_pair, tiny_cfg
@@ -137,3 +154,55 @@ def test_narrow_convs_are_padded_to_full_kernel_blocks_without_changing_results(
     with torch.no_grad():
         for a, b in zip(unpadded(x), converted(x), strict=True):
             assert a.shape == b.shape and torch.equal(a, b)
+
+
+class _UnknownKind(nn.Module):
+    """A module kind the rule table does not name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.conv(x), dim=1)
+
+
+def test_the_rule_table_covers_every_quantized_module_kind_of_the_model() -> None:
+    model = build_model(tiny_cfg().model)
+    graph = export_graph(
+        RawOutputs(fold_batchnorm(model)), model.head.num_candidates, model.size_multiple
+    )
+    StereoQuantizer(QuantRecipe()).annotate(graph)
+    kinds: set[str] = set()
+    for node in graph.graph.nodes:
+        if ANNOTATION_KEY in node.meta:
+            kinds |= {
+                kind
+                for _, kind in node.meta["nn_module_stack"].values()
+                if kind.startswith("stereoq.models.")
+            }
+    named = {f"{kind.__module__}.{kind.__qualname__}" for kind in RULES}
+    assert kinds and kinds <= named, sorted(kinds - named)
+    # the disparity kinds are the matching score, the regression and the refinement offsets
+    assert {kind.__name__ for kind, rule in RULES.items() if rule.disparity} == {
+        "MatchingScore",
+        "DisparityRegression",
+        "DisparityOffset",
+    }
+
+
+def test_an_unknown_module_kind_gets_the_default_rule() -> None:
+    graph = torch.export.export(_UnknownKind(), (torch.zeros(1, 1, 4, 4),)).module()
+    StereoQuantizer(QuantRecipe()).annotate(graph)
+    ops = [n for n in graph.graph.nodes if n.op == "call_function"]
+    assert ops and all(rule_for(n) is DEFAULT_RULE for n in ops)
+    assert not DEFAULT_RULE.disparity
+    (softmax,) = [n for n in ops if "softmax" in str(n.target)]
+    assert softmax.meta[ANNOTATION_KEY].output_qspec.dtype == torch.uint8  # 8-bit, not int16
+    # torch's own layers take the rule of the module they sit in
+    offset = f"{DisparityOffset.__module__}.{DisparityOffset.__qualname__}"
+    softmax.meta["nn_module_stack"] = {
+        "a": ("levels.0.offset", offset),
+        "b": ("levels.0.offset.0", "torch.nn.modules.conv.Conv2d"),
+    }
+    assert rule_for(softmax).disparity

@@ -12,12 +12,14 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
@@ -40,6 +42,7 @@ from stereoq.engine.stage import Stage, stage_dir
 from stereoq.errors import StereoqError
 from stereoq.models.build import build_loss
 from stereoq.settings.config import ExperimentConfig
+from stereoq.settings.stages import TrainRecipe
 
 RESUME_HINT = "resume with the config it was trained with, or train without --resume"
 
@@ -81,13 +84,87 @@ def train(
 
 
 def _train(
-    cfg: ExperimentConfig, stage: Stage, resume: bool, reporter: Reporter | None, ctx: Context,
+    cfg: ExperimentConfig,
+    stage: Stage,
+    resume: bool,
+    reporter: Reporter | None,
+    ctx: Context,
     init_from: Path | None = None,
 ) -> dict[str, Any]:
+    """Set up (and resume); then each epoch: train, validate, log and checkpoint; summarise."""
     report = reporter or Reporter()
+    run = _setup(cfg, stage, ctx, report, init_from)
+    progress = _resume(run, ctx, report) if resume else _Progress()
+    if ctx.is_main and keep_log(run.log_path, progress.epochs_done):
+        report.note(f"dropped the torn last line of {run.log_path} (an interrupted write)")
+    ddp = _parallel(run.model, ctx)
+
+    for epoch in range(progress.epochs_done, run.recipe.epochs):
+        trained = _train_one_epoch(run, ddp, epoch, ctx, report)
+        val = _validate(run, epoch, ctx, report)
+        record = _epoch_record(run, epoch, trained, val, ctx)
+        progress = _save(run, progress, epoch, val, record, ctx)
+        report.epoch(record)
+        distributed.barrier(ctx)
+
+    return _finish(run, progress, ctx)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every epoch works with, built once by ``_setup``."""
+
+    stage: Stage
+    recipe: TrainRecipe
+    out_dir: Path
+    maxdisp: int
+    sampler: DistributedSampler
+    loader: DataLoader
+    steps: int  # training batches per epoch and process
+    vloader: DataLoader
+    model: nn.Module  # unwrapped (DDP wraps it for the forward pass only)
+    loss_fn: Callable[[list[Tensor], Tensor], Tensor]
+    optimizer: torch.optim.Optimizer
+
+    @property
+    def last_path(self) -> Path:
+        return self.out_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.out_dir / "best.pt"
+
+    @property
+    def log_path(self) -> Path:
+        return self.out_dir / "log.jsonl"
+
+
+@dataclass(frozen=True)
+class _Progress:
+    """Where training stands: what ``last.pt`` saves for --resume."""
+
+    epochs_done: int = 0
+    best_epe: float = math.inf
+    best_epoch: int = 0
+    best_metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _EpochTrain:
+    """One epoch's training figures, not yet reduced across processes."""
+
+    metrics: DisparityMetrics
+    loss_sum: Tensor  # (2,) float64: loss sum, batches
+    lr: float  # the last step's
+    started: float  # perf_counter() at the epoch's start
+    time_s: float
+
+
+def _setup(
+    cfg: ExperimentConfig, stage: Stage, ctx: Context, report: Reporter, init_from: Path | None
+) -> _Run:
+    """Seed, data, model (from the stage, optionally ``init_from``'s weights), loss, optimizer."""
     recipe = stage.recipe()
-    out_dir = stage_dir(cfg, stage.name)
-    last_path, best_path, log_path = out_dir / "last.pt", out_dir / "best.pt", out_dir / "log.jsonl"
     seed_everything(cfg.seed)  # the same on every rank: identical initial weights
 
     # Data: every rank sees a disjoint shard of a permutation drawn from (seed, epoch).
@@ -96,11 +173,13 @@ def _train(
         train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=cfg.seed
     )
     loader = DataLoader(
-        train_set, batch_size=recipe.batch_size, sampler=sampler, drop_last=True,
+        train_set,
+        batch_size=recipe.batch_size,
+        sampler=sampler,
+        drop_last=True,
         num_workers=cfg.data.num_workers,
     )
-    steps = len(loader)
-    if steps == 0:
+    if len(loader) == 0:
         raise StereoqError(
             f"stages.{stage.name}.batch_size {recipe.batch_size} x {ctx.world_size} process(es)"
             f" exceeds the {len(train_set)} training samples",
@@ -108,13 +187,16 @@ def _train(
         )
     vloader = val_loader(val_set, recipe.val_batch_size, ctx)
 
-    # Model, loss, optimizer.
     model = stage.prepare(example_input(train_set, recipe.batch_size).to(ctx.device))
     if init_from is not None:
         # Weights only: the optimizer, schedule and epoch count start afresh (fine-tuning).
         saved = load_checkpoint(init_from)
-        load_model_state(model, saved.get("model", saved), init_from,
-                         "--init-from takes a checkpoint of the model this config builds")
+        load_model_state(
+            model,
+            saved.get("model", saved),
+            init_from,
+            "--init-from takes a checkpoint of the model this config builds",
+        )
         report.note(f"initialised the weights from {init_from} (new optimizer and schedule)")
     model = model.to(ctx.device)
     if ctx.distributed and ctx.device.type == "cuda":
@@ -122,112 +204,168 @@ def _train(
         # (DDP broadcasts rank 0's running statistics at every step).
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     loss_fn = build_loss(cfg.model)
-    optimizer = build_optimizer(model, recipe.optimizer)
+    return _Run(
+        stage=stage,
+        recipe=recipe,
+        out_dir=stage_dir(cfg, stage.name),
+        maxdisp=cfg.model.maxdisp,
+        sampler=sampler,
+        loader=loader,
+        steps=len(loader),
+        vloader=vloader,
+        model=model,
+        loss_fn=loss_fn,
+        optimizer=build_optimizer(model, recipe.optimizer),
+    )
 
-    start_epoch, best_epe, best_epoch, best_metrics = 0, math.inf, 0, {}
-    if resume:
-        state = load_checkpoint(last_path, hint="nothing to resume: train without --resume")
-        load_model_state(model, state["model"], last_path, RESUME_HINT)
-        try:
-            check_optimizer_kind(optimizer, state["optimizer"])
-            optimizer.load_state_dict(state["optimizer"])
-        except (ValueError, KeyError) as err:
-            raise StereoqError(
-                f"checkpoint {last_path}: its optimizer state does not fit this config's "
-                f"optimizer ({str(err).strip().splitlines()[0].rstrip('.')}); {RESUME_HINT}"
-            ) from None
-        start_epoch, best_epe, best_epoch = state["epoch"], state["best_epe"], state["best_epoch"]
-        best_metrics = state["best_metrics"]
-        rngs = state["rng"]
-        set_rng_state(rngs[ctx.rank] if len(rngs) == ctx.world_size else rngs[0])
-        report.note(f"resumed from {last_path} after epoch {start_epoch}")
-    if ctx.is_main and keep_log(log_path, start_epoch):
-        report.note(f"dropped the torn last line of {log_path} (an interrupted write)")
-    ddp = model
-    if ctx.distributed:
-        ddp = DistributedDataParallel(
-            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+
+def _resume(run: _Run, ctx: Context, report: Reporter) -> _Progress:
+    """Model, optimizer, progress and this process's random state from ``last.pt``."""
+    state = load_checkpoint(run.last_path, hint="nothing to resume: train without --resume")
+    load_model_state(run.model, state["model"], run.last_path, RESUME_HINT)
+    try:
+        check_optimizer_kind(run.optimizer, state["optimizer"])
+        run.optimizer.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError) as err:
+        raise StereoqError(
+            f"checkpoint {run.last_path}: its optimizer state does not fit this config's "
+            f"optimizer ({str(err).strip().splitlines()[0].rstrip('.')}); {RESUME_HINT}"
+        ) from None
+    progress = _Progress(
+        state["epoch"], state["best_epe"], state["best_epoch"], state["best_metrics"]
+    )
+    rngs = state["rng"]
+    set_rng_state(rngs[ctx.rank] if len(rngs) == ctx.world_size else rngs[0])
+    report.note(f"resumed from {run.last_path} after epoch {progress.epochs_done}")
+    return progress
+
+
+def _parallel(model: nn.Module, ctx: Context) -> nn.Module:
+    """The module the forward pass runs through: DDP's wrapper under torchrun, else ``model``."""
+    if not ctx.distributed:
+        return model
+    return DistributedDataParallel(
+        model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+    )
+
+
+def _train_one_epoch(
+    run: _Run, ddp: nn.Module, epoch: int, ctx: Context, report: Reporter
+) -> _EpochTrain:
+    """One pass over this process's training shard, one optimizer step per batch."""
+    recipe, optimizer = run.recipe, run.optimizer
+    run.sampler.set_epoch(epoch)
+    run.stage.set_mode(run.model, True)
+    report.task(f"{run.stage.name} epoch {epoch + 1}/{recipe.epochs}", run.steps)
+    metrics = DisparityMetrics(run.maxdisp)
+    loss_sum = torch.zeros(2, dtype=torch.float64)  # loss sum, batches
+    started = time.perf_counter()
+    for step, batch in enumerate(run.loader):
+        lr = lr_at(
+            recipe.scheduler, recipe.optimizer.lr, epoch + (step + 0.5) / run.steps, recipe.epochs
         )
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x, gt = pair_input(batch).to(ctx.device), batch["disp"].to(ctx.device)
+        outputs = run.stage.outputs(ddp, x)
+        loss = run.loss_fn(outputs, gt)
+        check_finite(loss, ctx, epoch, step, run.last_path)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if recipe.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(run.model.parameters(), recipe.grad_clip)
+        optimizer.step()
 
-    for epoch in range(start_epoch, recipe.epochs):
-        # Train one epoch.
-        sampler.set_epoch(epoch)
-        stage.set_mode(model, True)
-        report.task(f"{stage.name} epoch {epoch + 1}/{recipe.epochs}", steps)
-        train_metrics = DisparityMetrics(cfg.model.maxdisp)
-        loss_sum = torch.zeros(2, dtype=torch.float64)  # loss sum, batches
-        started = time.perf_counter()
-        for step, batch in enumerate(loader):
-            lr = lr_at(recipe.scheduler, recipe.optimizer.lr, epoch + (step + 0.5) / steps,
-                       recipe.epochs)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x, gt = pair_input(batch).to(ctx.device), batch["disp"].to(ctx.device)
-            outputs = stage.outputs(ddp, x)
-            loss = loss_fn(outputs, gt)
-            check_finite(loss, ctx, epoch, step, last_path)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if recipe.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-            optimizer.step()
+        loss_sum += torch.tensor([loss.item(), 1.0], dtype=torch.float64)
+        metrics.update(outputs[-1].detach().cpu(), gt.cpu())
+        rate = (step + 1) * recipe.batch_size * ctx.world_size / (time.perf_counter() - started)
+        report.advance(1, loss=loss.item(), lr=lr, samples_per_s=rate)
+    report.done()
+    return _EpochTrain(metrics, loss_sum, lr, started, time.perf_counter() - started)
 
-            loss_sum += torch.tensor([loss.item(), 1.0], dtype=torch.float64)
-            train_metrics.update(outputs[-1].detach().cpu(), gt.cpu())
-            rate = (step + 1) * recipe.batch_size * ctx.world_size / (time.perf_counter() - started)
-            report.advance(1, loss=loss.item(), lr=lr, samples_per_s=rate)
-        report.done()
-        train_time_s = time.perf_counter() - started
 
-        # Validate on the full-size validation split.
-        stage.set_mode(model, False)
-        val = accumulate(
-            lambda x: stage.predict(model, x), vloader, cfg.model.maxdisp, ctx.device, report,
-            f"{stage.name} val {epoch + 1}/{recipe.epochs}",
-        )
-        val = val.reduce(ctx).compute()
-        train_figures = train_metrics.reduce(ctx).compute()
-        distributed.all_reduce_sum(loss_sum, ctx)
-        record = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            "train_loss": loss_sum[0].item() / loss_sum[1].item(),
-            "train_samples_per_s": steps * recipe.batch_size * ctx.world_size / train_time_s,
-            **{f"train_{k}": v for k, v in train_figures.items() if k in _SHOWN},
-            **{f"val_{k}": v for k, v in val.items() if k in _SHOWN},
-            "time_s": time.perf_counter() - started,
-        }
+def _validate(run: _Run, epoch: int, ctx: Context, report: Reporter) -> dict[str, Any]:
+    """Figures on the full-size validation split, reduced across processes."""
+    run.stage.set_mode(run.model, False)
+    val = accumulate(
+        lambda x: run.stage.predict(run.model, x),
+        run.vloader,
+        run.maxdisp,
+        ctx.device,
+        report,
+        f"{run.stage.name} val {epoch + 1}/{run.recipe.epochs}",
+    )
+    return val.reduce(ctx).compute()
 
-        # Checkpoint (rank 0): best on validation EPE, last every epoch for --resume.
-        improved = val["epe"] < best_epe
+
+def _epoch_record(
+    run: _Run, epoch: int, trained: _EpochTrain, val: dict[str, Any], ctx: Context
+) -> dict[str, Any]:
+    """The epoch's line of log.jsonl (training figures reduced across processes)."""
+    train_figures = trained.metrics.reduce(ctx).compute()
+    loss_sum = distributed.all_reduce_sum(trained.loss_sum, ctx)
+    samples = run.steps * run.recipe.batch_size * ctx.world_size
+    return {
+        "epoch": epoch + 1,
+        "lr": trained.lr,
+        "train_loss": loss_sum[0].item() / loss_sum[1].item(),
+        "train_samples_per_s": samples / trained.time_s,
+        **{f"train_{k}": v for k, v in train_figures.items() if k in _SHOWN},
+        **{f"val_{k}": v for k, v in val.items() if k in _SHOWN},
+        "time_s": time.perf_counter() - trained.started,
+    }
+
+
+def _save(
+    run: _Run,
+    progress: _Progress,
+    epoch: int,
+    val: dict[str, Any],
+    record: dict[str, Any],
+    ctx: Context,
+) -> _Progress:
+    """Checkpoint (rank 0): best on validation EPE, last every epoch for --resume; log."""
+    improved = val["epe"] < progress.best_epe
+    if improved:
+        progress = replace(progress, best_epe=val["epe"], best_epoch=epoch + 1, best_metrics=val)
+    progress = replace(progress, epochs_done=epoch + 1)
+    rngs = distributed.all_gather(rng_state(), ctx)
+    if ctx.is_main:
         if improved:
-            best_epe, best_epoch, best_metrics = val["epe"], epoch + 1, val
-        rngs = distributed.all_gather(rng_state(), ctx)
-        if ctx.is_main:
-            if improved:
-                save_checkpoint(best_path, {"model": contiguous_state(model), "epoch": epoch + 1,
-                                            "metrics": val})
-                stage.save(model, out_dir, val)
-            append_log(log_path, record)
-            save_checkpoint(last_path, {
-                "model": contiguous_state(model), "optimizer": optimizer.state_dict(),
-                "epoch": epoch + 1, "best_epe": best_epe, "best_epoch": best_epoch,
-                "best_metrics": best_metrics, "rng": rngs,
-            })
-        report.epoch(record)
-        distributed.barrier(ctx)
+            save_checkpoint(
+                run.best_path,
+                {"model": contiguous_state(run.model), "epoch": epoch + 1, "metrics": val},
+            )
+            run.stage.save(run.model, run.out_dir, val)
+        append_log(run.log_path, record)
+        save_checkpoint(
+            run.last_path,
+            {
+                "model": contiguous_state(run.model),
+                "optimizer": run.optimizer.state_dict(),
+                "epoch": epoch + 1,
+                "best_epe": progress.best_epe,
+                "best_epoch": progress.best_epoch,
+                "best_metrics": progress.best_metrics,
+                "rng": rngs,
+            },
+        )
+    return progress
 
+
+def _finish(run: _Run, progress: _Progress, ctx: Context) -> dict[str, Any]:
+    """The run's summary, also saved (rank 0) as metrics.json."""
     summary = {
-        "stage": stage.name,
-        "epochs": recipe.epochs,
-        "best_epoch": best_epoch,
-        "best": best_metrics,
+        "stage": run.stage.name,
+        "epochs": run.recipe.epochs,
+        "best_epoch": progress.best_epoch,
+        "best": progress.best_metrics,
         "averaging": AVERAGING,
-        "checkpoint": str(best_path),
+        "checkpoint": str(run.best_path),
         "processes": ctx.world_size,
     }
     if ctx.is_main:
-        write_summary(out_dir / "metrics.json", summary)
+        write_summary(run.out_dir / "metrics.json", summary)
     return summary
 
 

@@ -25,6 +25,17 @@ class DisparityRegression(nn.Module):
         return (prob * self.candidates).sum(dim=1, keepdim=True)
 
 
+class MatchingScore(nn.Conv3d):
+    """(B, C, D, H, W) aggregated cost volume -> (B, 1, D, H, W) matching score per candidate.
+
+    Its own class (not a plain Conv3d) so that quantization tells it from the aggregation
+    convolutions: its output feeds the disparity regression.
+    """
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__(in_channels, 1, 3, 1, padding=1, bias=False)
+
+
 @HEADS.register("stereonet_head")
 class StereoNetHead(nn.Module):
     """Group-wise correlation + concat volume, Conv3d aggregation, soft-argmin regression."""
@@ -55,7 +66,7 @@ class StereoNetHead(nn.Module):
         layers = [conv3d_bn_relu(in_ch, agg_channels)]
         layers += [conv3d_bn_relu(agg_channels, agg_channels) for _ in range(agg_layers)]
         self.aggregation = nn.Sequential(*layers)
-        self.score = nn.Conv3d(agg_channels, 1, 3, 1, padding=1, bias=False)
+        self.score = MatchingScore(agg_channels)
         self.regression = DisparityRegression(num_candidates)
 
     def forward(self, gwc_l: Tensor, gwc_r: Tensor, cat_l: Tensor, cat_r: Tensor) -> Tensor:

@@ -18,6 +18,16 @@ def resize(x: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
+class DisparityOffset(nn.Sequential):
+    """(B, C, H, W) features -> (B, 1, H, W) disparity offset: 3x3 conv + BN, no ReLU.
+
+    Its own class so that quantization tells it from the feature convolutions.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(nn.Conv2d(channels, 1, 3, 1, padding=1, bias=False), nn.BatchNorm2d(1))
+
+
 class RefinementLevel(nn.Module):
     """Predicts a disparity offset from the upsampled disparity and the left image."""
 
@@ -25,7 +35,7 @@ class RefinementLevel(nn.Module):
         super().__init__()
         self.stem = conv_bn_relu(4, channels)
         self.blocks = nn.Sequential(*[BasicBlock(channels, channels) for _ in range(num_blocks)])
-        self.offset = conv_bn_relu(channels, 1, 3, relu=False)
+        self.offset = DisparityOffset(channels)
         # Start near the identity (offset ~ 0): with BN's default scale of 1 the offset has unit
         # variance in normalised disparity, i.e. +-maxdisp px of noise added at every level,
         # and the first few hundred steps went into shrinking it before anything was learnt.

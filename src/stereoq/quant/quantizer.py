@@ -17,18 +17,23 @@ and these ops are cheap (one channel). An int16 tensor entering an 8-bit op (the
 stem's concat of disparity and image) is requantized to uint8 with its own scale; an 8-bit
 tensor entering an int16 op is read as is. ``QuantRecipe.disparity_conv_bits = 16``
 (``stages.calibration.disparity_conv_bits: 16`` in the config) makes the disparity
-convolutions (and the stem concat) int16 too, for runtimes that have such kernels.
+convolutions (and the stem concat) int16 too, for runtimes that have such kernels. Which
+modules carry disparity is ``RULES``, a table from the model's module kinds to a ``Rule``.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 from torch.fx import GraphModule, Node
 
+from stereoq.models.blocks import BasicBlock
+from stereoq.models.head import DisparityRegression, MatchingScore, StereoNetHead
+from stereoq.models.neck import StereoNetNeck
+from stereoq.models.refinement import DisparityOffset, EdgeAwareRefinement, RefinementLevel
 from stereoq.quant.observer import PercentileObserver
 from stereoq.quant.op_kinds import CONV, RELU
 from stereoq.quant.torchao_import import pt2e
@@ -71,8 +76,53 @@ DATA_MOVEMENT = {
     aten.clone.default,
 }
 
-# Modules whose outputs carry disparity (normalised d / maxdisp) or its matching score.
-DISPARITY_MODULES = re.compile(r"(^|\.)(head\.score|head\.regression|levels\.\d+\.offset)(\.|$)")
+
+@dataclass(frozen=True)
+class Rule:
+    """How the ops inside one kind of module are quantized."""
+
+    disparity: bool = False
+    """Its outputs carry disparity (normalised d / maxdisp) or its matching score: its ops other
+    than convolutions, adds and concats are int16, its convolutions output at
+    ``QuantRecipe.disparity_conv_bits``. Otherwise ops are 8-bit unless an input carries
+    disparity (a refinement level's residual add, an upsampled disparity)."""
+
+
+FEATURES = Rule()
+DISPARITY = Rule(disparity=True)
+DEFAULT_RULE = FEATURES
+"""The rule of an op that no module kind of ``RULES`` encloses."""
+
+RULES: dict[type[nn.Module], Rule] = {
+    StereoNetNeck: FEATURES,
+    BasicBlock: FEATURES,
+    StereoNetHead: FEATURES,  # cost volumes and 3-D aggregation
+    MatchingScore: DISPARITY,
+    DisparityRegression: DISPARITY,
+    EdgeAwareRefinement: FEATURES,
+    RefinementLevel: FEATURES,  # its stem and residual blocks
+    DisparityOffset: DISPARITY,
+}
+"""Module kind -> rule. An op takes the rule of the innermost enclosing module listed here, so
+torch's own layers (Conv2d, Sequential, ...) follow the module they sit in."""
+
+
+def _kind_name(kind: type | str) -> str:
+    """``torch.export`` records a module's kind as ``'package.module.QualName'``."""
+    return kind if isinstance(kind, str) else f"{kind.__module__}.{kind.__qualname__}"
+
+
+_RULE_BY_KIND = {_kind_name(kind): rule for kind, rule in RULES.items()}
+
+
+def rule_for(node: Node) -> Rule:
+    """The rule of the innermost module kind around ``node`` in ``RULES``, else ``DEFAULT_RULE``."""
+    stack = node.meta.get("nn_module_stack") or {}
+    for _path, kind in reversed(list(stack.values())):
+        rule = _RULE_BY_KIND.get(_kind_name(kind))
+        if rule is not None:
+            return rule
+    return DEFAULT_RULE
 
 
 @dataclass(frozen=True)
@@ -179,95 +229,120 @@ class StereoQuantizer(_q.Quantizer):
             )
 
     def annotate(self, model: GraphModule) -> GraphModule:
-        out_spec: dict[Node, Any] = {}  # how each node's output is quantized
-        out_bits: dict[Node, int] = {}
-        disparity: set[Node] = set()  # outputs that carry disparity (int16 ops)
-        done: set[Node] = set()
-        conv16 = self.recipe.disparity_conv_bits == 16
-
-        def act(bits16: bool) -> Any:
-            return self.act16 if bits16 else self.act8
-
-        def edge(arg: Node, bits16: bool) -> Any:
-            """Reuse the producer's quantizer when it is not wider than the consumer wants
-            (no requantization), else observe the edge at the consumer's width."""
-            if arg in out_spec and out_bits[arg] <= (16 if bits16 else 8):
-                return out_spec[arg]
-            if arg.op == "placeholder" and self.input_spec is not None:
-                return self.input_spec
-            return act(bits16)
-
-        def output(node: Node, spec: Any, bits16: bool, carries: bool) -> None:
-            _annotate(node, None, spec)
-            out_spec[node] = spec
-            out_bits[node] = 16 if bits16 else 8
-            if carries:
-                disparity.add(node)
-
+        """Each op by its kind (conv, add, concat, elementwise, data movement) and the rule of
+        its module; a disparity tensor read by an op makes that op's output disparity too."""
+        place = _Placement(self)
         for node in model.graph.nodes:
-            if node.op != "call_function" or node in done:
+            if node.op != "call_function" or node in place.done:
                 continue
             target = node.target
             inputs = _tensor_args(node)
             if not isinstance(node.meta.get("val"), torch.Tensor) or not inputs:
                 continue
-            carries = any(a in disparity for a in inputs)
-            in_disparity_module = bool(DISPARITY_MODULES.search(module_path(node)))
+            carries = any(a in place.disparity for a in inputs)
+            disparity_module = rule_for(node).disparity
             if target in CONV:
-                out16 = conv16 and in_disparity_module
-                x, w = node.args[0], node.args[1]
-                chain = self._chain(node, BATCH_NORM | RELU)
-                _annotate(node, {x: edge(x, conv16 and carries), w: self.weight}, None)
-                for n in chain:
-                    _annotate(n, {}, None)
-                last = chain[-1] if chain else node
-                output(last, act(out16), out16, out16)
-                done.update(chain)
+                place.conv(node, carries, disparity_module)
             elif target in ADD and len(inputs) == 2:
-                chain = self._chain(node, RELU)
-                _annotate(node, {a: edge(a, carries) for a in inputs}, None)
-                last = chain[-1] if chain else node
-                if chain:
-                    _annotate(last, {}, None)
-                output(last, act(carries), carries, carries)
-                done.update(chain)
+                place.add(node, inputs, carries)
             elif target in CONCAT:
-                # a concat feeds convolutions: 8-bit unless those are 16-bit
-                bits16 = carries and conv16
-                _annotate(node, {a: edge(a, bits16) for a in inputs}, None)
-                output(node, act(bits16), bits16, bits16)
-            elif target in ELEMENTWISE or in_disparity_module:
-                carries = carries or in_disparity_module
-                _annotate(node, {a: edge(a, carries) for a in inputs}, None)
-                output(node, act(carries), carries, carries)
+                place.concat(node, inputs, carries)
+            elif target in ELEMENTWISE or disparity_module:
+                place.elementwise(node, inputs, carries or disparity_module)
             elif target in DATA_MOVEMENT or target in SAME_RANGE:
-                src = inputs[0]
-                spec = edge(src, carries)
-                _annotate(node, {src: spec}, None)
-                shared = SharedQuantizationSpec((src, node))
-                _annotate(node, None, shared)
-                out_spec[node] = shared
-                out_bits[node] = out_bits[src] if spec is out_spec.get(src) else (
-                    16 if spec is self.act16 else 8
-                )
-                if carries:
-                    disparity.add(node)
+                place.shared(node, inputs[0], carries)
         return model
-
-    @staticmethod
-    def _chain(node: Node, targets: set) -> list[Node]:
-        """Single-user successors of ``node`` in ``targets``, stopping after a ReLU."""
-        chain: list[Node] = []
-        user = _single_user(node)
-        while user is not None and user.op == "call_function" and user.target in targets:
-            chain.append(user)
-            if user.target in RELU:
-                break
-            user = _single_user(user)
-        return chain
 
     def validate(self, model: GraphModule) -> None:
         """Nothing to check: unsupported ops are reported by ``stereoq.quant.report``."""
+
+
+class _Placement:
+    """One ``annotate`` pass: the quantizer of each annotated node's output so far."""
+
+    def __init__(self, quantizer: StereoQuantizer) -> None:
+        self.q = quantizer
+        self.conv16 = quantizer.recipe.disparity_conv_bits == 16
+        self.spec: dict[Node, Any] = {}
+        self.bits: dict[Node, int] = {}
+        self.disparity: set[Node] = set()  # outputs that carry disparity (int16 ops)
+        self.done: set[Node] = set()  # folded into a conv's or add's unit
+
+    def act(self, bits16: bool) -> Any:
+        return self.q.act16 if bits16 else self.q.act8
+
+    def edge(self, arg: Node, bits16: bool) -> Any:
+        """Reuse the producer's quantizer when it is not wider than the consumer wants
+        (no requantization), else observe the edge at the consumer's width."""
+        if arg in self.spec and self.bits[arg] <= (16 if bits16 else 8):
+            return self.spec[arg]
+        if arg.op == "placeholder" and self.q.input_spec is not None:
+            return self.q.input_spec
+        return self.act(bits16)
+
+    def output(self, node: Node, bits16: bool) -> None:
+        """Observe ``node``'s output: int16 (and carrying disparity) or 8-bit."""
+        spec = self.act(bits16)
+        _annotate(node, None, spec)
+        self.spec[node] = spec
+        self.bits[node] = 16 if bits16 else 8
+        if bits16:
+            self.disparity.add(node)
+
+    def conv(self, node: Node, carries: bool, disparity_module: bool) -> None:
+        """Conv (+ folded BN) (+ ReLU) as one unit, its output observed after the ReLU."""
+        x, w = node.args[0], node.args[1]
+        chain = _chain(node, BATCH_NORM | RELU)
+        _annotate(node, {x: self.edge(x, self.conv16 and carries), w: self.q.weight}, None)
+        for n in chain:
+            _annotate(n, {}, None)
+        self.done.update(chain)
+        self.output(chain[-1] if chain else node, self.conv16 and disparity_module)
+
+    def add(self, node: Node, inputs: list[Node], carries: bool) -> None:
+        """Add (+ ReLU) as one unit."""
+        chain = _chain(node, RELU)
+        _annotate(node, {a: self.edge(a, carries) for a in inputs}, None)
+        last = chain[-1] if chain else node
+        if chain:
+            _annotate(last, {}, None)
+        self.done.update(chain)
+        self.output(last, carries)
+
+    def concat(self, node: Node, inputs: list[Node], carries: bool) -> None:
+        """A concat feeds convolutions: 8-bit unless those are 16-bit."""
+        bits16 = carries and self.conv16
+        _annotate(node, {a: self.edge(a, bits16) for a in inputs}, None)
+        self.output(node, bits16)
+
+    def elementwise(self, node: Node, inputs: list[Node], bits16: bool) -> None:
+        _annotate(node, {a: self.edge(a, bits16) for a in inputs}, None)
+        self.output(node, bits16)
+
+    def shared(self, node: Node, src: Node, carries: bool) -> None:
+        """Output shares the input's quantizer (data movement, bilinear resize)."""
+        spec = self.edge(src, carries)
+        _annotate(node, {src: spec}, None)
+        shared = SharedQuantizationSpec((src, node))
+        _annotate(node, None, shared)
+        self.spec[node] = shared
+        self.bits[node] = (
+            self.bits[src] if spec is self.spec.get(src) else (16 if spec is self.q.act16 else 8)
+        )
+        if carries:
+            self.disparity.add(node)
+
+
+def _chain(node: Node, targets: set) -> list[Node]:
+    """Single-user successors of ``node`` in ``targets``, stopping after a ReLU."""
+    chain: list[Node] = []
+    user = _single_user(node)
+    while user is not None and user.op == "call_function" and user.target in targets:
+        chain.append(user)
+        if user.target in RELU:
+            break
+        user = _single_user(user)
+    return chain
 
 
 def _annotate(node: Node, inputs: dict | None, output: Any) -> None:
