@@ -155,6 +155,51 @@ def compile_stage(
     )
 
 
+class BitAgreement:
+    """The diagnostic beside the acceptance verdict: per output, how many elements the
+    artifact computes within one quantization step of PyTorch (``stereoq.agreement``) and the
+    largest difference; on the final disparity, pixels within ``maxdisp x`` the coarser step."""
+
+    def __init__(self, metadata: DeployMetadata) -> None:
+        self.steps = {o.name: o.agreement_step for o in metadata.outputs}
+        known = [s for s in self.steps.values() if s]
+        maxdisp = float(metadata.maxdisp)
+        self.px_step = maxdisp * max(known) if known else maxdisp * FLOAT_TOLERANCE
+        self.within = dict.fromkeys(OUTPUT_NAMES, 0)
+        self.elements = dict.fromkeys(OUTPUT_NAMES, 0)
+        self.max_abs = dict.fromkeys(OUTPUT_NAMES, 0.0)
+        self.px_within, self.px_total = 0, 0
+
+    def update(self, got: tuple[np.ndarray, ...], ref: tuple[np.ndarray, ...],
+               disp_got: np.ndarray, disp_ref: np.ndarray) -> None:
+        for k, name in enumerate(OUTPUT_NAMES):
+            diff = np.abs(got[k].astype(np.float64) - ref[k])
+            self.within[name] += int(within(diff, self.steps[name], ref[k]).sum())
+            self.elements[name] += diff.size
+            self.max_abs[name] = max(self.max_abs[name],
+                                     float(np.nan_to_num(diff, nan=np.inf).max()))
+        self.px_within += int(within(np.abs(disp_got - disp_ref), self.px_step).sum())
+        self.px_total += disp_ref.size
+
+    def outputs(self) -> dict[str, dict[str, Any]]:
+        return {
+            name: {
+                "step": self.steps[name],
+                "within_step_pct": 100.0 * self.within[name] / max(self.elements[name], 1),
+                "max_abs": self.max_abs[name],
+            }
+            for name in OUTPUT_NAMES
+        }
+
+    def to_json(self, max_abs_px: float) -> dict[str, Any]:
+        return {
+            "outputs": self.outputs(),
+            "disparity_step_px": self.px_step,
+            "disparity_within_step_pct": 100.0 * self.px_within / max(self.px_total, 1),
+            "disparity_max_abs_px": max_abs_px,
+        }
+
+
 def validate(
     cfg: ExperimentConfig,
     backend: Backend,
@@ -170,10 +215,8 @@ def validate(
     Both see the same padded input and go through the same post-processing, so differences come
     from the deployed graph alone. Returns EPE/D1/bad-k of each, the verdict on what a user sees
     (``acceptance``: final disparity within 1 px, EPE and D1 of both; ``stereoq.deploy.acceptance``)
-    and, as a diagnostic, the bit-level agreement: per output, % of elements within one
-    quantization step and the max difference; on the final disparity, % of pixels within
-    ``maxdisp x`` the larger output step. ``ok`` is the acceptance verdict, and with ``strict``
-    also ``min_agreement`` % of each output within one step.
+    and, as a diagnostic, the bit-level agreement (``BitAgreement``). ``ok`` is the acceptance
+    verdict, and with ``strict`` also ``min_agreement`` % of each output within one step.
     """
     from stereoq.data import build_dataset
 
@@ -185,58 +228,32 @@ def validate(
     run_artifact = backend.load(artifact)
     graph = reference_graph(stage_graph(cfg, metadata.stage))
     maxdisp = float(metadata.maxdisp)
-    steps = {o.name: o.agreement_step for o in metadata.outputs}
-    known = [s for s in steps.values() if s]
-    px_step = maxdisp * max(known) if known else maxdisp * FLOAT_TOLERANCE
     comparison = DisparityComparison(maxdisp)
-    agree = dict.fromkeys(OUTPUT_NAMES, 0)
-    elements = dict.fromkeys(OUTPUT_NAMES, 0)
-    max_abs = dict.fromkeys(OUTPUT_NAMES, 0.0)
-    px_within, px_total = 0, 0
+    bits = BitAgreement(metadata)
     reporter.task(f"validating {artifact.name} against {metadata.stage}", count)
     try:
         for i in range(count):
             item = dataset[i]
             x = torch.cat([item["left"], item["right"]], 0)[None]
             h, w = x.shape[-2:]
-            if h > metadata.height or w > metadata.width:
-                raise StereoqError(
-                    f"validation image {i} is {h}x{w}, larger than the artifact's "
-                    f"{metadata.height}x{metadata.width}: compile with --height {h} --width {w}"
-                    " (rounded up to the size multiple)",
-                    exit_code=2,
-                )
+            _check_fits(metadata, i, h, w)
             xp = fit(x, metadata.height, metadata.width)
             got = run_artifact(xp.numpy())
             ref = run_torch(graph, [xp])[0]
-            for k, name in enumerate(OUTPUT_NAMES):
-                diff = np.abs(got[k].astype(np.float64) - ref[k])
-                agree[name] += int(within(diff, steps[name], ref[k]).sum())
-                elements[name] += diff.size
-                max_abs[name] = max(max_abs[name], float(np.nan_to_num(diff, nan=np.inf).max()))
             disp_got = postprocess(got[0], got[1], maxdisp)[..., :h, :w]
             disp_ref = postprocess(ref[0], ref[1], maxdisp)[..., :h, :w]
-            px_within += int(within(np.abs(disp_got - disp_ref), px_step).sum())
-            px_total += disp_ref.size
+            bits.update(got, ref, disp_got, disp_ref)
             comparison.update(disp_got, disp_ref, item["disp"][None].numpy())
             reporter.advance()
     finally:
         reporter.done()
     acceptance = comparison.result()
-    outputs = {
-        name: {
-            "step": steps[name],
-            "within_step_pct": 100.0 * agree[name] / max(elements[name], 1),
-            "max_abs": max_abs[name],
-        }
-        for name in OUTPUT_NAMES
-    }
     problems = list(acceptance.problems)
     if strict:
         problems += [
             f"--strict: {name} {o['within_step_pct']:.3f}% within one step (needs "
             f"{min_agreement:g}%)"
-            for name, o in outputs.items()
+            for name, o in bits.outputs().items()
             if o["within_step_pct"] < min_agreement
         ]
     return {
@@ -246,12 +263,18 @@ def validate(
         "reference": acceptance.reference,
         "acceptance": acceptance.to_json(),
         "strict": strict,
-        "agreement": {
-            "outputs": outputs,
-            "disparity_step_px": px_step,
-            "disparity_within_step_pct": 100.0 * px_within / max(px_total, 1),
-            "disparity_max_abs_px": acceptance.max_abs_px,
-        },
+        "agreement": bits.to_json(acceptance.max_abs_px),
         "problems": problems,
         "ok": not problems,
     }
+
+
+def _check_fits(metadata: DeployMetadata, index: int, height: int, width: int) -> None:
+    """A validation image larger than the artifact's fixed input is an option error."""
+    if height > metadata.height or width > metadata.width:
+        raise StereoqError(
+            f"validation image {index} is {height}x{width}, larger than the artifact's "
+            f"{metadata.height}x{metadata.width}: compile with --height {height} --width "
+            f"{width} (rounded up to the size multiple)",
+            exit_code=2,
+        )
