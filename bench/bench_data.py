@@ -25,7 +25,7 @@ from stereoq.cli.output import print_table, write_json
 from stereoq.data import sceneflow
 from stereoq.data.datasets import LmdbStereo, SceneFlowStereo
 from stereoq.data.pack import SceneFlowSource, pack
-from stereoq.data.synthetic import render_pair, write_sceneflow_tree
+from stereoq.data.synthetic import render_pair, split_scenes
 from stereoq.data.transforms import build_transform
 from stereoq.settings.data import DataConfig
 
@@ -73,7 +73,10 @@ def main() -> None:
             "540x960": render_ms(540, 960, 192.0, 5),
         }
         start = time.perf_counter()
-        root = write_sceneflow_tree(work / "SceneFlow", args.samples, 1, 540, 960, 192.0)
+        root = sceneflow.write_tree(work / "SceneFlow", {
+            split: split_scenes(split, count, 540, 960, 192.0)
+            for split, count in (("train", args.samples), ("test", 1))
+        })
         results["tree_seconds"] = time.perf_counter() - start
         list_file = sceneflow.list_path(root, "train")
         source = SceneFlowSource(root, tuple(sceneflow.load_entries(root, "train")), list_file)

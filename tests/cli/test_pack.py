@@ -12,7 +12,8 @@ import pytest
 
 from stereoq.data.datasets import LmdbStereo
 from stereoq.data.pfm import write_pfm
-from stereoq.data.synthetic import write_sceneflow_tree
+from stereoq.data.sceneflow import write_tree
+from stereoq.data.synthetic import split_scenes
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -48,7 +49,8 @@ def test_pack_synthetic_then_refuse_overwrite(tmp_path: Path) -> None:
 
 
 def test_pack_sceneflow_subset_and_bad_input(tmp_path: Path) -> None:
-    root = write_sceneflow_tree(tmp_path / "sf", 3, 1, height=32, width=48, max_disp=8.0)
+    root = write_tree(tmp_path / "sf", {s: split_scenes(s, n, 32, 48, 8.0)
+                                        for s, n in (("train", 3), ("test", 1))})
     out = tmp_path / "out"
     res = run("--src-data-dir", str(root), "--split-name", "train", "--num-samples", "2",
               "--num-workers", "0", "--target-data-dir", str(out), "--disp-encoding", "float32")

@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from stereoq.data.synthetic import VAL_INDEX_OFFSET, render_pair, sceneflow_paths
+from stereoq.data.sceneflow import layout_paths
+from stereoq.data.synthetic import VAL_INDEX_OFFSET, render_pair
 
 H, W, MAX_DISP = 48, 80, 16.0
 
@@ -34,7 +35,7 @@ def write_tree(root: Path, train: int = 4, test: int = 2) -> Path:
             left, right, disp = render_pair(0, offset + i, H, W, MAX_DISP)
             if i == 1:
                 disp[:3, :5] = np.inf  # Middlebury-style unknown
-            paths = sceneflow_paths(split, i)
+            paths = layout_paths(split, i)
             for rel, img in zip(paths[:2], (left, right), strict=True):
                 (root / rel).parent.mkdir(parents=True, exist_ok=True)
                 cv2.imwrite(str(root / rel), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))

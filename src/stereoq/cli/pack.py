@@ -234,45 +234,14 @@ def pack(
     console.print(f"saved {path}")
 
 
-def _source(opts: PackOptions):
-    from stereoq.data import benchmarks, sceneflow, synthetic
-    from stereoq.data import pack as core
-
-    if opts.source in benchmarks.layouts():
-        from stereoq.settings import load_config
-
-        assert opts.src_data_dir is not None
-        val_every = load_config(opts.config, sets=opts.sets).data.val_every
-        entries = benchmarks.split_entries(
-            benchmarks.find_entries(opts.source, opts.src_data_dir), opts.split_name, val_every
-        )
-        if opts.num_samples is not None:
-            entries = entries[: opts.num_samples]
-        return core.BenchmarkSource(opts.source, opts.src_data_dir, tuple(entries))
-    if opts.source == "sceneflow":
-        assert opts.src_data_dir is not None
-        path = sceneflow.list_path(opts.src_data_dir, opts.split_name, opts.list_file)
-        entries = sceneflow.read_list(path)
-        if opts.num_samples is not None:
-            entries = entries[: opts.num_samples]
-        sceneflow.check_files(opts.src_data_dir, entries, path)
-        return core.SceneFlowSource(opts.src_data_dir, tuple(entries), path)
+def _source(opts: PackOptions):  # noqa: ANN202  (a stereoq.data.pack source)
+    from stereoq.data.pack import SyntheticOverrides, make_source
     from stereoq.settings import load_config
 
-    syn = load_config(opts.config, sets=opts.sets).data.synthetic
-    default_count = syn.train_count if opts.split_name == "train" else syn.val_count
-    total = opts.count or default_count
-    if opts.num_samples is not None:
-        total = min(total, opts.num_samples)
-    return core.SyntheticSource(
-        count=total,
-        height=opts.height or syn.height,
-        width=opts.width or syn.width,
-        max_disp=opts.max_disp or syn.max_disp,
-        seed=syn.seed if opts.seed is None else opts.seed,
-        index_offset=0 if opts.split_name == "train" else synthetic.VAL_INDEX_OFFSET,
-        split=opts.split_name,
-    )
+    data = load_config(opts.config, sets=opts.sets).data
+    synthetic = SyntheticOverrides(opts.count, opts.height, opts.width, opts.max_disp, opts.seed)
+    return make_source(opts.source, opts.split_name, data, opts.src_data_dir, opts.list_file,
+                       opts.num_samples, synthetic)
 
 
 def register(app: typer.Typer) -> None:

@@ -31,6 +31,7 @@ from stereoq.data.lmdb_store import (
     read_meta,
 )
 from stereoq.errors import StereoqError
+from stereoq.settings.data import DataConfig
 
 Progress = Callable[[int, int], None]
 
@@ -149,6 +150,52 @@ class SyntheticSource:
         )
         name = f"synthetic/{'val' if self.split == 'test' else 'train'}/{index:06d}"
         return _encoded(name, _png(left), _png(right), disp, codec)
+
+
+@dataclass(frozen=True)
+class SyntheticOverrides:
+    """Values that replace the config's ``data.synthetic`` ones for one pack (None: keep)."""
+
+    count: int | None = None
+    height: int | None = None
+    width: int | None = None
+    max_disp: float | None = None
+    seed: int | None = None
+
+
+def make_source(
+    kind: str,
+    split: str,
+    data: DataConfig,
+    root: Path | None = None,
+    list_file: Path | None = None,
+    num_samples: int | None = None,
+    synthetic_overrides: SyntheticOverrides = SyntheticOverrides(),
+) -> SceneFlowSource | BenchmarkSource | SyntheticSource:
+    """The samples of ``split`` ("train" or "test") to pack from a raw layout (``root``: a
+    benchmark's or SceneFlow's folder) or the generator (``kind`` "synthetic", sized by
+    ``data.synthetic`` unless overridden); the first ``num_samples`` only when given."""
+    if kind in benchmarks.layouts():
+        entries = benchmarks.split_entries(
+            benchmarks.find_entries(kind, root), split, data.val_every
+        )
+        return BenchmarkSource(kind, root, tuple(entries[:num_samples]))
+    if kind == "sceneflow":
+        path = sceneflow.list_path(root, split, list_file)
+        entries = sceneflow.read_list(path)[:num_samples]
+        sceneflow.check_files(root, entries, path)
+        return SceneFlowSource(root, tuple(entries), path)
+    syn, o = data.synthetic, synthetic_overrides
+    total = o.count or (syn.train_count if split == "train" else syn.val_count)
+    return SyntheticSource(
+        count=min(total, num_samples) if num_samples is not None else total,
+        height=o.height or syn.height,
+        width=o.width or syn.width,
+        max_disp=o.max_disp or syn.max_disp,
+        seed=syn.seed if o.seed is None else o.seed,
+        index_offset=0 if split == "train" else synthetic.VAL_INDEX_OFFSET,
+        split=split,
+    )
 
 
 def _png(rgb: np.ndarray) -> bytes:

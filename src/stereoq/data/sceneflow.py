@@ -6,6 +6,7 @@ The list files sit at the dataset root (``SceneFlow_finalpass_train.txt``,
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,3 +142,44 @@ def load_sample(root: Path, entry: Entry) -> dict:
     disp = decode_disparity(read_bytes(root / entry.disp), str(root / entry.disp))
     check_sizes(entry, root, left, right, disp)
     return {"left": left, "right": right, "disp": disp, "name": entry.name}
+
+
+def layout_paths(split: str, index: int) -> tuple[str, str, str]:
+    """Left, right and disparity paths of sample ``index`` in the distributed layout, cycling
+    through its three datasets (Driving, FlyingThings3D, Monkaa; test: FlyingThings3D TEST)."""
+    if split == "test":
+        scene = f"FlyingThings3D/{{kind}}/TEST/A/{index // 10:04d}/{{view}}/{index % 10 + 6:04d}"
+    elif index % 3 == 0:
+        scene = f"Driving/{{kind}}/35mm_focallength/scene_forwards/fast/{{view}}/{index + 1:04d}"
+    elif index % 3 == 1:
+        scene = f"FlyingThings3D/{{kind}}/TRAIN/A/{index // 10:04d}/{{view}}/{index % 10 + 6:04d}"
+    else:
+        scene = f"Monkaa/{{kind}}/a_rain_of_stones_x2/{{view}}/{index:04d}"
+    return (
+        scene.format(kind="frames_finalpass", view="left") + ".png",
+        scene.format(kind="frames_finalpass", view="right") + ".png",
+        scene.format(kind="disparity", view="left") + ".pfm",
+    )
+
+
+def write_tree(
+    root: str | Path, splits: Mapping[str, Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]]
+) -> Path:
+    """Write (left RGB, right RGB, disparity) samples per split as a SceneFlow tree: PNG frames,
+    PFM disparity (alternating little- and big-endian), and each split's list file at the root.
+    Returns the root."""
+    from stereoq.data.pfm import write_pfm
+
+    root = Path(root)
+    for split, samples in splits.items():
+        lines = []
+        for i, (left, right, disp) in enumerate(samples):
+            paths = layout_paths(split, i)
+            for rel, img in zip(paths[:2], (left, right), strict=True):
+                (root / rel).parent.mkdir(parents=True, exist_ok=True)
+                if not cv2.imwrite(str(root / rel), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
+                    raise OSError(f"cannot write {root / rel}")
+            write_pfm(root / paths[2], disp, little_endian=i % 2 == 0)
+            lines.append(" ".join(paths))
+        (root / LIST_FILES[split]).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root

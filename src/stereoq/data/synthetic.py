@@ -12,8 +12,8 @@ truth at every pixel is the disparity of one surface.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -274,44 +274,11 @@ def _texture(
     return tex, x0, y0
 
 
-def sceneflow_paths(split: str, index: int) -> tuple[str, str, str]:
-    """Left, right and disparity paths of generated sample ``index`` in SceneFlow's layout."""
-    if split == "test":
-        scene = f"FlyingThings3D/{{kind}}/TEST/A/{index // 10:04d}/{{view}}/{index % 10 + 6:04d}"
-    elif index % 3 == 0:
-        scene = f"Driving/{{kind}}/35mm_focallength/scene_forwards/fast/{{view}}/{index + 1:04d}"
-    elif index % 3 == 1:
-        scene = f"FlyingThings3D/{{kind}}/TRAIN/A/{index // 10:04d}/{{view}}/{index % 10 + 6:04d}"
-    else:
-        scene = f"Monkaa/{{kind}}/a_rain_of_stones_x2/{{view}}/{index:04d}"
-    return (
-        scene.format(kind="frames_finalpass", view="left") + ".png",
-        scene.format(kind="frames_finalpass", view="right") + ".png",
-        scene.format(kind="disparity", view="left") + ".pfm",
-    )
-
-
-def write_sceneflow_tree(
-    root: str | Path, train_count: int, test_count: int, height: int = 540, width: int = 960,
-    max_disp: float = 192.0, seed: int = 0,
-) -> Path:
-    """Write generated scenes as a SceneFlow-format tree: PNG frames, PFM disparity (alternating
-    little- and big-endian), and the two list files at the root. Returns the root."""
-    from stereoq.data.pfm import write_pfm
-    from stereoq.data.sceneflow import LIST_FILES
-
-    root = Path(root)
-    for split, count, offset in (("train", train_count, 0), ("test", test_count,
-                                                              VAL_INDEX_OFFSET)):
-        lines = []
-        for i in range(count):
-            left, right, disp = render_pair(seed, offset + i, height, width, max_disp)
-            paths = sceneflow_paths(split, i)
-            for rel, img in zip(paths[:2], (left, right), strict=True):
-                (root / rel).parent.mkdir(parents=True, exist_ok=True)
-                if not cv2.imwrite(str(root / rel), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
-                    raise OSError(f"cannot write {root / rel}")
-            write_pfm(root / paths[2], disp, little_endian=i % 2 == 0)
-            lines.append(" ".join(paths))
-        (root / LIST_FILES[split]).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return root
+def split_scenes(
+    split: str, count: int, height: int, width: int, max_disp: float, seed: int = 0
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The first ``count`` scenes of ``split`` ("train"; any other: the val index space) as
+    ``render_pair`` makes them."""
+    offset = 0 if split == "train" else VAL_INDEX_OFFSET
+    for i in range(count):
+        yield render_pair(seed, offset + i, height, width, max_disp)
