@@ -10,11 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stereoq.cli.common import ConfigOpt, SetOpt, validate_options
 from stereoq.cli.output import console, print_table, write_json
-from stereoq.cli.stages import FIRST_STAGE, StageChoice, check_checkpoint, stage_help
+from stereoq.cli.stages import FIRST_STAGE, check_checkpoint, stage_help, stage_or
 from stereoq.errors import StereoqError
 from stereoq.infer import DEPLOYED
 
-InferStage = StageChoice(DEPLOYED)
+InferStage = stage_or(DEPLOYED)
 
 MODEL_INPUT_KEYS = {"imgl": "imgl", "imgr": "imgr", "baseline": "baseline", "f": "f"}
 

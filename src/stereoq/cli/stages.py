@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator
 
 from stereoq.errors import StereoqError
-from stereoq.stages import stage_classes, stage_names
+from stereoq.stages import first_stage, last_stage, stage_classes, stage_names
 
 
 def _known(value: str, extra: tuple[str, ...] = ()) -> str:
@@ -21,8 +21,8 @@ StageName = Annotated[str, AfterValidator(_known)]
 """A stage of the pipeline (validated against the registry)."""
 
 
-def StageChoice(*extra: str) -> Any:  # noqa: N802  (a type, as StageName)
-    """A stage of the pipeline or one of ``extra`` (other model sources)."""
+def stage_or(*extra: str) -> Any:
+    """The type of a stage of the pipeline or one of ``extra`` (other model sources)."""
     return Annotated[str, AfterValidator(lambda value: _known(value, extra))]
 
 
@@ -49,10 +49,10 @@ def init_takers() -> list[str]:
     return [s.name for s in stage_classes() if s.takes_init]
 
 
-FIRST_STAGE = stage_names()[0]
-"""Where the pipeline starts: the default of the commands that evaluate or run a model."""
-LAST_STAGE = stage_names()[-1]
-"""Where the pipeline ends: the default of the deployment commands."""
+FIRST_STAGE = first_stage()
+"""The default of the commands that evaluate or run a model."""
+LAST_STAGE = last_stage()
+"""The default of the deployment commands."""
 
 
 def check_checkpoint(stage: str, checkpoint: object) -> None:
