@@ -9,6 +9,7 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field
 
 from stereoq.cli.common import ConfigOpt, SetOpt, validate_options
+from stereoq.cli.export import BackendOpt
 from stereoq.cli.output import console, print_table, write_json
 from stereoq.errors import StereoqError
 
@@ -30,6 +31,7 @@ class InferOptions(BaseModel):
     stage: Literal["float", "calibration", "qat", "int_infer", "deployed"] = "float"
     max_size: int | None = Field(default=None, ge=16, le=8192)
     checkpoint: Path | None = None
+    backend: str = "ort"
     ply: bool = False
     ply_ascii: bool = False
 
@@ -84,8 +86,10 @@ def infer(
     ] = None,
     stage: Annotated[
         str,
-        typer.Option(help="Model: float | calibration | qat | int_infer | deployed (ONNX Runtime)"),
+        typer.Option(help="Model: float | calibration | qat | int_infer | deployed (the "
+                     "--backend artifact that stereoq compile wrote)"),
     ] = "float",
+    backend: BackendOpt = "ort",
     model_inputs: Annotated[
         str | None,
         typer.Option(help="Reference form: imgl:PATH,imgr:PATH,baseline:B,f:F (instead of those)."),
@@ -167,6 +171,7 @@ def infer(
         ply_ascii=ply_ascii,
         max_size=max_size,
         checkpoint=checkpoint,
+        backend=backend,
         **values,
     )
     from stereoq.cli.progress import RichReporter
@@ -188,6 +193,7 @@ def infer(
         ply=opts.ply,
         ply_ascii=opts.ply_ascii,
         checkpoint=opts.checkpoint,
+        backend=opts.backend,
     )
     summary = run_pairs(cfg, pairs, camera, opts.save_path, settings, reporter=RichReporter())
     rows = [
