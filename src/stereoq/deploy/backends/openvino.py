@@ -231,6 +231,39 @@ def classify(
     return verdicts
 
 
+def write_artifact(
+    ov_model: Any,
+    metadata: DeployMetadata,
+    out_dir: Path,
+    precision: str,
+    notes: dict[str, Any] | None = None,
+    label: str = "the model",
+) -> Path:
+    """An artifact folder from an ``openvino.Model`` (also one quantized by other tools): the
+    IR, ``metadata.json``, ``openvino.json`` (``precision``, ``notes``, u8 convs on this CPU)
+    and ``run_stereo.py``. Compiled once first, so a model the CPU plugin refuses fails here."""
+    ov, runner = _openvino(), _runner()
+    layers = runtime_layers(compile_for_cpu(ov_model, Path(label), precision))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ov.save_model(ov_model, str(out_dir / runner.MODEL_FILE), compress_to_fp16=False)
+    convs = [layer for layer in layers if layer["type"] == "Convolution"]
+    atomic_write_json(
+        out_dir / runner.CONFIG_FILE,
+        {
+            "inference_precision": precision,
+            "openvino": ov.__version__,
+            **(notes or {}),
+            "integer_convolutions": sum(c["precision"] in INTEGER_PRECISIONS for c in convs),
+            "convolutions": len(convs),
+        },
+    )
+    (out_dir / runner.METADATA_FILE).write_text(
+        metadata.model_dump_json(indent=2) + "\n", encoding="utf-8"
+    )
+    shutil.copyfile(runner.__file__, out_dir / RUNNER_SCRIPT)
+    return out_dir
+
+
 @BACKENDS.register("openvino")
 class OpenVinoBackend(Backend):
     name = "openvino"
@@ -250,28 +283,15 @@ class OpenVinoBackend(Backend):
         kept in f32), ``metadata.json``, ``openvino.json`` (inference precision, what was
         rewritten, the runtime precision of every convolution) and ``run_stereo.py``, the
         numpy + openvino runner."""
-        ov, runner = _openvino(), _runner()
         ov_model, rewrite, _model = read_source(source)
-        layers = runtime_layers(compile_for_cpu(ov_model, source, self.inference_precision))
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        ov.save_model(ov_model, str(out_dir / runner.MODEL_FILE), compress_to_fp16=False)
-        convs = [layer for layer in layers if layer["type"] == "Convolution"]
-        atomic_write_json(
-            out_dir / runner.CONFIG_FILE,
-            {
-                "inference_precision": self.inference_precision,
-                "openvino": ov.__version__,
-                "rewrite": rewrite.to_json(),
-                "integer_convolutions": sum(c["precision"] in INTEGER_PRECISIONS for c in convs),
-                "convolutions": len(convs),
-            },
+        return write_artifact(
+            ov_model,
+            metadata,
+            Path(out_dir),
+            self.inference_precision,
+            {"rewrite": rewrite.to_json()},
+            str(source),
         )
-        (out_dir / runner.METADATA_FILE).write_text(
-            metadata.model_dump_json(indent=2) + "\n", encoding="utf-8"
-        )
-        shutil.copyfile(runner.__file__, out_dir / RUNNER_SCRIPT)
-        return out_dir
 
     def benchmark(
         self,
