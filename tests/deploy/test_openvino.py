@@ -104,6 +104,36 @@ def test_openvino_form_is_bit_exact_and_runs_every_conv_in_u8(tmp_path: Path) ->
     assert np.abs(got - run(source)).max() <= 0.05 * 1.001  # one output step at most
 
 
+def test_residual_adds_keep_the_integer_models_rounding(tmp_path: Path) -> None:
+    """Two residual blocks (conv, conv, + the block's input): fused as OpenVINO likes, each Add
+    drifts by one LSB; with the conv outputs' rounding kept, OpenVINO computes every integer."""
+    import onnxruntime as ort
+    import openvino as ov
+
+    from .qdq_models import _Graph
+
+    g, channels = _Graph(), 16
+    h = g.qdq(g.relu(g.conv(g.qdq("input", 1 / 128, np.uint8, 128), channels, True)), 0.05)
+    for k in range(2):
+        mid = g.qdq(g.relu(g.conv(h, channels, True)), 0.045 + 0.003 * k)
+        branch = g.qdq(g.conv(mid, channels, True), 0.037 + 0.002 * k, np.uint8, 128)
+        added = g.name("add")
+        g.nodes.append(helper.make_node("Add", [branch, h], [added], name=added))
+        h = g.qdq(g.relu(added), 0.061 - 0.004 * k)
+    model = onnx.load(str(g.save(tmp_path / "residual.onnx", "input", h, channels)))
+    rewritten, rewrite = for_openvino(model)
+    assert rewrite.rounded_adds == 3  # both inputs of the first Add come from convs
+    x = np.random.default_rng(0).uniform(-1, 1, (1, channels, 16, 16)).astype(np.float32)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ref = session.run(None, {"input": x})[0]
+    core = ov.Core()
+    compiled = core.compile_model(
+        core.read_model(rewritten.SerializeToString()), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+    )
+    got = compiled.create_infer_request().infer({0: x})[0]
+    np.testing.assert_allclose(got, ref, atol=1e-6)
+
+
 def test_backends_are_registered_with_their_precision() -> None:
     assert {"openvino", "openvino-bf16"} <= set(backend_names())
     assert get_backend("openvino").inference_precision == "f32"
