@@ -203,6 +203,13 @@ def _reason(
     return precision, f"no Q/DQ around it: {runs_in}"
 
 
+def _scope(name: str, scopes: dict[str, str]) -> str:
+    """The PyTorch module of an OpenVINO layer (it names the parts of a node it splits
+    ``<node>/WithoutBiases``, ``<node>_<n>``)."""
+    base = name.split("/")[0]
+    return scope_of(base, scopes) or scope_of(re.sub(r"_\d+$", "", base), scopes)
+
+
 def _only_qdq(nodes: list[onnx.NodeProto]) -> bool:
     return bool(nodes) and all(n.op_type in QDQ for n in nodes)
 
@@ -217,7 +224,7 @@ def classify(
     verdicts = []
     for layer in layers:
         kind, runs_in = layer["type"], layer["precision"]
-        scope = next((s for s in (scope_of(n, scopes) for n in layer["sources"]) if s), "")
+        scope = next((s for s in (_scope(n, scopes) for n in layer["sources"]) if s), "")
         op_type = "Subgraph (fused eltwise)" if kind == "Subgraph" else kind
         reason = ""
         if kind in CONVERT_LAYERS:
@@ -328,7 +335,7 @@ class OpenVinoBackend(Backend):
             {
                 "node": r["node"],
                 "op": f"{r['op']} ({r['exec_type']})",
-                "scope": scope_of(r["node"], scopes),
+                "scope": _scope(r["node"], scopes),
                 "ms": round(r["ms"], 3),
                 "share_pct": round(100.0 * r["ms"] / total, 1),
             }
