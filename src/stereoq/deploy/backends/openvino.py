@@ -3,15 +3,16 @@
 OpenVINO reads the Q/DQ ONNX file and its low-precision transformations turn each
 ``DequantizeLinear -> op -> QuantizeLinear`` they recognise into a u8/i8 kernel; everything
 else computes in the inference precision. The export first goes through
-``stereoq.deploy.ov_graph`` (integer Pads for the cost volume's shifts, unshared weight zero
-points), without which OpenVINO fails to compile it or keeps most convolutions in float; the
+``stereoq.deploy.ov_graph`` (integer Pads for the cost volume's shifts, no shared weight zero
+point, residual Adds on rounded conv outputs), without which OpenVINO fails to compile it, keeps
+most convolutions in float or drifts from the integer model over residual blocks; the
 ONNX Runtime file is left as it is. ``check`` reads OpenVINO's compiled model (its execution
 graph: each executed layer's ``runtimePrecision``), so it reports what really runs.
 
-OpenVINO is not bit-exact with the integer model: it fuses a residual ``Add`` into the conv
-before it and adds the other branch to the conv's accumulator, skipping the rounding of the
-conv's output that the integer model performs (one LSB on ~8 % of each Add's elements, compounded
-over residual blocks); ``compile --validate`` judges it by the acceptance criteria.
+OpenVINO is not bit-exact with the integer model: ``ov_graph`` keeps the rounding its conv +
+residual-Add fusion would skip, but its requantization (scale and float bias applied in its own
+order) still puts ~0.1-0.5 % of each conv's outputs one LSB off, compounding through the
+network; ``compile --validate`` judges it by the acceptance criteria.
 
 Two registrations: ``openvino`` computes the non-integer layers in f32 (the model's float
 arithmetic: accuracy as PyTorch's); ``openvino-bf16`` in bfloat16 where the CPU has it (AVX-512
