@@ -10,9 +10,10 @@ ONNX Runtime file is left as it is. ``check`` reads OpenVINO's compiled model (i
 graph: each executed layer's ``runtimePrecision``), so it reports what really runs.
 
 OpenVINO is not bit-exact with the integer model: ``ov_graph`` keeps the rounding its conv +
-residual-Add fusion would skip, but its requantization (scale and float bias applied in its own
-order) still puts ~0.1-0.5 % of each conv's outputs one LSB off, compounding through the
-network; ``compile --validate`` judges it by the acceptance criteria.
+residual-Add fusion would skip, but it adds each conv's float bias on the int32 accumulator's
+grid where the integer model adds it in float (~0.01-0.1 % of each conv's outputs one LSB off,
+compounding through the network); a quantizer with int32 biases would make it exact.
+``compile --validate`` judges it by the acceptance criteria.
 
 Two registrations: ``openvino`` computes the non-integer layers in f32 (the model's float
 arithmetic: accuracy as PyTorch's); ``openvino-bf16`` in bfloat16 where the CPU has it (AVX-512
