@@ -44,7 +44,7 @@ def save_pair():
 
 @pytest.fixture
 def float_run(tiny_config: Path) -> Path:
-    """The tiny config with an (untrained) float checkpoint where ``load_predictor`` expects it."""
+    """The tiny config with an (untrained) float checkpoint where the float stage looks for it."""
     cfg = load_config(str(tiny_config))
     torch.manual_seed(0)
     state = {"model": build_model(cfg.model).state_dict()}

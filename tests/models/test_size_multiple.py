@@ -96,7 +96,7 @@ def test_exported_graph_and_predictor_take_the_multiple(stride8: ExperimentConfi
 class _Runner:
     """ONNX Runtime's stand-in: a 24x80 artifact of a stride-8 network, disparity = column."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, threads: int | None = None) -> None:
         self.input_shape = (1, 6, 24, 80)
         self.metadata = {"size_multiple": 8, "stage": "float"}
 

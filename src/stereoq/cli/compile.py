@@ -93,8 +93,7 @@ def compile(  # noqa: A001  (the command's name)
         )
         console.print(f"peak memory: {perf['memory_method']}", highlight=False)
         print_table(
-            f"top 10 {'layers (ONNX Runtime' if opts.backend == 'ort' else 'ops (torch'}"
-            " profiler, mean per run)",
+            f"top 10 {backend_.profiler}, mean per run",
             ["node", "op", "PyTorch module", "ms", "share %"],
             [(r["node"], r["op"], r["scope"], r["ms"], r["share_pct"])
              for r in perf["top_layers"]],

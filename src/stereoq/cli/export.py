@@ -23,7 +23,8 @@ WidthOpt = Annotated[
 ]
 BackendOpt = Annotated[str, typer.Option(
     help="Deployment backend (ort: ONNX Runtime CPU; inductor: AOTInductor package, oneDNN "
-    "int8 convs on x86, finished models only).")]
+    "int8 convs on x86, finished models only; openvino: OpenVINO CPU, float layers in f32; "
+    "openvino-bf16: the same, float layers in bfloat16 where the CPU has it).")]
 
 
 class DeployOptions(BaseModel):

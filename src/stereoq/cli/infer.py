@@ -9,6 +9,7 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field
 
 from stereoq.cli.common import ConfigOpt, SetOpt, validate_options
+from stereoq.cli.export import BackendOpt
 from stereoq.cli.output import console, print_table, write_json
 from stereoq.cli.stages import FIRST_STAGE, check_checkpoint, stage_help, stage_or
 from stereoq.errors import StereoqError
@@ -34,6 +35,7 @@ class InferOptions(BaseModel):
     stage: InferStage = FIRST_STAGE
     max_size: int | None = Field(default=None, ge=16, le=8192)
     checkpoint: Path | None = None
+    backend: str = "ort"
     ply: bool = False
     ply_ascii: bool = False
 
@@ -88,8 +90,11 @@ def infer(
     ] = None,
     stage: Annotated[
         str,
-        typer.Option(help=stage_help("Model: a stage", (f"{DEPLOYED} (the compiled artifact)",))),
+        typer.Option(help=stage_help(
+            "Model: a stage", (f"{DEPLOYED} (the --backend artifact that stereoq compile wrote)",)
+        )),
     ] = FIRST_STAGE,
+    backend: BackendOpt = "ort",
     model_inputs: Annotated[
         str | None,
         typer.Option(help="Reference form: imgl:PATH,imgr:PATH,baseline:B,f:F (instead of those)."),
@@ -172,6 +177,7 @@ def infer(
         ply_ascii=ply_ascii,
         max_size=max_size,
         checkpoint=checkpoint,
+        backend=backend,
         **values,
     )
     check_checkpoint(opts.stage, opts.checkpoint)
@@ -194,6 +200,7 @@ def infer(
         ply=opts.ply,
         ply_ascii=opts.ply_ascii,
         checkpoint=opts.checkpoint,
+        backend=opts.backend,
     )
     summary = run_pairs(cfg, pairs, camera, opts.save_path, settings, reporter=RichReporter())
     rows = [

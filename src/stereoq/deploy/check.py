@@ -9,12 +9,13 @@ from typing import Any
 INT8 = "int8"
 INT16_FLOAT = "int16 storage, float compute"
 FLOAT = "float"
+BF16 = "bfloat16"
 INT8_DATA = "int8 data movement"
 FLOAT_DATA = "float data movement"
 CONVERT = "quantize/dequantize"
 FLOAT_MODEL = "float model (no Q/DQ nodes)"
 
-FALLBACK_PRECISIONS = (FLOAT, INT16_FLOAT)
+FALLBACK_PRECISIONS = (FLOAT, BF16, INT16_FLOAT)
 """Compute that does not run in an integer kernel on the backend."""
 
 

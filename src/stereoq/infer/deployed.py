@@ -1,6 +1,6 @@
-"""The ``deployed`` stage: the ONNX Runtime artifact that ``stereoq compile`` writes.
+"""The ``deployed`` stage: the artifact that ``stereoq compile --backend B`` writes.
 
-The artifact (``<run_dir>/deploy/ort/``: ``model.onnx`` + ``metadata.json``) has a fixed input
+The artifact (``<run_dir>/deploy/<backend>/``: the model + ``metadata.json``) has a fixed input
 size. Smaller inputs (down to 1x1) are replicate-padded on the right and bottom to it and the
 disparity is cropped back, as the PyTorch stages pad to the smallest input their model takes;
 larger inputs are refused with the command that compiles a larger artifact.
@@ -18,15 +18,19 @@ from stereoq.models.padding import padded_size, run_padded
 from stereoq.settings.config import ExperimentConfig
 
 BACKEND = "ort"
+"""The backend whose artifact ``infer --stage deployed`` runs unless told another."""
 
 
 class DeployedPredictor:
     """(B, 6, h, w) normalised pair, h and w within the artifact's size -> (B, 1, h, w) px."""
 
-    def __init__(self, folder: Path) -> None:
-        from stereoq.deploy.ort_runner import StereoRunner
+    def __init__(self, folder: Path, backend: str = BACKEND) -> None:
+        from stereoq.deploy.backends import get_backend
 
-        self.runner = StereoRunner(folder)
+        self.runner = get_backend(backend).runner(folder)
+        self.compile_command = "stereoq compile" + (
+            "" if backend == BACKEND else f" --backend {backend}"
+        )
         _, _, self.height, self.width = (int(v) for v in self.runner.input_shape)
         self.stage = str(self.runner.metadata.get("stage", "?"))
 
@@ -36,9 +40,9 @@ class DeployedPredictor:
             need_h, need_w = padded_size(h, w, int(self.runner.metadata["size_multiple"]))
             raise StereoqError(
                 f"the input is {w}x{h} but the deployed model takes at most "
-                f"{self.width}x{self.height}: run `stereoq compile --height {need_h} --width "
-                f"{need_w}`, or pass --max-size {max(self.height, self.width)} with a smaller "
-                "longest side"
+                f"{self.width}x{self.height}: run `{self.compile_command} --height {need_h} "
+                f"--width {need_w}`, or pass --max-size {max(self.height, self.width)} with a "
+                "smaller longest side"
             )
         return run_padded(self._predict, x, (self.height, self.width))
 
@@ -47,25 +51,27 @@ class DeployedPredictor:
         return torch.cat(out)
 
 
-def load_deployed(cfg: ExperimentConfig) -> tuple[DeployedPredictor, Path]:
-    """The compiled artifact of ``cfg`` as a predictor, and its ONNX file."""
+def load_deployed(cfg: ExperimentConfig, backend: str = BACKEND) -> tuple[DeployedPredictor, Path]:
+    """The ``backend`` artifact compiled for ``cfg`` as a predictor, and its model file."""
+    from stereoq.deploy.backends import get_backend
     from stereoq.deploy.compile import artifact_dir
-    from stereoq.deploy.ort_runner import METADATA_FILE, MODEL_FILE
+    from stereoq.deploy.ort_runner import METADATA_FILE
 
-    folder = artifact_dir(cfg, BACKEND)
-    model = folder / MODEL_FILE
+    folder = artifact_dir(cfg, backend)
+    model = folder / get_backend(backend).model_file
     if not model.is_file() or not (folder / METADATA_FILE).is_file():
+        option = "" if backend == BACKEND else f" --backend {backend}"
         raise StereoqError(
-            f"deployed model {model} does not exist: run `stereoq compile` with this config "
-            f"({cfg.name}) first"
+            f"deployed model {model} does not exist: run `stereoq compile{option}` with this "
+            f"config ({cfg.name}) first"
         )
-    predictor = DeployedPredictor(folder)
+    predictor = DeployedPredictor(folder, backend)
     meta = predictor.runner.metadata
     expected = (cfg.data.color, float(cfg.data.mean), float(cfg.data.std), cfg.model.maxdisp)
     found = (meta.get("color"), meta.get("mean"), meta.get("std"), meta.get("maxdisp"))
     if found != expected:
         raise StereoqError(
             f"deployed model {model} was compiled for another input format or maxdisp "
-            f"({found} vs this config's {expected}): run `stereoq compile` again"
+            f"({found} vs this config's {expected}): run `{predictor.compile_command}` again"
         )
     return predictor, model

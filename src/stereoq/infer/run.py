@@ -95,18 +95,21 @@ class InferSettings:
     ply_ascii: bool = False
     min_disparity_px: float = MIN_DISPARITY_PX
     checkpoint: Path | None = None
+    backend: str = "ort"
+    """Whose artifact the ``deployed`` stage runs."""
 
 
 class DisparityEstimator:
     """A stage's model loaded once; maps an RGB uint8 pair of any size to disparity in px."""
 
     def __init__(
-        self, cfg: ExperimentConfig, stage: str, checkpoint: Path | None = None
+        self, cfg: ExperimentConfig, stage: str, checkpoint: Path | None = None,
+        backend: str = "ort",
     ) -> None:
         self.cfg = cfg
         self.stage = stage
         start = time.perf_counter()
-        self.model, self.artifact = _load(cfg, stage, checkpoint)
+        self.model, self.artifact = _load(cfg, stage, checkpoint, backend)
         self.load_s = time.perf_counter() - start
 
     def __call__(self, left_rgb: np.ndarray, right_rgb: np.ndarray) -> np.ndarray:
@@ -121,12 +124,14 @@ class DisparityEstimator:
         return disp[0, 0].float().numpy()
 
 
-def _load(cfg: ExperimentConfig, stage: str, checkpoint: Path | None) -> tuple[Any, Path]:
+def _load(
+    cfg: ExperimentConfig, stage: str, checkpoint: Path | None, backend: str
+) -> tuple[Any, Path]:
     """The stage's predictor (or the deployed artifact's) and the file it came from."""
     if stage == DEPLOYED:
         from stereoq.infer.deployed import load_deployed
 
-        return load_deployed(cfg)
+        return load_deployed(cfg, backend)
     from stereoq.stages import get_stage
 
     found = get_stage(cfg, stage)
@@ -360,7 +365,7 @@ def run_pairs(
             check_pair(pair, settings.max_size)
         except StereoqError as err:
             raise StereoqError(f"{_naming(pair, err)}; nothing written", err.exit_code) from None
-    estimator = DisparityEstimator(cfg, settings.stage, settings.checkpoint)
+    estimator = DisparityEstimator(cfg, settings.stage, settings.checkpoint, settings.backend)
     results: list[dict[str, Any]] = []
     if several:
         reporter.task(f"infer ({settings.stage})", total=len(pairs))

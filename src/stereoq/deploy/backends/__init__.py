@@ -17,6 +17,8 @@ from stereoq.errors import StereoqError
 MODULES = {
     "ort": "stereoq.deploy.backends.ort",
     "inductor": "stereoq.deploy.backends.inductor",
+    "openvino": "stereoq.deploy.backends.openvino",
+    "openvino-bf16": "stereoq.deploy.backends.openvino",
 }
 """Backend name -> module that registers it (imported lazily: runtimes are heavy)."""
 

@@ -46,6 +46,10 @@ class Backend(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     consumes: ClassVar[str] = "onnx"
+    profiler: ClassVar[str] = "layers (the runtime's profiler)"
+    """What ``benchmark``'s top table ranks and whose figures they are (the CLI's title)."""
+    model_file: ClassVar[str] = "model.onnx"
+    """The model file inside the artifact folder."""
 
     def stage_source(
         self, cfg: ExperimentConfig, stage: str, height: int, width: int, strict: bool = False
@@ -95,6 +99,11 @@ class Backend(ABC):
     @abstractmethod
     def load(self, artifact_dir: Path, threads: int | None = None) -> RawRunner:
         """The artifact as a function of the normalised input (for validation)."""
+
+    def runner(self, artifact_dir: Path, threads: int | None = None) -> Any:
+        """The artifact's own runner (the ``StereoRunner`` of its ``run_stereo.py``:
+        ``metadata``, ``input_shape``, ``raw``, ``predict``), for ``infer --stage deployed``."""
+        raise StereoqError(f"the {self.name} backend's artifacts cannot run in stereoq infer")
 
 
 def run_artifact_bench(artifact_dir: Path, script: str, args: list[str]) -> dict[str, Any]:

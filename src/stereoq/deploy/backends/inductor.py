@@ -176,6 +176,8 @@ class InductorBackend(Backend):
     name = "inductor"
     description = "AOTInductor package (oneDNN int8 convs on x86 CPUs), runs with torch only"
     consumes = "program"
+    profiler = "ops (torch profiler)"
+    model_file = aoti_runner.PACKAGE_FILE
 
     def stage_source(
         self, cfg: ExperimentConfig, stage: str, height: int, width: int, strict: bool = False
@@ -261,5 +263,8 @@ class InductorBackend(Backend):
         return result
 
     def load(self, artifact_dir: Path, threads: int | None = None) -> RawRunner:
-        return aoti_runner.StereoRunner(artifact_dir, threads).raw
+        return self.runner(artifact_dir, threads).raw
+
+    def runner(self, artifact_dir: Path, threads: int | None = None) -> aoti_runner.StereoRunner:
+        return aoti_runner.StereoRunner(artifact_dir, threads)
 

@@ -134,6 +134,8 @@ def _fallback(g: QdqGraph, node: onnx.NodeProto) -> tuple[str, str]:
 class OrtBackend(Backend):
     name = "ort"
     description = "ONNX Runtime, CPU execution provider (x86, ARM)"
+    profiler = "layers (ONNX Runtime profiler)"
+    model_file = ort_runner.MODEL_FILE
 
     def check(self, onnx_path: Path) -> CheckReport:
         import onnxruntime as ort
@@ -186,4 +188,7 @@ class OrtBackend(Backend):
         return result
 
     def load(self, artifact_dir: Path, threads: int | None = None) -> RawRunner:
-        return ort_runner.StereoRunner(artifact_dir, threads).raw
+        return self.runner(artifact_dir, threads).raw
+
+    def runner(self, artifact_dir: Path, threads: int | None = None) -> ort_runner.StereoRunner:
+        return ort_runner.StereoRunner(artifact_dir, threads)
