@@ -252,9 +252,9 @@ def _sqnr_db(signal: float, noise: float) -> float:
 
 def measure_sqnr_and_costs(
     graph: GraphModule, predict: Callable[[Tensor], Tensor], found: list[Layer], frames: Frames
-) -> tuple[dict[str, float], dict[str, float]]:
+) -> tuple[dict[str, float], dict[str, float], float]:
     """Per layer: SQNR of its output (float vs quantized, same inputs, frame by frame) and its
-    cost in MACs per frame (see the module docstring)."""
+    cost in MACs per frame (see the module docstring); and the MACs of all layers per frame."""
     probe = Probe(found)
     signal = {layer.name: 0.0 for layer in found}
     noise = dict(signal)
@@ -289,7 +289,7 @@ def measure_sqnr_and_costs(
     for layer in found:
         readers = [r for r in layer.readers if kinds.get(r, "").startswith("conv")]
         costs[layer.name] = own.get(layer.name, 0.0) + sum(own.get(r, 0.0) for r in readers)
-    return sqnr, costs
+    return sqnr, costs, sum(own.values())
 
 
 def sensitivity(
@@ -314,7 +314,7 @@ def sensitivity(
     with quantized_only(graph, everything):
         quant_epe = epe(predict, frames, maxdisp)
     reporter.advance(1)
-    sqnr, costs = measure_sqnr_and_costs(graph, predict, found, frames)
+    sqnr, costs, total = measure_sqnr_and_costs(graph, predict, found, frames)
     reporter.advance(1)
     rows = []
     for order, layer in enumerate(found):
@@ -347,6 +347,7 @@ def sensitivity(
         "float_epe_px": float_epe,
         "quantized_epe_px": quant_epe,
         "ranking": [r["layer"] for r in ranked],
+        "total_macs": total,
         "layers": rows,
         "seconds": time.perf_counter() - start,
         "method": "fake-quant graph as PyTorch computes it; a layer's quantizers (output, "
