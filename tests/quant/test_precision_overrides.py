@@ -103,6 +103,13 @@ def test_overrides_round_trip_through_calibration_int_infer_export_and_check(
         assert ops["head.aggregation.0.0"]["precision"] == "float"
         assert ops["refinement.levels.3.offset.0"]["output"] == "int16"
         assert ops["neck.stem.0.0"]["precision"] == "int8"
+    # the sensitivity report of the calibrated model: JSON and chart in its folder; layers
+    # left float by the config have no quantizers to switch
+    found = get_stage(cfg, "calibration").sensitivity(1)
+    saved = json.loads(Path(found["json"]).read_text())
+    assert saved["frames"] == 1 and Path(found["chart"]).is_file()
+    names = {row["layer"] for row in saved["layers"]}
+    assert "refinement.levels.3.offset.0" in names and "head.aggregation.0.0" not in names
     res = stereoq("check", "--stage", "int_infer", "--config", str(tiny_config))
     assert res.returncode == 0, res.stderr
     assert "precision overrides" in res.stdout and "head.aggregation.0.0" in res.stdout
