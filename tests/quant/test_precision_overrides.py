@@ -24,6 +24,7 @@ from stereoq.quant.quantizer import (
     graph_layers,
     resolve_precision,
 )
+from stereoq.quant.recipes import calibration_recipe, mixed_precision_path, qat_recipe
 from stereoq.settings import load_config
 from stereoq.stages import get_stage, run_stage
 
@@ -75,6 +76,23 @@ def test_a_bad_precision_is_a_config_error(tmp_path: Path) -> None:
         load_config("stereonet_synthetic", sets=["stages.calibration.precision={head: int4}"])
 
 
+def test_later_stages_follow_the_budget_record(tiny_config: Path) -> None:
+    sets = ["stages.calibration.budget={max_increase_px: 0.05}"]
+    cfg = load_config(str(tiny_config), sets=sets)
+    assert qat_recipe(cfg).precision == ()  # no record yet: calibration makes it
+    path = mixed_precision_path(cfg)
+    path.parent.mkdir(parents=True)
+    record = {"budget": cfg.stages.calibration.budget.model_dump(),
+              "raised": {"head.score": "int16"}}
+    path.write_text(json.dumps(record))
+    assert qat_recipe(cfg).precision == (("head.score", "int16"),)
+    assert calibration_recipe(cfg, {}).precision == ()  # the search passes its own choices
+    other = load_config(str(tiny_config), sets=["stages.calibration.budget={max_increase_px: 1}"])
+    with pytest.raises(StereoqError, match="another stages.calibration.budget"):
+        qat_recipe(other)
+    assert qat_recipe(load_config(str(tiny_config))).precision == ()  # no budget: ignored
+
+
 def stereoq(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "stereoq", *args], capture_output=True,
@@ -86,7 +104,6 @@ def test_overrides_round_trip_through_calibration_int_infer_export_and_check(
 ) -> None:
     data = yaml.safe_load(tiny_config.read_text())
     data["stages"]["calibration"]["precision"] = OVERRIDES
-    data["stages"]["int_infer"] = {"source": "calibration"}
     tiny_config.write_text(yaml.safe_dump(data))
     cfg = load_config(str(tiny_config))
     torch.manual_seed(0)
@@ -95,8 +112,9 @@ def test_overrides_round_trip_through_calibration_int_infer_export_and_check(
     expected = {"refinement.levels.3.offset.0": "int16", "head.aggregation.0.0": "float",
                 "head.aggregation.1.0": "float"}
     run_stage(cfg, "calibration")
+    run_stage(cfg, "qat")
     run_stage(cfg, "int_infer")
-    for stage in ("calibration", "int_infer"):
+    for stage in ("calibration", "qat", "int_infer"):
         report = json.loads(get_stage(cfg, stage).precision_report.read_text())
         assert report["overrides"] == expected, stage
         ops = {o["layer"]: o for o in report["ops"] if o["op"].startswith("conv")}
