@@ -20,8 +20,10 @@ from stereoq.stages.float_stage import FloatStage
 from stereoq.stages.quantized import FakeQuantStage
 
 if TYPE_CHECKING:
-    from torch import Tensor
+    from torch import Tensor, nn
     from torch.fx import GraphModule
+
+    from stereoq.quant.budget import Calibrate
 
 
 RANGES_KEY = "stereoq_activation_ranges"
@@ -105,7 +107,7 @@ class CalibrationStage(FakeQuantStage):
         return batches
 
     def calibrated(
-        self, model: Any, batches: list[Tensor], raised: dict[str, str], reporter: Reporter
+        self, model: nn.Module, batches: list[Tensor], raised: dict[str, str], reporter: Reporter
     ) -> GraphModule:
         """The fake-quant graph calibrated on ``batches``, ``raised`` layers at their
         precision (on top of the config's overrides); eval mode, ranges frozen."""
@@ -126,7 +128,7 @@ class CalibrationStage(FakeQuantStage):
         return fake_quant
 
     def meet_budget(
-        self, calibrate: Any, reporter: Reporter
+        self, calibrate: Calibrate, reporter: Reporter
     ) -> tuple[GraphModule, dict[str, Any]]:
         """``stereoq.quant.budget.search`` on the budget's validation frames."""
         from stereoq.quant.budget import search
