@@ -61,6 +61,12 @@ def check(
             ["node", "op type", "runs in", "PyTorch module", "why"],
             [(n.name, n.op_type, n.precision, n.scope, n.reason) for n in shown],
         )
+    if report.overrides:
+        print_table(
+            "precision overrides (stages.calibration.precision and the accuracy budget)",
+            ["layer", "precision"],
+            sorted(report.overrides.items()),
+        )
     int_convs, convs = report.conv_summary()
     console.print(
         f"{int_convs} of {convs} convolutions run in int8; "

@@ -23,6 +23,7 @@ class PredictOptions(BaseModel):
     baseline: Literal["sgbm"] | None = None
     batch_size: PositiveInt = 1
     json_path: Path | None = None
+    sensitivity: PositiveInt | None = None
 
 
 def predict(
@@ -44,6 +45,16 @@ def predict(
         Path | None,
         typer.Option("--json", help="Where to save the metrics. Default: RUN_DIR/predict.json."),
     ] = None,
+    sensitivity: Annotated[
+        int | None,
+        typer.Option(
+            help="Instead of the metrics: per-layer sensitivity of a fake-quantized stage "
+            "(calibration, qat) on the first N validation frames: EPE change with only each "
+            "layer quantized and with only it left float, SQNR of each layer's output; a "
+            "ranked table, RUN_DIR/STAGE/sensitivity.json and sensitivity.png.",
+            metavar="N",
+        ),
+    ] = None,
 ) -> None:
     """EPE, D1 and bad-1/2/3 on the full-size validation set, as a table and JSON.
 
@@ -52,7 +63,7 @@ def predict(
     """
     opts = validate_options(
         PredictOptions, stage=stage, config=config, sets=sets or [], checkpoint=checkpoint,
-        baseline=baseline, batch_size=batch_size, json_path=json_path,
+        baseline=baseline, batch_size=batch_size, json_path=json_path, sensitivity=sensitivity,
     )
     if opts.stage != "all":
         check_checkpoint(opts.stage, opts.checkpoint)
@@ -63,6 +74,9 @@ def predict(
 
     cfg = load_config(opts.config, sets=opts.sets)
     reporter = RichReporter()
+    if opts.sensitivity is not None:
+        print_sensitivity(layer_sensitivity(cfg, opts, reporter))
+        return
     if opts.stage == "all":
         results = evaluate_all(cfg, opts, reporter)
     else:
@@ -73,6 +87,46 @@ def predict(
     print_results(cfg.name, results)
     path = write_json(opts.json_path or cfg.run_dir / "predict.json", results_json(cfg, results))
     console.print(f"saved {path}", highlight=False)
+
+
+SENSITIVITY_ROWS = 20
+
+
+def layer_sensitivity(cfg: Any, opts: PredictOptions, reporter: Any) -> dict[str, Any]:
+    """``--sensitivity N``: the stage's per-layer report (fake-quantized stages only)."""
+    from stereoq.errors import StereoqError
+    from stereoq.stages import get_stage, stage_classes
+    from stereoq.stages.quantized import FakeQuantStage
+
+    stage = get_stage(cfg, opts.stage) if opts.stage != "all" else None
+    if not isinstance(stage, FakeQuantStage):
+        takers = [s.name for s in stage_classes() if issubclass(s, FakeQuantStage)]
+        raise StereoqError(f"option --sensitivity: give --stage {' or '.join(takers)} (a "
+                           "fake-quantized model, whose quantizers switch on and off)", 2)
+    return stage.sensitivity(opts.sensitivity, reporter)
+
+
+def print_sensitivity(report: dict[str, Any]) -> None:
+    """The ranked table (top ``SENSITIVITY_ROWS``), the reference EPEs and where it is saved."""
+    rows = sorted(report["layers"], key=lambda r: r["rank"])
+    shown = rows[:SENSITIVITY_ROWS]
+    print_table(
+        f"{report['stage']}: layers ranked by EPE recovered when left float "
+        f"({report['frames']} validation frame(s) {report['height']}x{report['width']}"
+        + (f"; top {len(shown)} of {len(rows)}, all in the JSON)" if len(rows) > len(shown)
+           else ")"),
+        ["rank", "layer", "kind", "EPE +px only it quantized", "EPE -px it left float",
+         "SQNR dB", "MMACs if raised"],
+        [(r["rank"], r["layer"], r["kind"], r["delta_only_px"], r["recovered_px"], r["sqnr_db"],
+          r["cost_macs"] / 1e6) for r in shown],
+    )
+    console.print(
+        f"float EPE {report['float_epe_px']:.4f} px, quantized {report['quantized_epe_px']:.4f} px "
+        f"(+{report['quantized_epe_px'] - report['float_epe_px']:.4f}) on the fake-quant graph; "
+        f"{len(rows)} layers in {report['seconds']:.0f} s",
+        highlight=False,
+    )
+    console.print(f"saved {report['json']} and {report['chart']}", highlight=False)
 
 
 def evaluate_all(cfg: Any, opts: PredictOptions, reporter: Any) -> dict[str, dict[str, Any]]:

@@ -42,6 +42,9 @@ class CheckReport:
     backend: str
     model: str
     nodes: list[NodeVerdict] = field(default_factory=list)
+    overrides: dict[str, str] = field(default_factory=dict)
+    """Layers whose precision was set by name (config or accuracy budget), from the stage's
+    precision report: layer -> int8 | int16 | float."""
 
     @property
     def fallbacks(self) -> list[NodeVerdict]:
@@ -71,4 +74,5 @@ class CheckReport:
                 for op, c, p, r in self.rows()
             ],
             "fallback_nodes": [asdict(n) for n in self.fallbacks],
+            "overrides": self.overrides,
         }

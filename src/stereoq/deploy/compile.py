@@ -103,7 +103,22 @@ def check_stage(
     backend runs each of its ops."""
     backend = get_backend(backend_name)
     check_size(cfg, height, width)
-    return backend.check(backend.stage_source(cfg, stage, height, width).path)
+    report = backend.check(backend.stage_source(cfg, stage, height, width).path)
+    report.overrides = precision_overrides(cfg, stage)
+    return report
+
+
+def precision_overrides(cfg: ExperimentConfig, stage: str) -> dict[str, str]:
+    """The layers of ``stage``'s model whose precision was set by name (config or accuracy
+    budget), from its precision report; none for a stage without one."""
+    import json
+
+    from stereoq.stages import get_stage
+
+    path = getattr(get_stage(cfg, stage), "precision_report", None)
+    if path is None or not path.is_file():
+        return {}
+    return dict(json.loads(path.read_text()).get("overrides", {}))
 
 
 def compile_stage(

@@ -29,19 +29,21 @@ from stereoq.quant.recipes import qat_recipe
 from stereoq.settings.config import ExperimentConfig
 
 
-def fresh_fake_quant(cfg: ExperimentConfig) -> GraphModule:
-    """The configured model's fake-quant graph with untrained weights (to load a state into).
+def fresh_fake_quant(cfg: ExperimentConfig, raised: dict[str, str] | None = None) -> GraphModule:
+    """The configured model's fake-quant graph with untrained weights (to load a state into);
+    ``raised``: the budget search's layers instead of its record (``stereoq.quant.recipes``).
 
     Exporting takes seconds, so one process exports each model config once and hands out
     copies (a pipeline run in one process loads the graph several times).
     """
-    key = (cfg.model.model_dump_json(), qat_recipe(cfg))
+    recipe = qat_recipe(cfg, raised)
+    key = (cfg.model.model_dump_json(), recipe)
     if key not in _FRESH:
         from stereoq.models.build import build_model
         from stereoq.quant.prepare import prepare
 
         _FRESH.clear()
-        _FRESH[key] = prepare(build_model(cfg.model), qat_recipe(cfg))
+        _FRESH[key] = prepare(build_model(cfg.model), recipe)
     from stereoq.quant.prepare import copy_graph
 
     return copy_graph(_FRESH[key])

@@ -19,17 +19,30 @@ tensor entering an int16 op is read as is. ``QuantRecipe.disparity_conv_bits = 1
 (``stages.calibration.disparity_conv_bits: 16`` in the config) makes the disparity
 convolutions (and the stem concat) int16 too, for runtimes that have such kernels. Which
 modules carry disparity is ``RULES``, a table from the model's module kinds to a ``Rule``.
+
+A *layer* is one quantization unit (a conv with its folded BN and ReLU, an add + ReLU, a
+concat, an elementwise op) named by the module it runs in, without the export wrapper's prefix
+(``neck.stem.0.0``, ``neck.stage1.0`` (the block's add), ``head`` (the cost volume's products,
+means and concats), ``head.regression``, ``refinement`` (the residual adds), ...). Ops of one
+kind-less module share its layer. ``QuantRecipe.precision`` overrides the rule of the layers
+whose names match its glob patterns (``stages.calibration.precision`` in the config): ``int8``,
+``int16`` or ``float`` for the layer's output tensor; a raised layer's output is read as it
+is by its consumers (no requantization down), so a convolution reading it runs in float on a
+runtime without int16 kernels.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import difflib
+from dataclasses import dataclass, replace
+from fnmatch import fnmatchcase
 from typing import Any
 
 import torch
 from torch import nn
 from torch.fx import GraphModule, Node
 
+from stereoq.errors import StereoqError
 from stereoq.models.blocks import BasicBlock
 from stereoq.models.head import DisparityRegression, MatchingScore, StereoNetHead
 from stereoq.models.neck import StereoNetNeck
@@ -87,6 +100,13 @@ class Rule:
     ``QuantRecipe.disparity_conv_bits``. Otherwise ops are 8-bit unless an input carries
     disparity (a refinement level's residual add, an upsampled disparity)."""
 
+    precision: str | None = None
+    """``None``: the scheme above. ``"int8"`` / ``"int16"``: the layer's output (and any input
+    edge it observes itself) at that width; ``"float"``: no quantizer on the layer's output,
+    weights or inputs. Set per layer by ``QuantRecipe.precision`` (overrides by name)."""
+
+
+PRECISIONS = ("int8", "int16", "float")
 
 FEATURES = Rule()
 DISPARITY = Rule(disparity=True)
@@ -115,14 +135,61 @@ def _kind_name(kind: type | str) -> str:
 _RULE_BY_KIND = {_kind_name(kind): rule for kind, rule in RULES.items()}
 
 
-def rule_for(node: Node) -> Rule:
-    """The rule of the innermost module kind around ``node`` in ``RULES``, else ``DEFAULT_RULE``."""
+def rule_for(node: Node, overrides: dict[str, str] | None = None) -> Rule:
+    """The rule of the innermost module kind around ``node`` in ``RULES``, else ``DEFAULT_RULE``;
+    ``overrides`` (layer name -> precision) decides the precision of the node's layer."""
+    rule = DEFAULT_RULE
     stack = node.meta.get("nn_module_stack") or {}
     for _path, kind in reversed(list(stack.values())):
-        rule = _RULE_BY_KIND.get(_kind_name(kind))
-        if rule is not None:
-            return rule
-    return DEFAULT_RULE
+        found = _RULE_BY_KIND.get(_kind_name(kind))
+        if found is not None:
+            rule = found
+            break
+    precision = (overrides or {}).get(layer_name(node))
+    return replace(rule, precision=precision) if precision else rule
+
+
+WRAPPER_PREFIX = "model."
+"""The exported graphs wrap the network as ``model`` (``prepare.RawOutputs``)."""
+ROOT_LAYER = "input"
+"""The layer of the ops outside every module: the left/right pair stacked along the batch."""
+LAYER_KEY = "stereoq_layer"
+"""``node.meta`` key: the layer (quantization unit) an annotated node belongs to."""
+LAYER_OUTPUT_KEY = "stereoq_layer_output"
+"""``node.meta`` key: ``True`` on the node whose output is its layer's output tensor."""
+
+
+def layer_name(node: Node) -> str:
+    """The layer of an op: its module's path without the export wrapper (``neck.stem.0.0``)."""
+    path = module_path(node)
+    if path + "." == WRAPPER_PREFIX or not path:
+        return ROOT_LAYER
+    return path.removeprefix(WRAPPER_PREFIX)
+
+
+def resolve_precision(
+    patterns: tuple[tuple[str, str], ...], layers: list[str], where: str
+) -> dict[str, str]:
+    """Layer -> precision from ``(glob pattern, precision)`` pairs, the last match winning.
+
+    A pattern that matches no layer is an error naming it (and the closest layer names).
+    """
+    chosen: dict[str, str] = {}
+    for pattern, precision in patterns:
+        if precision not in PRECISIONS:
+            raise StereoqError(f"{where}: {pattern}: precision {precision!r} is not one of "
+                               f"{', '.join(PRECISIONS)}", exit_code=2)
+        matched = [layer for layer in layers if fnmatchcase(layer, pattern)]
+        if not matched:
+            close = difflib.get_close_matches(pattern, layers, n=3, cutoff=0.5)
+            hint = f"; closest: {', '.join(close)}" if close else ""
+            raise StereoqError(
+                f"{where}: {pattern!r} names no quantized layer of the model ({len(layers)} "
+                f"layers, e.g. {layers[0]}, {layers[-1]}{hint})",
+                exit_code=2,
+            )
+        chosen.update(dict.fromkeys(matched, precision))
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -136,6 +203,8 @@ class QuantRecipe:
     input_scale: float | None = 1.0 / 128.0  # None: observe the input like any activation
     input_zero_point: int = 128
     disparity_conv_bits: int = 8  # 8: integer convs everywhere in ORT; 16: int16 disparity convs
+    precision: tuple[tuple[str, str], ...] = ()
+    """(layer glob pattern, "int8" | "int16" | "float") overrides, in order; the last match wins."""
 
 
 def _act_spec(recipe: QuantRecipe, bits: int) -> Any:
@@ -230,31 +299,95 @@ class StereoQuantizer(_q.Quantizer):
 
     def annotate(self, model: GraphModule) -> GraphModule:
         """Each op by its kind (conv, add, concat, elementwise, data movement) and the rule of
-        its module; a disparity tensor read by an op makes that op's output disparity too."""
+        its layer; a disparity tensor read by an op makes that op's output disparity too."""
+        found = units(model)
+        overrides = resolve_precision(
+            self.recipe.precision, unit_layers(found), "stages.calibration.precision"
+        )
         place = _Placement(self)
-        for node in model.graph.nodes:
-            if node.op != "call_function" or node in place.done:
-                continue
-            target = node.target
-            inputs = _tensor_args(node)
-            if not isinstance(node.meta.get("val"), torch.Tensor) or not inputs:
-                continue
+        for unit in found:
+            node, inputs = unit.anchor, unit.inputs
             carries = any(a in place.disparity for a in inputs)
-            disparity_module = rule_for(node).disparity
-            if target in CONV:
-                place.conv(node, carries, disparity_module)
-            elif target in ADD and len(inputs) == 2:
-                place.add(node, inputs, carries)
-            elif target in CONCAT:
-                place.concat(node, inputs, carries)
-            elif target in ELEMENTWISE or disparity_module:
-                place.elementwise(node, inputs, carries or disparity_module)
-            elif target in DATA_MOVEMENT or target in SAME_RANGE:
+            rule = rule_for(node, overrides)
+            if unit.kind == "shared":
                 place.shared(node, inputs[0], carries)
+                continue
+            for n in (node, *unit.chain):
+                n.meta[LAYER_KEY] = unit.layer
+            unit.last.meta[LAYER_OUTPUT_KEY] = True
+            if rule.precision is not None:
+                node.meta[PRECISION_KEY] = rule.precision
+            if unit.kind == "conv":
+                place.conv(unit, carries, rule)
+            elif unit.kind == "add":
+                place.add(unit, carries, rule)
+            elif unit.kind == "concat":
+                place.concat(unit, carries, rule)
+            else:
+                place.elementwise(unit, carries or rule.disparity, rule)
         return model
 
     def validate(self, model: GraphModule) -> None:
         """Nothing to check: unsupported ops are reported by ``stereoq.quant.report``."""
+
+
+PRECISION_KEY = "stereoq_precision"
+"""``node.meta`` key: a layer's precision override, on the layer's first op."""
+
+
+@dataclass
+class Unit:
+    """One quantization unit: an op and the ops folded into it (BN, ReLU)."""
+
+    anchor: Node
+    kind: str  # "conv" | "add" | "concat" | "elementwise" | "shared" (output shares its input's)
+    inputs: list[Node]
+    chain: list[Node]
+    layer: str
+
+    @property
+    def last(self) -> Node:
+        """The node whose output is the unit's output tensor."""
+        return self.chain[-1] if self.chain else self.anchor
+
+
+def units(model: GraphModule) -> list[Unit]:
+    """The quantization units of an exported graph, in graph order."""
+    found: list[Unit] = []
+    done: set[Node] = set()
+    for node in model.graph.nodes:
+        if node.op != "call_function" or node in done:
+            continue
+        target = node.target
+        inputs = _tensor_args(node)
+        if not isinstance(node.meta.get("val"), torch.Tensor) or not inputs:
+            continue
+        chain: list[Node] = []
+        if target in CONV:
+            kind, chain = "conv", _chain(node, BATCH_NORM | RELU)
+        elif target in ADD and len(inputs) == 2:
+            kind, chain = "add", _chain(node, RELU)
+        elif target in CONCAT:
+            kind = "concat"
+        elif target in ELEMENTWISE or rule_for(node).disparity:
+            kind = "elementwise"
+        elif target in DATA_MOVEMENT or target in SAME_RANGE:
+            kind = "shared"
+        else:
+            continue
+        done.update(chain)
+        found.append(Unit(node, kind, inputs, chain, layer_name(node)))
+    return found
+
+
+def unit_layers(found: list[Unit]) -> list[str]:
+    """The layers of ``units``, in graph order (shared ops belong to none)."""
+    return list(dict.fromkeys(u.layer for u in found if u.kind != "shared"))
+
+
+def graph_layers(model: GraphModule) -> list[str]:
+    """The layer names of an exported (not yet annotated) graph, in graph order."""
+    return unit_layers(units(model))
 
 
 class _Placement:
@@ -266,62 +399,83 @@ class _Placement:
         self.spec: dict[Node, Any] = {}
         self.bits: dict[Node, int] = {}
         self.disparity: set[Node] = set()  # outputs that carry disparity (int16 ops)
-        self.done: set[Node] = set()  # folded into a conv's or add's unit
+        self.raised: set[Node] = set()  # widened by an override: consumers read them as they are
+        self.floating: set[Node] = set()  # float by an override: consumers read them unquantized
 
     def act(self, bits16: bool) -> Any:
         return self.q.act16 if bits16 else self.q.act8
 
     def edge(self, arg: Node, bits16: bool) -> Any:
-        """Reuse the producer's quantizer when it is not wider than the consumer wants
-        (no requantization), else observe the edge at the consumer's width."""
-        if arg in self.spec and self.bits[arg] <= (16 if bits16 else 8):
+        """Reuse the producer's quantizer when it is not wider than the consumer wants, or was
+        widened by an override (no requantization), else observe the edge at the consumer's
+        width; ``None`` (no quantizer) for a float producer."""
+        if arg in self.floating:
+            return None
+        if arg in self.spec and (arg in self.raised or self.bits[arg] <= (16 if bits16 else 8)):
             return self.spec[arg]
         if arg.op == "placeholder" and self.q.input_spec is not None:
             return self.q.input_spec
         return self.act(bits16)
 
-    def output(self, node: Node, bits16: bool) -> None:
-        """Observe ``node``'s output: int16 (and carrying disparity) or 8-bit."""
+    def edges(self, inputs: list[Node], bits16: bool) -> dict[Node, Any]:
+        return {a: spec for a in inputs if (spec := self.edge(a, bits16)) is not None}
+
+    def output(self, node: Node, scheme16: bool, rule: Rule) -> bool:
+        """Observe ``node``'s output at the scheme's width (int16 carries disparity) or at the
+        rule's override; returns whether the unit is quantized at all."""
+        if scheme16:
+            self.disparity.add(node)
+        if rule.precision == "float":
+            self.floating.add(node)
+            return False
+        bits16 = scheme16 if rule.precision is None else rule.precision == "int16"
         spec = self.act(bits16)
         _annotate(node, None, spec)
         self.spec[node] = spec
         self.bits[node] = 16 if bits16 else 8
-        if bits16:
-            self.disparity.add(node)
+        if bits16 and not scheme16:
+            self.raised.add(node)
+        return True
 
-    def conv(self, node: Node, carries: bool, disparity_module: bool) -> None:
+    def width(self, scheme16: bool, rule: Rule) -> bool:
+        """Whether the unit's own input edges are 16-bit: the scheme's, or the override's."""
+        return scheme16 if rule.precision is None else rule.precision == "int16"
+
+    def conv(self, unit: Unit, carries: bool, rule: Rule) -> None:
         """Conv (+ folded BN) (+ ReLU) as one unit, its output observed after the ReLU."""
+        node = unit.anchor
         x, w = node.args[0], node.args[1]
-        chain = _chain(node, BATCH_NORM | RELU)
-        _annotate(node, {x: self.edge(x, self.conv16 and carries), w: self.q.weight}, None)
-        for n in chain:
-            _annotate(n, {}, None)
-        self.done.update(chain)
-        self.output(chain[-1] if chain else node, self.conv16 and disparity_module)
+        if self.output(unit.last, self.conv16 and rule.disparity, rule):
+            spec = self.edge(x, self.width(self.conv16 and carries, rule))
+            _annotate(node, {x: spec, w: self.q.weight} if spec else {w: self.q.weight}, None)
+            for n in unit.chain:
+                _annotate(n, {}, None)
 
-    def add(self, node: Node, inputs: list[Node], carries: bool) -> None:
+    def add(self, unit: Unit, carries: bool, rule: Rule) -> None:
         """Add (+ ReLU) as one unit."""
-        chain = _chain(node, RELU)
-        _annotate(node, {a: self.edge(a, carries) for a in inputs}, None)
-        last = chain[-1] if chain else node
-        if chain:
-            _annotate(last, {}, None)
-        self.done.update(chain)
-        self.output(last, carries)
+        if self.output(unit.last, carries, rule):
+            _annotate(unit.anchor, self.edges(unit.inputs, self.width(carries, rule)), None)
+            if unit.chain:
+                _annotate(unit.last, {}, None)
 
-    def concat(self, node: Node, inputs: list[Node], carries: bool) -> None:
+    def concat(self, unit: Unit, carries: bool, rule: Rule) -> None:
         """A concat feeds convolutions: 8-bit unless those are 16-bit."""
         bits16 = carries and self.conv16
-        _annotate(node, {a: self.edge(a, bits16) for a in inputs}, None)
-        self.output(node, bits16)
+        if self.output(unit.anchor, bits16, rule):
+            _annotate(unit.anchor, self.edges(unit.inputs, self.width(bits16, rule)), None)
 
-    def elementwise(self, node: Node, inputs: list[Node], bits16: bool) -> None:
-        _annotate(node, {a: self.edge(a, bits16) for a in inputs}, None)
-        self.output(node, bits16)
+    def elementwise(self, unit: Unit, bits16: bool, rule: Rule) -> None:
+        if self.output(unit.anchor, bits16, rule):
+            _annotate(unit.anchor, self.edges(unit.inputs, self.width(bits16, rule)), None)
 
     def shared(self, node: Node, src: Node, carries: bool) -> None:
         """Output shares the input's quantizer (data movement, bilinear resize)."""
+        if carries:
+            self.disparity.add(node)
         spec = self.edge(src, carries)
+        if spec is None:
+            self.floating.add(node)
+            return
         _annotate(node, {src: spec}, None)
         shared = SharedQuantizationSpec((src, node))
         _annotate(node, None, shared)
@@ -329,8 +483,8 @@ class _Placement:
         self.bits[node] = (
             self.bits[src] if spec is self.spec.get(src) else (16 if spec is self.q.act16 else 8)
         )
-        if carries:
-            self.disparity.add(node)
+        if src in self.raised and spec is self.spec.get(src):
+            self.raised.add(node)
 
 
 def _chain(node: Node, targets: set) -> list[Node]:

@@ -9,7 +9,13 @@ import torch
 from torch.fx import GraphModule, Node
 
 from stereoq.quant.op_kinds import CONV, RELU
-from stereoq.quant.quantizer import ADD, DATA_MOVEMENT, module_path
+from stereoq.quant.quantizer import (
+    ADD,
+    DATA_MOVEMENT,
+    LAYER_KEY,
+    PRECISION_KEY,
+    module_path,
+)
 
 _QDQ_PREFIX = "quantized_decomposed."
 _BITS = {torch.uint8: 8, torch.int8: 8, torch.int16: 16, torch.int32: 32}
@@ -72,8 +78,10 @@ SCHEME = {
 """What runs at which width, and why (stored with every precision report)."""
 
 
-def _reason(op: str, precision: str, output: str) -> str:
+def _reason(op: str, precision: str, output: str, override: str | None = None) -> str:
     conv = op.startswith("conv")
+    if override is not None:
+        return f"layer precision override: {override} (stages.calibration.precision or budget)"
     if precision == "float":
         return "not quantized: no Q/DQ around it"
     if precision == "int8":
@@ -91,9 +99,12 @@ def precision_report(graph: GraphModule) -> dict[str, Any]:
 
     An op is int8/int16 when all its inputs come through dequantize nodes and its output goes
     into a quantize node (conv biases stay float: runtimes fold them into int32 with the
-    input x weight scale); otherwise it is reported as float.
+    input x weight scale); otherwise it is reported as float. Each op names its layer
+    (``stereoq.quant.quantizer``); ``overrides`` lists the layers whose precision was set by
+    name (config or accuracy budget) rather than by the scheme.
     """
     ops: list[dict[str, Any]] = []
+    overrides: dict[str, str] = {}
     for node in graph.graph.nodes:
         if node.op != "call_function" or str(node.target).startswith(_QDQ_PREFIX):
             continue
@@ -117,16 +128,21 @@ def precision_report(graph: GraphModule) -> dict[str, Any]:
         dtypes = [d for d in inputs if d not in ("bias", "fused")] + [output]
         op = str(node.target).removeprefix("aten.")
         precision = _precision(dtypes)
+        layer = node.meta.get(LAYER_KEY)
+        override = node.meta.get(PRECISION_KEY)
+        if override is not None:
+            overrides[layer] = override
         ops.append(
             {
                 "name": node.name,
                 "op": op,
                 "module": module_path(node),
+                "layer": layer,
                 "kind": "data movement" if node.target in DATA_MOVEMENT else "compute",
                 "inputs": inputs,
                 "output": output,
                 "precision": precision,
-                "reason": _reason(op, precision, output),
+                "reason": _reason(op, precision, output, override),
             }
         )
     counts = Counter(op["precision"] for op in ops)
@@ -136,6 +152,7 @@ def precision_report(graph: GraphModule) -> dict[str, Any]:
     return {
         "scheme": SCHEME,
         "summary": {k: counts.get(k, 0) for k in ("int8", "int16", "float")},
+        "overrides": overrides,
         "int16_ops": [f"{op['name']} ({op['op']}, {op['module']}): {op['reason']}"
                       for op in ops if op["precision"] == "int16"],
         "by_op": {k: dict(v) for k, v in sorted(by_op.items())},

@@ -57,6 +57,42 @@ class TrainRecipe(Section):
         return self
 
 
+Precision = Literal["int8", "int16", "float"]
+
+
+class AccuracyBudget(Section):
+    """Mixed precision under an accuracy budget: the most EPE the quantized model may lose
+    against the float one. Calibration raises the layers that cost the most accuracy per unit
+    of compute (``stereoq.quant.budget``) until the budget holds."""
+
+    max_increase_px: NonNegativeFloat | None = Field(
+        default=None, description="largest EPE increase over float, in px"
+    )
+    max_increase_pct: NonNegativeFloat | None = Field(
+        default=None, description="largest EPE increase over float, in % of the float EPE"
+    )
+    frames: PositiveInt = Field(default=8, description="validation frames the EPE is measured on")
+    raise_to: Literal["int16", "float"] = "int16"
+    max_layers: PositiveInt = Field(default=12, description="most layers raised before giving up")
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> AccuracyBudget:
+        if (self.max_increase_px is None) == (self.max_increase_pct is None):
+            raise ValueError("give exactly one of max_increase_px and max_increase_pct")
+        return self
+
+    def allowed_px(self, float_epe: float) -> float:
+        """The largest EPE increase allowed over a float EPE of ``float_epe`` px."""
+        if self.max_increase_px is not None:
+            return self.max_increase_px
+        return float_epe * (self.max_increase_pct or 0.0) / 100.0
+
+    def describe(self) -> str:
+        if self.max_increase_px is not None:
+            return f"EPE +{self.max_increase_px:g} px over float"
+        return f"EPE +{self.max_increase_pct:g} % over float"
+
+
 class CalibrationRecipe(Section):
     """Post-training calibration of the int8 model (BN folded, percentile observers), and the
     quantization scheme that QAT and int_infer keep: they start from the calibrated graph."""
@@ -70,6 +106,18 @@ class CalibrationRecipe(Section):
         default=8,
         description="8: every convolution int8 (integer kernels in ONNX Runtime); 16: the "
         "convolutions that read or write disparity in int16, for runtimes with such kernels",
+    )
+    precision: dict[str, Precision] = Field(
+        default_factory=dict,
+        description="layer name or glob pattern -> int8 | int16 | float, overriding the scheme "
+        "for those layers (the last matching pattern wins); a pattern that matches no layer "
+        "of the model is an error",
+    )
+    budget: AccuracyBudget | None = Field(
+        default=None,
+        description="raise the most sensitive layers until the quantized EPE is within this "
+        "budget of the float EPE; the choices go to calibration/mixed_precision.json and the "
+        "later stages follow them",
     )
 
 

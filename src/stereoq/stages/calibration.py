@@ -3,16 +3,30 @@
 Float ``best.pt`` -> BN folded, exported, percentile observers, ``stages.calibration.batches``
 batches of training images at full size (no crop) -> ``calibration/calibrated.pt``: the
 fake-quantized graph's state with the calibrated ranges, and its ``precision.json``.
+
+With ``stages.calibration.budget`` the layers that cost the most accuracy are raised to 16 bits
+(or float) until the EPE on the budget's validation frames is within it
+(``stereoq.quant.budget``); the choices go to ``calibration/mixed_precision.json``, which QAT,
+int_infer, export and check follow.
 """
 
 from __future__ import annotations
 
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stereoq.engine.report import Reporter
 from stereoq.stages.float_stage import FloatStage
 from stereoq.stages.quantized import FakeQuantStage
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+    from torch.fx import GraphModule
+
+    from stereoq.quant.budget import Calibrate
+
+
+RANGES_KEY = "stereoq_activation_ranges"
 
 
 class CalibrationStage(FakeQuantStage):
@@ -25,20 +39,57 @@ class CalibrationStage(FakeQuantStage):
     artifact_name = "calibrated.pt"
 
     def run(self, reporter: Reporter) -> dict[str, Any]:
+        from stereoq.atomic import atomic_write_json
+        from stereoq.engine.checkpoint import save_checkpoint
+        from stereoq.quant.prepare import convert
+        from stereoq.quant.recipes import mixed_precision_path
+
+        cfg, recipe = self.cfg, self.recipe()
+        model = FloatStage(cfg).model()
+        batches = self.calibration_batches(reporter)
+
+        def calibrate(raised: dict[str, str]) -> GraphModule:
+            return self.calibrated(model, batches, raised, reporter)
+
+        summary: dict[str, Any] = {"stage": self.name}
+        if recipe.budget is None:
+            fake_quant, raised = calibrate({}), {}
+        else:
+            fake_quant, record = self.meet_budget(calibrate, reporter)
+            raised = record["raised"]
+            atomic_write_json(mixed_precision_path(cfg), record)
+            summary.update(budget_summary(record))
+        path = save_checkpoint(
+            self.artifact(),
+            {
+                "model": fake_quant.state_dict(),
+                "stage": self.name,
+                "batches": len(batches),
+                "batch_size": recipe.batch_size,
+                "observer": recipe.observer,
+                "percentile": recipe.percentile,
+                "raised": raised,
+            },
+        )
+        report = self.write_precision_report(convert(fake_quant))
+        return {
+            **summary,
+            "batches": len(batches),
+            "activation_ranges": fake_quant.meta.get(RANGES_KEY),
+            "batch_size": recipe.batch_size,
+            "model": str(path),
+            "precision_report": str(report),
+        }
+
+    def calibration_batches(self, reporter: Reporter) -> list[Tensor]:
+        """``stages.calibration.batches`` training batches at full size, (B, 6, H, W) each."""
         import torch
         from torch.utils.data import DataLoader
 
         from stereoq.data import build_dataset
-        from stereoq.engine.checkpoint import save_checkpoint
         from stereoq.engine.evaluate import pair_input
-        from stereoq.quant.artifacts import fresh_fake_quant
-        from stereoq.quant.prepare import calibrate, convert, load_calibration, prepare
-        from stereoq.quant.recipes import calibration_recipe
 
         cfg, recipe = self.cfg, self.recipe()
-        model = FloatStage(cfg).model()
-        reporter.note("exporting the float model and inserting observers")
-        observed = prepare(model, calibration_recipe(cfg))
         dataset = build_dataset(cfg.data, "train", crop=False)
         loader = DataLoader(
             dataset,
@@ -47,32 +98,72 @@ class CalibrationStage(FakeQuantStage):
             generator=torch.Generator().manual_seed(cfg.seed),
         )
         count = min(recipe.batches, len(loader))
-        reporter.task(self.name, count)
-        calibrate(
-            observed,
-            (pair_input(b) for b in islice(loader, count)),
-            on_batch=lambda: reporter.advance(1),
-        )
+        reporter.task("loading calibration batches", count)
+        batches = []
+        for batch in islice(loader, count):
+            batches.append(pair_input(batch))
+            reporter.advance(1)
         reporter.done()
-        fake_quant = fresh_fake_quant(cfg)
-        ranges = load_calibration(observed, fake_quant)
-        path = save_checkpoint(
-            self.artifact(),
-            {
-                "model": fake_quant.state_dict(),
-                "stage": self.name,
-                "batches": count,
-                "batch_size": recipe.batch_size,
-                "observer": recipe.observer,
-                "percentile": recipe.percentile,
-            },
+        return batches
+
+    def calibrated(
+        self, model: nn.Module, batches: list[Tensor], raised: dict[str, str], reporter: Reporter
+    ) -> GraphModule:
+        """The fake-quant graph calibrated on ``batches``, ``raised`` layers at their
+        precision (on top of the config's overrides); eval mode, ranges frozen."""
+        from stereoq.quant.artifacts import fresh_fake_quant
+        from stereoq.quant.prepare import calibrate, load_calibration, prepare, set_observers
+        from stereoq.quant.recipes import calibration_recipe
+
+        cfg = self.cfg
+        reporter.note("exporting the float model and inserting observers")
+        observed = prepare(model, calibration_recipe(cfg, raised))
+        reporter.task(self.name, len(batches))
+        calibrate(observed, batches, on_batch=lambda: reporter.advance(1))
+        reporter.done()
+        fake_quant = fresh_fake_quant(cfg, raised)
+        fake_quant.meta[RANGES_KEY] = load_calibration(observed, fake_quant)
+        fake_quant.eval()
+        set_observers(fake_quant, False)
+        return fake_quant
+
+    def meet_budget(
+        self, calibrate: Calibrate, reporter: Reporter
+    ) -> tuple[GraphModule, dict[str, Any]]:
+        """``stereoq.quant.budget.search`` on the budget's validation frames."""
+        from stereoq.quant.budget import search
+        from stereoq.quant.prepare import LastTwo
+        from stereoq.quant.sensitivity import load_frames
+        from stereoq.stages.quantized import padded_predictor
+
+        cfg = self.cfg
+        budget = self.recipe().budget
+        frames = load_frames(cfg, budget.frames)
+        fixed = list(cfg.stages.calibration.precision)
+        return search(
+            calibrate,
+            lambda graph: padded_predictor(cfg, LastTwo(graph)),
+            frames,
+            cfg.model.maxdisp,
+            budget,
+            fixed,
+            reporter,
         )
-        report = self.write_precision_report(convert(fake_quant))
-        return {
-            "stage": self.name,
-            "batches": count,
-            "batch_size": recipe.batch_size,
-            "activation_ranges": ranges,
-            "model": str(path),
-            "precision_report": str(report),
-        }
+
+
+def budget_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """The budget search's figures for the stage's summary table."""
+    raised = record["raised"]
+    total = record.get("total_macs") or 0.0
+    cost = record.get("raised_macs", 0.0)
+    return {
+        "budget": f"{record['budget_text']} = {record['allowed_increase_px']:.4f} px on "
+        f"{record['frames']} val frames",
+        "float EPE px": round(record["float_epe_px"], 4),
+        "default scheme EPE px": round(record["default_epe_px"], 4),
+        "chosen EPE px": round(record["final_epe_px"], 4),
+        "budget met": record["met"],
+        "raised layers": ", ".join(f"{k}={v}" for k, v in raised.items()) or "none",
+        "MACs out of int8": f"{cost / 1e6:.1f} M ({100 * cost / total:.1f} % of the model)"
+        if total else "0",
+    }

@@ -6,10 +6,12 @@ torchao is imported inside functions only (stage modules are imported to list th
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from stereoq.atomic import atomic_write_json
+from stereoq.engine.report import Reporter
 from stereoq.engine.stage import Stage
 from stereoq.stages.registry import get_stage
 
@@ -20,6 +22,8 @@ if TYPE_CHECKING:
     from stereoq.settings.config import ExperimentConfig
 
 PRECISION_REPORT = "precision.json"
+SENSITIVITY_REPORT = "sensitivity.json"
+SENSITIVITY_CHART = "sensitivity.png"
 
 
 def postprocess(cfg: ExperimentConfig) -> nn.Module:
@@ -91,6 +95,34 @@ class FakeQuantStage(QuantizedStage):
 
         self.check_checkpoint(checkpoint)
         return padded_predictor(self.cfg, runtime_eval(LastTwo(self.fake_quant())))
+
+    def sensitivity(self, frames: int, reporter: Reporter | None = None) -> dict[str, Any]:
+        """Per-layer sensitivity of this stage's model on the first ``frames`` validation
+        frames (``stereoq.quant.sensitivity``), saved as JSON and a bar chart in its folder."""
+        from stereoq.quant.prepare import LastTwo
+        from stereoq.quant.sensitivity import load_frames, sensitivity
+        from stereoq.quant.sensitivity_chart import save_chart
+
+        graph = self.fake_quant()
+        predict = padded_predictor(self.cfg, LastTwo(graph))
+        found = sensitivity(graph, predict, load_frames(self.cfg, frames),
+                            self.cfg.model.maxdisp, reporter)
+        report = {"stage": self.name, "config": self.cfg.name, **found}
+        report["json"] = str(atomic_write_json(self.dir / SENSITIVITY_REPORT, _finite(report)))
+        report["chart"] = str(self.dir / SENSITIVITY_CHART)
+        save_chart(report, report["chart"])
+        return report
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no infinity: an exact layer's SQNR (no noise) is written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def fake_quant_source(cfg: ExperimentConfig, name: str) -> FakeQuantStage:

@@ -1,0 +1,159 @@
+"""Per-layer sensitivity and the accuracy-budget search, on the tiny network with one layer made
+deliberately coarse (its output scale forced 64x too large)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+from torch.fx import GraphModule
+
+from stereoq.models.build import build_model
+from stereoq.quant.budget import search
+from stereoq.quant.prepare import LastTwo, calibrate, load_calibration, prepare, set_observers
+from stereoq.quant.recipes import calibration_recipe, qat_recipe
+from stereoq.quant.sensitivity import (
+    Frames,
+    layers,
+    quantized_only,
+    sensitivity,
+)
+from stereoq.quant.sensitivity_chart import sensitivity_chart
+from stereoq.settings.stages import AccuracyBudget
+from stereoq.stages.quantized import padded_predictor
+
+from .conftest import random_pair, tiny_cfg
+
+COARSE = "refinement.levels.2.offset.0"
+
+
+@pytest.fixture(scope="module")
+def graph() -> GraphModule:
+    """A calibrated tiny fake-quant graph (eval, frozen) whose ``COARSE`` layer is coarse."""
+    torch.set_num_threads(1)
+    cfg = tiny_cfg()
+    torch.manual_seed(0)
+    model = build_model(cfg.model).eval()
+    observed = prepare(model, calibration_recipe(cfg))
+    calibrate(observed, [random_pair(2, seed=1)])
+    fake_quant = prepare(model, qat_recipe(cfg))
+    load_calibration(observed, fake_quant)
+    fake_quant.eval()
+    set_observers(fake_quant, False)
+    (coarse,) = [layer for layer in layers(fake_quant) if layer.name == COARSE]
+    coarse.outputs[0].scale.mul_(64.0)
+    return fake_quant
+
+
+def _predict(graph: GraphModule):  # noqa: ANN202
+    return padded_predictor(tiny_cfg(), LastTwo(graph))
+
+
+@pytest.fixture(scope="module")
+def frames(graph: GraphModule) -> Frames:
+    """Random pairs; the ground truth is the float model's disparity (at least 1 px)."""
+    x = random_pair(3, seed=5)
+    with torch.no_grad(), quantized_only(graph, []):
+        gt = _predict(graph)(x).clamp(min=1.0)
+    return Frames(x, gt)
+
+
+def test_every_quantizer_belongs_to_one_layer(graph: GraphModule) -> None:
+    found = layers(graph)
+    names = [layer.name for layer in found]
+    assert len(names) == len(set(names))
+    assert names[0] == "input" and "head" in names and "head.regression" in names
+    owned = [id(q) for layer in found for q in layer.quantizers]
+    assert len(owned) == len(set(owned))
+    by_name = {layer.name: layer for layer in found}
+    assert by_name[COARSE].kind == "conv" and len(by_name[COARSE].weights) == 1
+    assert by_name["head"].kind == "cost volume"
+    assert by_name["neck.stage1.0"].kind == "add"
+    assert all(layer.outputs for layer in found)
+
+
+def test_the_coarse_layer_ranks_first(graph: GraphModule, frames: Frames) -> None:
+    report = sensitivity(graph, _predict(graph), frames, tiny_cfg().model.maxdisp)
+    assert report["ranking"][0] == COARSE
+    rows = {r["layer"]: r for r in report["layers"]}
+    coarse = rows[COARSE]
+    others = [r for name, r in rows.items() if name != COARSE]
+    assert coarse["delta_only_px"] > max(r["delta_only_px"] for r in others)
+    assert coarse["sqnr_db"] < min(r["sqnr_db"] for r in others)
+    assert report["quantized_epe_px"] > report["float_epe_px"]
+    assert [r["order"] for r in report["layers"]] == list(range(len(rows)))
+    assert coarse["cost_macs"] > 0
+    picture = sensitivity_chart({**report, "stage": "calibration"})
+    assert picture.ndim == 3 and picture.shape[1] >= 12 * len(rows)
+    # the quantizers are left as they were
+    assert all(int(q.fake_quant_enabled[0]) == 1 for layer in layers(graph)
+               for q in layer.quantizers)
+
+
+def test_budget_search_raises_the_coarse_layer_and_stops_when_the_budget_holds(
+    graph: GraphModule, frames: Frames
+) -> None:
+    raised_calls: list[dict[str, str]] = []
+    by_name = {layer.name: layer for layer in layers(graph)}
+
+    def calibrate_with(raised: dict[str, str]) -> GraphModule:
+        # stands in for re-calibration: a raised layer's activations stop rounding
+        raised_calls.append(dict(raised))
+        for layer in by_name.values():
+            for q in layer.activations():
+                q.fake_quant_enabled[0] = 0 if layer.name in raised else 1
+        return graph
+
+    maxdisp = tiny_cfg().model.maxdisp
+    report = sensitivity(graph, _predict(graph), frames, maxdisp)
+    gap = report["quantized_epe_px"] - report["float_epe_px"]
+    rest = report["quantized_epe_px"] - {r["layer"]: r for r in report["layers"]}[COARSE][
+        "epe_left_float_px"]
+    # a budget that the coarse layer alone (and nothing cheaper) closes
+    budget = AccuracyBudget(max_increase_px=gap - 0.5 * rest, frames=len(frames))
+    try:
+        _, record = search(calibrate_with, _predict, frames, maxdisp, budget, [])
+    finally:
+        calibrate_with({})
+    assert record["met"]
+    assert COARSE in record["raised"] and record["raised"][COARSE] == "int16"
+    assert record["final_epe_px"] - record["float_epe_px"] <= record["allowed_increase_px"]
+    measured = [s for s in record["steps"] if s["measured"]]
+    assert measured[0]["raised"] == [] and measured[-1]["raised"] == list(record["raised"])
+    # it stopped at the first simulated step that met the budget
+    simulated = [s for s in record["steps"] if not s["measured"]]
+    within = [s["epe_px"] - record["float_epe_px"] <= record["allowed_increase_px"]
+              for s in simulated]
+    assert within[-1] and not any(within[:-1])
+    assert raised_calls[0] == {} and raised_calls[-2] == record["raised"]
+    json.dumps(record)  # the record is plain JSON
+
+
+def test_a_budget_already_met_raises_nothing(graph: GraphModule, frames: Frames) -> None:
+    budget = AccuracyBudget(max_increase_px=1e6, frames=len(frames))
+    _, record = search(lambda raised: graph, _predict, frames, tiny_cfg().model.maxdisp,
+                       budget, [])
+    assert record["met"] and record["raised"] == {} and len(record["steps"]) == 1
+
+
+def test_budget_takes_exactly_one_limit() -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        AccuracyBudget()
+    with pytest.raises(ValueError, match="exactly one"):
+        AccuracyBudget(max_increase_px=0.1, max_increase_pct=1.0)
+    assert AccuracyBudget(max_increase_pct=2.0).allowed_px(3.0) == pytest.approx(0.06)
+
+
+def test_chart_is_written(tmp_path: Path, graph: GraphModule, frames: Frames) -> None:
+    from stereoq.quant.sensitivity_chart import save_chart
+
+    report = {"stage": "qat", "frames": 1, "height": 64, "width": 128, "float_epe_px": 1.0,
+              "quantized_epe_px": 1.1,
+              "layers": [{"layer": f"l{i}", "kind": "conv", "order": i, "rank": i + 1,
+                          "delta_only_px": 0.1 * i, "recovered_px": -0.01 * i,
+                          "sqnr_db": float("inf") if i == 0 else 20.0} for i in range(3)]}
+    save_chart(report, tmp_path / "s.png")
+    assert cv2.imread(str(tmp_path / "s.png")) is not None
