@@ -11,8 +11,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from stereoq.infer.colormap import FONT
-
+FONT = cv2.FONT_HERSHEY_SIMPLEX
 BAR_PX = 12
 PANEL_PX = 170
 MARGIN_PX = 70
