@@ -16,8 +16,10 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from stereoq.engine.stage import stage_dir
 from stereoq.errors import StereoqError
 from stereoq.settings.config import ExperimentConfig
+from stereoq.settings.stages import SCHEME_SECTION
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -29,7 +31,7 @@ MIXED_PRECISION = "mixed_precision.json"
 
 
 def mixed_precision_path(cfg: ExperimentConfig) -> Path:
-    return cfg.run_dir / "calibration" / MIXED_PRECISION
+    return stage_dir(cfg, SCHEME_SECTION) / MIXED_PRECISION
 
 
 def budget_choices(cfg: ExperimentConfig) -> dict[str, str]:

@@ -148,6 +148,11 @@ def _merge(base: dict, update: dict) -> dict:
     return out
 
 
+SCHEME_SECTION = "calibration"
+"""The section holding the quantization scheme every quantized stage follows; the stage of that
+name keeps the scheme's run-time choices (the accuracy budget's record) in its folder."""
+
+
 class StagesConfig(Section):
     model_config = ConfigDict(populate_by_name=True)
     float_: TrainRecipe = Field(default_factory=TrainRecipe, alias="float")
