@@ -272,6 +272,8 @@ def _source(opts: PackOptions):
         seed=syn.seed if opts.seed is None else opts.seed,
         index_offset=0 if opts.split_name == "train" else synthetic.VAL_INDEX_OFFSET,
         split=opts.split_name,
+        generator=syn.kind,
+        texture_dir=syn.texture_dir,
     )
 
 
