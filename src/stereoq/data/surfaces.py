@@ -103,5 +103,9 @@ class Surface:
         if self.kind == "wire":  # y = ya + s (x - xa) + k (x - xa)^2 for xa <= x <= xb
             xa, xb, ya, s, k, half = p
             t = x - xa
-            return (np.abs(y - (ya + s * t + k * t * t)) <= half) & (x >= xa) & (x <= xb)
+            # Half thickness ``half`` across the curve, not vertically: a steep stretch stays
+            # wider than a pixel in every row, so both views sample it.
+            slope = s + 2 * k * t
+            reach = half * np.sqrt(1.0 + slope * slope)
+            return (np.abs(y - (ya + s * t + k * t * t)) <= reach) & (x >= xa) & (x <= xb)
         raise ValueError(f"unknown surface kind {self.kind!r}")

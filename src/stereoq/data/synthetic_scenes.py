@@ -301,7 +301,9 @@ def _thin(
         ya = cy - slope * half_len - sag * half_len * half_len
         t = np.linspace(0.0, xb - xa, 9)
         yy = ya + slope * t + sag * t * t
-        return "wire", (xa, xb, ya, slope, sag, half), (xa, yy.min() - half, xb, yy.max() + half)
+        reach = half * np.sqrt(1.0 + (abs(slope) + 2 * sag * (xb - xa)) ** 2)
+        return "wire", (xa, xb, ya, slope, sag, half), (xa, yy.min() - reach, xb,
+                                                         yy.max() + reach)
     else:  # a branch: a limb with twigs
         radius = rng.uniform(0.8, 2.5)
         length = rng.uniform(0.15, 0.5) * min(height, width)
