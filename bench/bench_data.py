@@ -1,5 +1,9 @@
 """Data benchmark: synthetic rendering, `pack` throughput, DataLoader reads (LMDB vs raw files).
 
+Rendering is timed per generator (``data.synthetic.kind``) at the quick start's 192x384, at
+256x512 and at 540x960, as wall milliseconds and as samples/s per core (1 / CPU time per pair,
+OpenCV single-threaded: a DataLoader worker or a pack process renders on one core).
+
 Generates a SceneFlow-format tree of 960x540 frames (PNG + PFM + list file), packs it with 1 and 2
 workers, and reads it through the DataLoader with the training pipeline (RandomCrop 256x512,
 YUV444, normalise) from the LMDB and from the raw files. Bytes per sample are compared with the
@@ -7,6 +11,7 @@ reference layout (the same PNG images plus raw float32 disparity).
 
     python bench/bench_data.py                 # 48 frames, results in bench/results/data.json
     python bench/bench_data.py --samples 16 --workdir /tmp/stereoq-bench
+    python bench/bench_data.py --render-only   # only the generators' rendering speed
 """
 
 from __future__ import annotations
@@ -19,18 +24,24 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
 from torch.utils.data import DataLoader
 
 from stereoq.cli.output import print_table, write_json
 from stereoq.data import sceneflow
 from stereoq.data.datasets import LmdbStereo, SceneFlowStereo
+from stereoq.data.generators import GENERATORS, Renderer
 from stereoq.data.pack import SceneFlowSource, pack
-from stereoq.data.synthetic import render_pair, split_scenes
+from stereoq.data.synthetic import split_scenes
 from stereoq.data.transforms import build_transform
 from stereoq.settings.data import DataConfig
 
+# (height, width, max_disp, repeats)
+RENDER_SIZES = ((192, 384, 64.0, 20), (256, 512, 96.0, 12), (540, 960, 192.0, 5))
 
-def render_ms(height: int, width: int, max_disp: float, repeats: int) -> tuple[float, float]:
+
+def render_ms(render_pair: Renderer, height: int, width: int, max_disp: float,
+              repeats: int) -> tuple[float, float]:
     """Median wall-clock and mean CPU milliseconds for one synthetic pair (CPU time is the
     steadier figure on a shared machine)."""
     render_pair(0, 0, height, width, max_disp)
@@ -57,21 +68,39 @@ def read_rate(dataset, num_workers: int, epochs: int) -> float:
     return count / (time.perf_counter() - start)
 
 
+def print_render(results: dict) -> None:
+    print_table(
+        "synthetic render per generator (data.synthetic.kind), one pair",
+        ["generator", "size", "wall ms (median)", "CPU ms (mean)", "samples/s per core"],
+        [(kind, size, wall, cpu, 1000.0 / cpu)
+         for kind, sizes in results["render_ms"].items()
+         for size, (wall, cpu) in sizes.items()],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=48, help="960x540 frames to generate")
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temp folder")
     parser.add_argument("--json", type=Path, default=Path("bench/results/data.json"))
     parser.add_argument("--epochs", type=int, default=2, help="read passes per measurement")
+    parser.add_argument("--render-only", action="store_true",
+                        help="time the generators only (no tree, pack or reads)")
     args = parser.parse_args()
+    cv2.setNumThreads(1)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="stereoq-bench-"))
     results: dict = {"samples": args.samples, "frame": "540x960",
                      "load_average_start": os.getloadavg()[0], "cpus": os.cpu_count()}
     try:
         results["render_ms"] = {
-            "192x384": render_ms(192, 384, 64.0, 30),
-            "540x960": render_ms(540, 960, 192.0, 5),
+            kind: {f"{h}x{w}": render_ms(render, h, w, d, n) for h, w, d, n in RENDER_SIZES}
+            for kind, render in GENERATORS.items()
         }
+        results["load_average_after_render"] = os.getloadavg()[0]
+        if args.render_only:
+            print_render(results)
+            print(f"saved {write_json(args.json, results)}")
+            return
         start = time.perf_counter()
         root = sceneflow.write_tree(work / "SceneFlow", {
             split: split_scenes(split, count, 540, 960, 192.0)
@@ -114,11 +143,7 @@ def main() -> None:
 
     print(f"load average {results['load_average_start']:.1f} at start, "
           f"{results['load_average_end']:.1f} at end, on {results['cpus']} CPUs")
-    print_table(
-        "synthetic render, ms per pair",
-        ["size", "wall (median)", "CPU (mean)"],
-        [(size, wall, cpu) for size, (wall, cpu) in results["render_ms"].items()],
-    )
+    print_render(results)
     print_table(
         f"pack {args.samples} SceneFlow-format 960x540 samples (includes worker start-up)",
         ["run", "samples/s", "MB/s", "bytes/sample", "disp bytes/sample",

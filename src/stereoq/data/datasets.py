@@ -10,7 +10,7 @@ from typing import Any, Literal
 import lmdb
 from torch.utils.data import Dataset
 
-from stereoq.data import benchmarks, lmdb_store, sceneflow, synthetic
+from stereoq.data import benchmarks, generators, lmdb_store, sceneflow, synthetic
 from stereoq.data.transforms import Sample, build_transform
 from stereoq.errors import StereoqError
 from stereoq.settings.data import DataConfig, SyntheticConfig
@@ -20,7 +20,8 @@ Transform = Callable[[Sample], Sample]
 
 
 class SyntheticStereo(Dataset):
-    """Generated scenes rendered on the fly; item ``i`` of a split is always the same scene.
+    """Generated scenes (``cfg.kind``) rendered on the fly; item ``i`` of a split is always the
+    same scene.
 
     ``val`` draws indices from ``synthetic.VAL_INDEX_OFFSET`` on, so it never repeats a train
     scene.
@@ -32,6 +33,7 @@ class SyntheticStereo(Dataset):
         self.count = cfg.train_count if split == "train" else cfg.val_count
         self.offset = 0 if split == "train" else synthetic.VAL_INDEX_OFFSET
         self.transform = transform
+        self.render = generators.renderer(cfg.kind, cfg.texture_dir)
 
     def __len__(self) -> int:
         return self.count
@@ -41,7 +43,7 @@ class SyntheticStereo(Dataset):
         if not 0 <= index < self.count:
             raise IndexError(index)
         c = self.cfg
-        left, right, disp = synthetic.render_pair(
+        left, right, disp = self.render(
             c.seed, self.offset + index, c.height, c.width, c.max_disp
         )
         name = f"synthetic/{self.split}/{index:06d}"

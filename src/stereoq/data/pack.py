@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from stereoq.data import benchmarks, sceneflow, synthetic
+from stereoq.data import benchmarks, generators, sceneflow, synthetic
 from stereoq.data.lmdb_store import (
     PNG16_SCALE,
     LmdbWriter,
@@ -132,20 +132,31 @@ class SyntheticSource:
     seed: int
     index_offset: int = 0
     split: str = "train"
+    generator: str = "planes"  # data.synthetic.kind
+    texture_dir: Path | None = None
+    _render: generators.Renderer = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Loads the photographs once, and fails before any worker starts.
+        object.__setattr__(self, "_render", generators.renderer(self.generator,
+                                                                self.texture_dir))
 
     def __len__(self) -> int:
         return self.count
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "synthetic", "count": self.count, "height": self.height,
-                "width": self.width, "max_disp": self.max_disp, "seed": self.seed,
-                "index_offset": self.index_offset}
+        described = {"kind": "synthetic", "count": self.count, "height": self.height,
+                     "width": self.width, "max_disp": self.max_disp, "seed": self.seed,
+                     "index_offset": self.index_offset, "generator": self.generator}
+        if self.texture_dir is not None:
+            described["texture_dir"] = str(Path(self.texture_dir).resolve())
+        return described
 
     def fingerprint_items(self) -> list[str]:
         return [json.dumps(self.describe(), sort_keys=True)]
 
     def encode(self, index: int, codec: str) -> EncodedSample:
-        left, right, disp = synthetic.render_pair(
+        left, right, disp = self._render(
             self.seed, self.index_offset + index, self.height, self.width, self.max_disp
         )
         name = f"synthetic/{'val' if self.split == 'test' else 'train'}/{index:06d}"
@@ -195,6 +206,8 @@ def make_source(
         seed=syn.seed if o.seed is None else o.seed,
         index_offset=0 if split == "train" else synthetic.VAL_INDEX_OFFSET,
         split=split,
+        generator=syn.kind,
+        texture_dir=syn.texture_dir,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from stereoq.section import Section
 
@@ -19,6 +19,23 @@ class SyntheticConfig(Section):
     width: PositiveInt = 512
     max_disp: PositiveFloat = 64.0
     seed: NonNegativeInt = 0
+    kind: Literal["planes", "scenes"] = Field(
+        default="planes",
+        description="planes: a slanted background and 3-8 planar shapes with smooth textures; "
+        "scenes: 10-30 planar, curved and thin objects at every depth, a ground plane, "
+        "natural-image textures and per-view camera differences",
+    )
+    texture_dir: Path | None = Field(
+        default=None,
+        description="scenes only: a folder of photographs (png, jpg, ...) whose crops also "
+        "texture the objects",
+    )
+
+    @model_validator(mode="after")
+    def _texture_dir_needs_scenes(self) -> SyntheticConfig:
+        if self.texture_dir is not None and self.kind != "scenes":
+            raise ValueError("texture_dir is used only by kind 'scenes'")
+        return self
 
 
 class DataConfig(Section):

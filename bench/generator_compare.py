@@ -1,0 +1,105 @@
+"""What the generated data buys: the quick start's model and budget trained on each synthetic
+generator (``data.synthetic.kind``), scored on both generators' validation scenes and on the real
+Middlebury motorcycle pair (741x500, full size, against its ground truth), next to OpenCV SGBM.
+
+    OMP_WAIT_POLICY=PASSIVE python bench/generator_compare.py --out /work/gen14_results
+    python bench/generator_compare.py --out DIR --skip-train     # score existing runs
+    python bench/generator_compare.py --out DIR --set stages.float.epochs=7   # a reduced budget
+
+Runs go to ``OUT/runs/<kind>/`` (config ``stereonet_synthetic``, ``name=<kind>``, scenes rendered
+on the fly); a run whose ``float/best.pt`` exists is not retrained. Per-image EPE averaging on
+the validation scenes (as ``stereoq predict``), the motorcycle scored by examples/motorcycle.py.
+Writes ``OUT/generator_compare.json``, ``OUT/motorcycle_<kind>/`` (each model's `stereoq infer`
+outputs and its comparison picture with SGBM) and ``OUT/motorcycle_errors.png`` (ground truth,
+both models and SGBM, disparity above |error|).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from stereoq.baselines.sgbm import SgbmParams, sgbm_disparity
+from stereoq.cli.output import print_table, write_json
+from stereoq.cli.progress import RichReporter
+from stereoq.data.pfm import read_pfm
+from stereoq.engine.evaluate import evaluate, evaluate_sgbm
+from stereoq.infer.images import write_png
+from stereoq.settings import load_config
+from stereoq.stages import get_stage, run_stage
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+import motorcycle  # noqa: E402
+
+KINDS = ("planes", "scenes")
+KEYS = ("epe", "bad2")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--set", dest="sets", action="append", default=[], help="KEY=VALUE, "
+                        "applied to every run (the same budget for both)")
+    parser.add_argument("--skip-train", action="store_true")
+    args = parser.parse_args()
+    reporter = RichReporter()
+
+    def config(model_kind: str, data_kind: str):
+        return load_config(None, sets=[f"output_dir={args.out / 'runs'}", f"name={model_kind}",
+                                       f"data.synthetic.kind={data_kind}", *args.sets])
+
+    results: dict = {"sets": args.sets, "train_wall_s": {}, "val": {}, "motorcycle": {}}
+    for kind in KINDS:
+        cfg = config(kind, kind)
+        if not args.skip_train and not (cfg.run_dir / "float" / "best.pt").exists():
+            start = time.perf_counter()
+            run_stage(cfg, "float", reporter=reporter)
+            results["train_wall_s"][kind] = time.perf_counter() - start
+
+    for data_kind in KINDS:
+        cfg = config("planes", data_kind)
+        results["val"][f"sgbm/{data_kind}"] = evaluate_sgbm(cfg, reporter)
+        for model_kind in KINDS:
+            cfg = config(model_kind, data_kind)
+            results["val"][f"{model_kind}/{data_kind}"] = evaluate(
+                cfg, get_stage(cfg, "float"), reporter=reporter,
+                batch_size=cfg.stages.float_.val_batch_size)
+
+    left, right, gt = motorcycle.load_motorcycle()
+    maxdisp = load_config(None).model.maxdisp
+    methods = []
+    for kind in KINDS:
+        out = args.out / f"motorcycle_{kind}"
+        checkpoint = args.out / "runs" / kind / "float" / "best.pt"
+        if motorcycle.main(["--checkpoint", str(checkpoint), "--out", str(out)]) != 0:
+            raise SystemExit(f"motorcycle scoring failed for {kind}")
+        pred = read_pfm(out / "infer" / "disparity.pfm")
+        results["motorcycle"][kind] = motorcycle.score(pred, gt, maxdisp)
+        methods.append((f"trained on {kind}", pred, results["motorcycle"][kind]))
+    sgbm = sgbm_disparity(left, right, SgbmParams.covering(maxdisp))
+    results["motorcycle"]["sgbm"] = motorcycle.score(sgbm, gt, maxdisp)
+    methods.append(("OpenCV SGBM", sgbm, results["motorcycle"]["sgbm"]))
+    write_png(args.out / "motorcycle_errors.png", motorcycle.comparison_picture(left, gt, methods))
+
+    rows = []
+    for name in (*KINDS, "sgbm"):
+        cells = [results["val"][f"{name}/{k}"] for k in KINDS] + [results["motorcycle"][name]]
+        rows.append((name if name == "sgbm" else f"float on {name}",
+                     *(f"{m['epe']:.2f} / {m['bad2']:.1f}" for m in cells)))
+    print_table(
+        "quick start float model by training generator: EPE px / bad-2 %",
+        ["model", "planes val", "scenes val", "motorcycle 741x500"],
+        rows,
+    )
+    old, new = results["motorcycle"]["planes"], results["motorcycle"]["scenes"]
+    results["motorcycle_reduction"] = {k: 1.0 - new[k] / old[k] for k in ("epe", "bad2")}
+    print("motorcycle, scenes vs planes: EPE "
+          f"{-100 * results['motorcycle_reduction']['epe']:+.1f} %, bad-2 "
+          f"{-100 * results['motorcycle_reduction']['bad2']:+.1f} %")
+    print(f"saved {write_json(args.out / 'generator_compare.json', results)}")
+
+
+if __name__ == "__main__":
+    main()
