@@ -90,6 +90,6 @@ def test_bad_input_is_one_line(run_config: Path) -> None:
                    "--width", "multiple of 16")
     one_line_error(run("check", "--backend", "trt", "--config", cfg), 2,
                    "unsupported backend 'trt'")
-    one_line_error(run("compile", "--backend", "openvino", "--config", cfg), 2, "--backend")
+    one_line_error(run("compile", "--backend", "tensorrt", "--config", cfg), 2, "--backend")
     missing = run("export", "--stage", "int_infer", "--config", cfg)
     one_line_error(missing, 1, "model.pt2 does not exist", "stereoq train --stage int_infer")
