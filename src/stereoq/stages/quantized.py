@@ -7,7 +7,7 @@ torchao is imported inside functions only (stage modules are imported to list th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from stereoq.atomic import atomic_write_json
 from stereoq.engine.stage import Stage
@@ -16,6 +16,7 @@ from stereoq.stages.registry import get_stage
 if TYPE_CHECKING:
     from torch import nn
     from torch.fx import GraphModule
+    from torch.utils.data import Dataset
 
     from stereoq.settings.config import ExperimentConfig
 
@@ -46,6 +47,11 @@ class QuantizedStage(Stage):
     """A stage whose model is a quantized graph in its folder (``artifact_name``)."""
 
     artifact_name: ClassVar[str] = ""
+
+    def data(self, split: Literal["train", "val"], crop: bool) -> Dataset:
+        """The float model's data: a quantized stage calibrates, trains and checks on the
+        samples of the stage it starts from (the generated scenes, or adapt's own pairs)."""
+        return get_stage(self.cfg, self.previous).data(split, crop)
 
     def artifact(self, checkpoint: Path | None = None) -> Path:
         self.check_checkpoint(checkpoint)
