@@ -32,13 +32,14 @@ def visible_mask(disp: Tensor) -> Tensor:
 
     A left pixel x lands at x - d(x) in the right view. It is out of view when that is left of
     the image, and occluded when some pixel to its right lands left of it (a nearer surface
-    covers it there): the ordering of matches along a row breaks exactly at occlusions.
+    covers it there, or lands on the same spot): the ordering of matches along a row breaks
+    exactly at occlusions.
     """
     w = disp.shape[-1]
     target = torch.arange(w, device=disp.device, dtype=disp.dtype) - disp
     suffix_min = target.flip(-1).cummin(-1).values.flip(-1)  # min over x' >= x
     right_min = torch.cat([suffix_min[..., 1:], torch.full_like(target[..., :1], torch.inf)], -1)
-    return (target >= 0) & (right_min >= target)
+    return (target >= 0) & (right_min > target)
 
 
 def ssim_distance(a: Tensor, b: Tensor) -> Tensor:
