@@ -372,6 +372,8 @@ def _finish(run: _Run, progress: _Progress, ctx: Context) -> dict[str, Any]:
         "checkpoint": str(run.best_path),
         "processes": ctx.world_size,
     }
+    if run.stage.select_on != "epe":  # a stage that reads no ground truth says what chose
+        summary["selected_on"] = f"val_{run.stage.select_on}"
     if ctx.is_main:
         write_summary(run.out_dir / "metrics.json", summary)
     return summary
