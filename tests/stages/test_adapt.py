@@ -90,6 +90,22 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(
     assert err.count("error") == 1
 
 
+def test_pairs_of_any_size_make_batches_of_one_size(adapt_config: Path, tmp_path: Path) -> None:
+    write_pairs(tmp_path / "pairs" / "a", 2, (80, 144))
+    write_pairs(tmp_path / "pairs" / "b", 1, (100, 136))
+    stage = get_stage(load_config(str(adapt_config)), "adapt")
+    train, val = stage.pairs
+    assert len(train) == 2 and len(val) == 1  # 3 pairs, 0.34 held out
+    crops = stage.data("train", crop=True)
+    assert len(crops) == 2 * 2 and crops[0]["left"].shape == (3, 64, 128)
+    assert crops[0]["proxy"].shape == (1, 64, 128) and crops[0]["disp"].max() == 0
+    full = stage.data("train", crop=False)  # calibration: the window every pair holds
+    sizes = {tuple(full[i]["left"].shape[-2:]) for i in range(len(full))}
+    heights, widths = zip(*(stage.sizes[pair] for pair in train), strict=True)
+    assert sizes == {(min(heights) // 16 * 16, min(widths) // 16 * 16)}
+    assert tuple(stage.data("val", crop=False)[0]["left"].shape[-2:]) == stage.sizes[val[0]]
+
+
 class StopAfterFirstEpoch(Reporter):
     def epoch(self, record: dict[str, Any]) -> None:
         raise KeyboardInterrupt

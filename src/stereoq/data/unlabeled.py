@@ -28,10 +28,11 @@ from stereoq.errors import StereoqError
 from stereoq.infer.pairs import Pair, resolve_pairs
 from stereoq.settings.data import DataConfig
 
-Window = Literal["random", "multiple", "full"]
+Window = Literal["random", "common", "full"]
 """How a sample is cut from its pair: a random crop of ``crop_size``; the top-left window of
-the largest multiple of the model's size multiple (what a network in training mode takes);
-the whole pair (validation, which pads)."""
+``common_size`` (the largest multiples of the model's size multiple that every pair holds:
+what a network in training mode takes, batches of one size); the whole pair (validation,
+which pads)."""
 
 PROXY_SCALE = 64.0  # 16-bit PNG: px * 64, 1/64 px steps up to 1023 px
 
@@ -78,6 +79,12 @@ def check_large_enough(pair: Pair, size: tuple[int, int], need: tuple[int, int],
             f"pair {pair.name}: {size[1]}x{size[0]} is smaller than {what} "
             f"{need[1]}x{need[0]}; use larger pairs or a smaller crop"
         )
+
+
+def common_size(sizes: list[tuple[int, int]], multiple: int) -> tuple[int, int]:
+    """The largest (height, width), multiples of ``multiple``, that every size holds."""
+    return (min(h for h, _ in sizes) // multiple * multiple,
+            min(w for _, w in sizes) // multiple * multiple)
 
 
 def split_pairs(pairs: list[Pair], val_fraction: float, seed: int
@@ -139,13 +146,13 @@ class UnlabeledPairs(Dataset):
     epoch of random crops sees each pair that many times)."""
 
     def __init__(self, pairs: list[Pair], data_cfg: DataConfig, proxy: ProxyCache | None,
-                 window: Window, crop_size: tuple[int, int], multiple: int,
-                 repeats: int = 1) -> None:
+                 window: Window, crop_size: tuple[int, int],
+                 common_size: tuple[int, int] | None = None, repeats: int = 1) -> None:
         self.pairs = pairs
         self.proxy = proxy
         self.window = window
         self.crop_size = crop_size
-        self.multiple = multiple
+        self.common_size = common_size
         self.repeats = repeats
         self.transform = build_transform(data_cfg, crop=False)
 
@@ -185,10 +192,9 @@ class UnlabeledPairs(Dataset):
         """(top, left, height, width) of the sample in its pair."""
         if self.window == "full":
             return 0, 0, h, w
-        if self.window == "multiple":
-            m = self.multiple
-            return 0, 0, h // m * m, w // m * m
-        height, width = self.crop_size
+        height, width = self.common_size if self.window == "common" else self.crop_size
+        if self.window == "common":
+            return 0, 0, height, width
         top = int(torch.randint(0, h - height + 1, ()).item())  # torch's RNG: resumes exactly
         left = int(torch.randint(0, w - width + 1, ()).item())
         return top, left, height, width

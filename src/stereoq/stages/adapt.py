@@ -52,22 +52,25 @@ class AdaptStage(FloatStage):
     # Data --------------------------------------------------------------------------------------
 
     @cached_property
-    def pairs(self) -> tuple[list[Pair], list[Pair]]:
-        """(training, validation) pairs, sizes checked: one per pair, each fits the crop."""
-        from stereoq.data.unlabeled import (
-            check_large_enough,
-            discover_pairs,
-            pair_size,
-            split_pairs,
-        )
+    def sizes(self) -> dict[Pair, tuple[int, int]]:
+        """Every pair found, with its (height, width); one size per pair, each fits the crop."""
+        from stereoq.data.unlabeled import check_large_enough, discover_pairs, pair_size
 
         recipe = self.recipe()
         self.check_crop()
-        found = discover_pairs(recipe.pairs, recipe.right, f"stages.{self.name}")
-        for pair in found:
-            check_large_enough(pair, pair_size(pair), recipe.crop_size,
+        sizes = {}
+        for pair in discover_pairs(recipe.pairs, recipe.right, f"stages.{self.name}"):
+            sizes[pair] = pair_size(pair)
+            check_large_enough(pair, sizes[pair], recipe.crop_size,
                                f"the training crop (stages.{self.name}.crop_size)")
-        return split_pairs(found, recipe.val_fraction, self.cfg.seed)
+        return sizes
+
+    @cached_property
+    def pairs(self) -> tuple[list[Pair], list[Pair]]:
+        """(training, validation) pairs."""
+        from stereoq.data.unlabeled import split_pairs
+
+        return split_pairs(list(self.sizes), self.recipe().val_fraction, self.cfg.seed)
 
     def check_crop(self) -> None:
         """The crop must be something the network trains on: multiples, at least its minimum."""
@@ -87,7 +90,7 @@ class AdaptStage(FloatStage):
     def pair_data(self, split: Literal["train", "val"], crop: bool) -> UnlabeledPairs:
         from stereoq.baselines.proxy_labels import ProxyParams
         from stereoq.baselines.sgbm import SgbmParams
-        from stereoq.data.unlabeled import ProxyCache, UnlabeledPairs
+        from stereoq.data.unlabeled import ProxyCache, UnlabeledPairs, common_size
 
         recipe, cfg = self.recipe(), self.cfg
         p = recipe.proxy
@@ -99,11 +102,12 @@ class AdaptStage(FloatStage):
         proxy = ProxyCache(self.dir / "proxy", params) if recipe.loss.proxy > 0 else None
         train, val = self.pairs
         if split == "val":
-            return UnlabeledPairs(val, cfg.data, proxy, "full", recipe.crop_size,
-                                  cfg.model.size_multiple)
-        return UnlabeledPairs(train, cfg.data, proxy, "random" if crop else "multiple",
-                              recipe.crop_size, cfg.model.size_multiple,
-                              repeats=recipe.crops_per_pair if crop else 1)
+            return UnlabeledPairs(val, cfg.data, proxy, "full", recipe.crop_size)
+        if crop:
+            return UnlabeledPairs(train, cfg.data, proxy, "random", recipe.crop_size,
+                                  repeats=recipe.crops_per_pair)
+        common = common_size([self.sizes[p] for p in train], cfg.model.size_multiple)
+        return UnlabeledPairs(train, cfg.data, proxy, "common", recipe.crop_size, common)
 
     # Loss --------------------------------------------------------------------------------------
 
@@ -121,3 +125,4 @@ class AdaptStage(FloatStage):
 
     def val_loss(self, pred: Tensor, batch: dict[str, Any]) -> Tensor:
         return self.label_free.final(pred, batch)
+
