@@ -195,6 +195,18 @@ class UnlabeledPairs(Dataset):
         height, width = self.common_size if self.window == "common" else self.crop_size
         if self.window == "common":
             return 0, 0, height, width
-        top = int(torch.randint(0, h - height + 1, ()).item())  # torch's RNG: resumes exactly
-        left = int(torch.randint(0, w - width + 1, ()).item())
-        return top, left, height, width
+        return _fair_start(h, height), _fair_start(w, width), height, width
+
+
+def _fair_start(size: int, crop: int) -> int:
+    """A crop's first row (column), drawn so that the image's borders are trained too.
+
+    Uniform starts in [0, size - crop] cover a border row rarely (row 0: once in
+    size - crop + 1 crops), which on a few pairs leaves the borders untrained (on the
+    motorcycle pair the top band kept a +4 px bias). A start drawn uniformly in
+    [1 - crop, size - 1] and clamped into the image covers every row with probability at least
+    crop / (size + crop - 1) (0.34 for 256 of 500 rows, against 0.004 for row 0 before).
+    Torch's RNG: a resumed run draws the same crops.
+    """
+    start = int(torch.randint(1 - crop, size, ()).item())
+    return min(max(start, 0), size - crop)
