@@ -3,8 +3,10 @@
 Pairs are found as ``stereoq infer`` finds them (``stereoq.infer.pairs``). A sample is the
 pipeline's dict (``stereoq.data.transforms``) plus ``proxy``: (1, H, W) SGBM proxy labels in px,
 0 = no label (``stereoq.baselines.proxy_labels``), computed once per pair and cached as 16-bit
-PNGs. ``disp`` is the pair's ground truth when the folder happens to have one (a PFM next to
-the images, see ``ground_truth_of``; only reported), else zeros (no valid pixel).
+PNGs, and ``proxy_fill``: the pixels without a label given the nearest label to their left in
+the row (the background side of an occlusion), 0 where labelled. ``disp`` is the pair's
+ground truth when the folder happens to have one (a PFM next to the images, see
+``ground_truth_of``; only reported), else zeros (no valid pixel).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torch.utils.data import Dataset
 from stereoq.atomic import atomic_write_bytes
 from stereoq.baselines.proxy_labels import VERSION as PROXY_VERSION
 from stereoq.baselines.proxy_labels import ProxyParams, proxy_labels
+from stereoq.baselines.sgbm import fill_invalid
 from stereoq.data.transforms import Sample, build_transform
 from stereoq.errors import StereoqError
 from stereoq.infer.pairs import Pair, resolve_pairs
@@ -176,7 +179,9 @@ class UnlabeledPairs(Dataset):
                                f"the size of its pair ({w}x{h})")
         proxy = (self.proxy.get(pair, left, right) if self.proxy is not None
                  else np.zeros((h, w), np.float32))
-        return {"left": left, "right": right, "disp": disp, "proxy": proxy, "name": pair.name}
+        fill = np.where(proxy > 0, 0.0, fill_invalid(proxy, proxy > 0)).astype(np.float32)
+        return {"left": left, "right": right, "disp": disp, "proxy": proxy,
+                "proxy_fill": fill, "name": pair.name}
 
     def __getitem__(self, index: int) -> Sample:
         sample = self.raw(index)
@@ -185,7 +190,8 @@ class UnlabeledPairs(Dataset):
         rows, cols = slice(top, top + height), slice(left, left + width)
         cut = {k: v[rows, cols] if isinstance(v, np.ndarray) else v for k, v in sample.items()}
         out = self.transform(cut)
-        out["proxy"] = torch.from_numpy(np.ascontiguousarray(cut["proxy"]))[None]
+        for key in ("proxy", "proxy_fill"):
+            out[key] = torch.from_numpy(np.ascontiguousarray(cut[key]))[None]
         return out
 
     def _window(self, h: int, w: int) -> tuple[int, int, int, int]:

@@ -15,10 +15,14 @@ from stereoq.settings.stages import LabelFreeLossConfig
 
 class LabelFreeLoss(nn.Module):
     """Loss of a batch ``{"left", "right"}`` (B, 3, H, W) network inputs (``(x - mean) / std``),
-    ``"proxy"`` (B, 1, H, W) px, 0 = no label.
+    ``"proxy"`` (B, 1, H, W) px, 0 = no label, ``"proxy_fill"`` the unlabelled pixels' nearest
+    label to the left, 0 elsewhere (``stereoq.data.unlabeled``).
 
-    ``proxy_loss``: the model's ground-truth loss (five outputs), here against the proxy labels.
-    The photometric and smoothness terms see the full-resolution output only.
+    ``proxy_loss``: the model's ground-truth loss (five outputs), here against the proxy labels
+    and, weighted by ``proxy_fill``, against the filled ones: occluded and textureless pixels
+    lean to the background side, as SGBM's own hole filling does, where the photometric term
+    is silent (occlusions) or flat (no texture). The photometric and smoothness terms see the
+    full-resolution output only.
     """
 
     def __init__(self, weights: LabelFreeLossConfig, proxy_loss: nn.Module, maxdisp: float,
@@ -35,13 +39,23 @@ class LabelFreeLoss(nn.Module):
 
     def forward(self, outputs: Sequence[Tensor], batch: dict[str, Tensor]) -> Tensor:
         """Training: five (B, 1, h_i, w_i) disparities in px, coarse to full resolution."""
-        proxy = self.proxy_loss(outputs, batch["proxy"]) if self.weights.proxy else 0.0
-        return self.weights.proxy * proxy + self._unsupervised(outputs[-1], batch)
+        w = self.weights
+        total = self._unsupervised(outputs[-1], batch)
+        if w.proxy:
+            total = total + w.proxy * self.proxy_loss(outputs, batch["proxy"])
+        if w.proxy_fill:
+            total = total + w.proxy_fill * self.proxy_loss(outputs, batch["proxy_fill"])
+        return total
 
     def final(self, pred: Tensor, batch: dict[str, Tensor]) -> Tensor:
         """Validation: the (B, 1, H, W) px prediction alone, every term on it."""
-        proxy = self.final_proxy_loss([pred], batch["proxy"]) if self.weights.proxy else 0.0
-        return self.weights.proxy * proxy + self._unsupervised(pred, batch)
+        w = self.weights
+        total = self._unsupervised(pred, batch)
+        if w.proxy:
+            total = total + w.proxy * self.final_proxy_loss([pred], batch["proxy"])
+        if w.proxy_fill:
+            total = total + w.proxy_fill * self.final_proxy_loss([pred], batch["proxy_fill"])
+        return total
 
     def _unsupervised(self, disp: Tensor, batch: dict[str, Tensor]) -> Tensor:
         w = self.weights

@@ -82,6 +82,10 @@ class LabelFreeLossConfig(Section):
         default=1.0, description="SmoothL1 to the proxy labels, over the five outputs with "
         "model.loss's weights"
     )
+    proxy_fill: NonNegativeFloat = Field(
+        default=0.0, description="the same on the pixels without a label, against the nearest "
+        "label to their left (the background side of an occlusion)"
+    )
     photometric: NonNegativeFloat = Field(
         default=1.0, description="left view vs the right view warped by the prediction, in "
         "grey levels / 255, occluded pixels left out"
