@@ -76,18 +76,20 @@ class ProxyConfig(Section):
 
 
 class LabelFreeLossConfig(Section):
-    """Weights of the label-free loss terms (0 switches a term off)."""
+    """Weights of the label-free loss terms (0 switches a term off). The defaults did best of
+    the few tried on the motorcycle pair (photometric 1 -> 5 and smoothness 0.01 -> 0.1:
+    EPE 2.92 -> 2.82 px; proxy_fill 0 -> 0.3: 2.41 -> 2.33 px; one seed each)."""
 
     proxy: NonNegativeFloat = Field(
         default=1.0, description="SmoothL1 to the proxy labels, over the five outputs with "
         "model.loss's weights"
     )
     proxy_fill: NonNegativeFloat = Field(
-        default=0.0, description="the same on the pixels without a label, against the nearest "
+        default=0.3, description="the same on the pixels without a label, against the nearest "
         "label to their left (the background side of an occlusion)"
     )
     photometric: NonNegativeFloat = Field(
-        default=1.0, description="left view vs the right view warped by the prediction, in "
+        default=5.0, description="left view vs the right view warped by the prediction, in "
         "grey levels / 255, occluded pixels left out"
     )
     ssim: float = Field(
@@ -95,7 +97,7 @@ class LabelFreeLossConfig(Section):
         "rest is L1)"
     )
     smoothness: NonNegativeFloat = Field(
-        default=0.01, description="edge-aware smoothness of the disparity (scaled by its mean)"
+        default=0.1, description="edge-aware smoothness of the disparity (scaled by its mean)"
     )
 
 
@@ -131,10 +133,12 @@ class AdaptRecipe(TrainRecipe):
 
 
 def _adapt_default() -> AdaptRecipe:
+    # lr 1e-3 (the float recipe's peak is 2e-3): 2e-4 moved the motorcycle EPE 3.42 -> 3.04 px
+    # in 96 steps, 1e-3 3.42 -> 2.92 px in 160.
     return AdaptRecipe(
         epochs=10,
         batch_size=4,
-        optimizer=OptimizerConfig(lr=1e-4),
+        optimizer=OptimizerConfig(lr=1e-3),
         scheduler=SchedulerConfig(type="cosine", warmup_epochs=0),
     )
 
