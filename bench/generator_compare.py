@@ -24,9 +24,9 @@ from pathlib import Path
 from stereoq.baselines.sgbm import SgbmParams, sgbm_disparity
 from stereoq.cli.output import print_table, write_json
 from stereoq.cli.progress import RichReporter
+from stereoq.data.images import write_png
 from stereoq.data.pfm import read_pfm
 from stereoq.engine.evaluate import evaluate, evaluate_sgbm
-from stereoq.infer.images import write_png
 from stereoq.settings import load_config
 from stereoq.stages import get_stage, run_stage
 

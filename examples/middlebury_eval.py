@@ -38,9 +38,9 @@ from pathlib import Path
 import numpy as np
 
 from stereoq.atomic import atomic_write_text
+from stereoq.data.images import write_png
 from stereoq.data.pfm import write_pfm
 from stereoq.errors import StereoqError
-from stereoq.infer.images import write_png
 
 # examples/motorcycle.py holds the pair's loader and its calibration; run as a script, this
 # folder is on sys.path.

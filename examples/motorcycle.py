@@ -6,6 +6,7 @@ that size). Install it with ``pip install 'stereoq[examples]'``.
 
     python examples/motorcycle.py                       # float model of the default config
     python examples/motorcycle.py --config stereonet_sceneflow --stage int_infer
+    python examples/motorcycle.py --stage adapt --set stages.adapt.pairs=moto/   # see README
 
 Runs the chosen stage through the same code as ``stereoq infer`` (all its outputs land in
 ``OUT/infer/``), runs ``stereoq.baselines.sgbm`` on the same pair, and scores both against the
@@ -32,12 +33,12 @@ import torch
 
 from stereoq.baselines.sgbm import SgbmParams, sgbm_disparity
 from stereoq.cli.output import print_table, write_json
+from stereoq.data.images import write_png
+from stereoq.data.pairs import Pair
 from stereoq.data.pfm import read_pfm
 from stereoq.engine.metrics import DisparityMetrics
 from stereoq.errors import StereoqError
 from stereoq.infer import colormap, overview
-from stereoq.infer.images import write_png
-from stereoq.infer.pairs import Pair
 from stereoq.infer.run import Camera, InferSettings, run_pairs
 from stereoq.settings import load_config
 
@@ -124,15 +125,17 @@ def comparison_picture(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", "-c", default=None, help="config file or shipped name")
-    parser.add_argument("--stage", default="float", help="float | calibration | qat | "
+    parser.add_argument("--stage", default="float", help="float | adapt | calibration | qat | "
                         "int_infer | deployed")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="float checkpoint (default: <run_dir>/float/best.pt)")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: <run_dir>/examples/motorcycle)")
+    parser.add_argument("--set", dest="sets", action="append", default=[],
+                        help="KEY.PATH=VALUE config override (as stereoq's --set)")
     args = parser.parse_args(argv)
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, sets=args.sets)
         out = args.out or cfg.run_dir / "examples" / "motorcycle"
         maxdisp = cfg.model.maxdisp
         left, right, gt, scale = fit_to_maxdisp(*load_motorcycle(), maxdisp)

@@ -190,7 +190,9 @@ class NanAfter(torch.nn.Module):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_config, monkeypatch) -> None:
     cfg = tiny(tiny_config, "stages.float.epochs=3")
-    monkeypatch.setattr(loop, "build_loss", lambda m: NanAfter(build_loss(m), good=5))
+    # the default Stage.criterion builds the config's loss through stereoq.models.build
+    monkeypatch.setattr("stereoq.models.build.build_loss",
+                        lambda m: NanAfter(build_loss(m), good=5))
     with pytest.raises(StereoqError, match=r"loss became nan at epoch 2 step 2.*last good"):
         run_stage(cfg, "float")
     state = load_checkpoint(cfg.run_dir / "float" / "last.pt")

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from stereoq.infer.image_size import header_size
+from stereoq.data.image_size import header_size
 
 WIDTH, HEIGHT = 37, 23
 

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
+from stereoq.data.pairs import resolve_pairs, right_of
 from stereoq.errors import StereoqError
-from stereoq.infer.pairs import resolve_pairs, right_of
 
 
 def touch(*paths: Path) -> None:

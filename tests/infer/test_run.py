@@ -11,10 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from stereoq.data.pairs import Pair
 from stereoq.data.pfm import read_pfm
 from stereoq.errors import StereoqError
 from stereoq.infer.depth import disparity_to_depth
-from stereoq.infer.pairs import Pair
 from stereoq.infer.run import (
     MAX_PIXELS,
     Camera,

@@ -39,13 +39,17 @@ def cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
 def test_pipeline_order_and_predecessors(tiny_config: Path) -> None:
     cfg = load_config(str(tiny_config))
     names = stage_names()
-    assert names == ["float", "calibration", "qat", "int_infer"]
+    assert names == ["float", "adapt", "calibration", "qat", "int_infer"]
     stages = [get_stage(cfg, n) for n in names]
     assert stages[0].previous is None
     for stage in stages[1:]:  # each starts from one before it in the pipeline
         assert stage.previous in names[: names.index(stage.name)]
     assert get_stage(load_config(str(tiny_config), sets=["stages.int_infer.source=calibration"]),
                      "int_infer").previous == "calibration"
+    assert stages[names.index("calibration")].previous == "float"
+    assert get_stage(load_config(str(tiny_config), sets=[
+        "stages.calibration.source=adapt", "stages.qat.targets=distill"]),
+        "calibration").previous == "adapt"
 
 
 def test_every_stage_has_its_config_section(tiny_config: Path) -> None:
@@ -62,7 +66,7 @@ def test_unknown_stage_is_one_line_listing_the_registry(
     assert cli(monkeypatch, "train", "--stage", "bogus") == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "option --stage: unknown stage 'bogus'" in err
-    assert "float, calibration, qat, int_infer" in err
+    assert "float, adapt, calibration, qat, int_infer" in err
     assert cli(monkeypatch, "train", "--help") == 0
     text = " ".join(capsys.readouterr().out.replace("│", " ").split())
     for cls in stage_classes():  # each stage with what it does, from the registry

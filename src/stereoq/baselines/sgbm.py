@@ -48,6 +48,15 @@ class SgbmParams:
 
 def sgbm_disparity(left_rgb: np.ndarray, right_rgb: np.ndarray, params: SgbmParams) -> np.ndarray:
     """(H, W, 3) uint8 RGB pair -> (H, W) float32 disparity of the left view in px, filled."""
+    disp, valid = sgbm_unfilled(left_rgb, right_rgb, params)
+    return fill_invalid(disp, valid)
+
+
+def sgbm_unfilled(
+    left_rgb: np.ndarray, right_rgb: np.ndarray, params: SgbmParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, 3) uint8 RGB pair -> (H, W) float32 disparity in px and the (H, W) bool mask of
+    the pixels SGBM kept (uniqueness, its left-right check, speckle filter)."""
     channels = 3
     matcher = cv2.StereoSGBM_create(
         minDisparity=0,
@@ -73,7 +82,7 @@ def sgbm_disparity(left_rgb: np.ndarray, right_rgb: np.ndarray, params: SgbmPara
     # OpenCV expects BGR; SGBM sums costs over channels, so the order only matters for clarity.
     raw = matcher.compute(left_bgr, right_bgr)[:, pad:]
     disp = raw.astype(np.float32) / 16.0  # fixed point with 4 fractional bits
-    return fill_invalid(disp, raw >= 0)
+    return disp, raw >= 0
 
 
 def fill_invalid(disp: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -182,7 +182,7 @@ def infer(
     )
     check_checkpoint(opts.stage, opts.checkpoint)
     from stereoq.cli.progress import RichReporter
-    from stereoq.infer.pairs import resolve_pairs
+    from stereoq.data.pairs import resolve_pairs
     from stereoq.infer.run import SUMMARY_FILE, Camera, InferSettings, run_pairs
     from stereoq.settings import load_config
 

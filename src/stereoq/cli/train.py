@@ -155,11 +155,14 @@ def print_summary(summary: dict) -> None:
         return
     from stereoq.cli.progress import METRIC_COLUMNS, METRIC_KEYS
 
+    chosen = "EPE" if summary.get("selected_on") is None else "label-free loss"
+    loss = ["loss"] if "loss" in best else []
     print_table(
-        f"{summary['stage']}: best validation EPE at epoch {summary['best_epoch']} of "
+        f"{summary['stage']}: best validation {chosen} at epoch {summary['best_epoch']} of "
         f"{summary['epochs']} ({summary['checkpoint']})",
-        ["split", *METRIC_COLUMNS, "images"],
-        [("val", *(best.get(k) for k in METRIC_KEYS), best.get("images"))],
+        ["split", *loss, *METRIC_COLUMNS, "images"],
+        [("val", *(best[k] for k in loss), *(best.get(k) for k in METRIC_KEYS),
+          best.get("images"))],
     )
     console.print(summary["averaging"], highlight=False)
 

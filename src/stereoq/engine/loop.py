@@ -33,25 +33,17 @@ from stereoq.engine.checkpoint import (
     set_rng_state,
 )
 from stereoq.engine.distributed import Context
-from stereoq.engine.evaluate import accumulate, pair_input, val_loader
+from stereoq.engine.evaluate import accumulate_batches, pair_input, val_loader
 from stereoq.engine.layout import contiguous_state
 from stereoq.engine.metrics import AVERAGING, DisparityMetrics
 from stereoq.engine.optim import build_optimizer, lr_at
 from stereoq.engine.report import Reporter
 from stereoq.engine.stage import Stage, stage_dir
 from stereoq.errors import StereoqError
-from stereoq.models.build import build_loss
 from stereoq.settings.config import ExperimentConfig
 from stereoq.settings.stages import TrainRecipe
 
 RESUME_HINT = "resume with the config it was trained with, or train without --resume"
-
-
-def build_datasets(cfg: ExperimentConfig, crop: bool) -> tuple[Dataset, Dataset]:
-    """Train split (random crops when ``crop``) and the full-size validation split."""
-    from stereoq.data import build_dataset
-
-    return build_dataset(cfg.data, "train", crop=crop), build_dataset(cfg.data, "val", crop=False)
 
 
 def check_init_from(stage: Stage, init_from: Path | None, resume: bool) -> None:
@@ -123,7 +115,7 @@ class _Run:
     steps: int  # training batches per epoch and process
     vloader: DataLoader
     model: nn.Module  # unwrapped (DDP wraps it for the forward pass only)
-    loss_fn: Callable[[list[Tensor], Tensor], Tensor]
+    loss_fn: Callable[[list[Tensor], dict[str, Any]], Tensor]
     optimizer: torch.optim.Optimizer
 
     @property
@@ -144,7 +136,7 @@ class _Progress:
     """Where training stands: what ``last.pt`` saves for --resume."""
 
     epochs_done: int = 0
-    best_epe: float = math.inf
+    best_epe: float = math.inf  # the best value of the stage's ``select_on`` figure
     best_epoch: int = 0
     best_metrics: dict[str, Any] = field(default_factory=dict)
 
@@ -168,7 +160,7 @@ def _setup(
     seed_everything(cfg.seed)  # the same on every rank: identical initial weights
 
     # Data: every rank sees a disjoint shard of a permutation drawn from (seed, epoch).
-    train_set, val_set = build_datasets(cfg, recipe.crop)
+    train_set, val_set = stage.data("train", recipe.crop), stage.data("val", False)
     sampler = DistributedSampler(
         train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=cfg.seed
     )
@@ -203,7 +195,7 @@ def _setup(
         # SyncBatchNorm runs only on accelerators; CPU processes keep per-process BN statistics
         # (DDP broadcasts rank 0's running statistics at every step).
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    loss_fn = build_loss(cfg.model)
+    loss_fn = stage.criterion()
     return _Run(
         stage=stage,
         recipe=recipe,
@@ -266,9 +258,10 @@ def _train_one_epoch(
         )
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x, gt = pair_input(batch).to(ctx.device), batch["disp"].to(ctx.device)
+        batch = on_device(batch, ctx.device)
+        x, gt = pair_input(batch), batch["disp"]
         outputs = run.stage.outputs(ddp, x)
-        loss = run.loss_fn(outputs, gt)
+        loss = run.loss_fn(outputs, batch)
         check_finite(loss, ctx, epoch, step, run.last_path)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -285,17 +278,30 @@ def _train_one_epoch(
 
 
 def _validate(run: _Run, epoch: int, ctx: Context, report: Reporter) -> dict[str, Any]:
-    """Figures on the full-size validation split, reduced across processes."""
+    """Figures on the full-size validation split, reduced across processes: the metrics against
+    the split's ``disp`` and, where the stage has one, its label-free ``loss``."""
     run.stage.set_mode(run.model, False)
-    val = accumulate(
-        lambda x: run.stage.predict(run.model, x),
+    loss_sum = torch.zeros(2, dtype=torch.float64)  # loss x images, images
+
+    def forward(batch: dict[str, Any]) -> Tensor:
+        batch = on_device(batch, ctx.device)
+        pred = run.stage.predict(run.model, pair_input(batch))
+        loss = run.stage.val_loss(pred, batch)
+        if loss is not None:
+            loss_sum.add_(torch.tensor([loss.item() * len(pred), len(pred)], dtype=torch.float64))
+        return pred
+
+    val = accumulate_batches(
+        forward,
         run.vloader,
         run.maxdisp,
-        ctx.device,
         report,
         f"{run.stage.name} val {epoch + 1}/{run.recipe.epochs}",
-    )
-    return val.reduce(ctx).compute()
+    ).reduce(ctx).compute()
+    loss_sum = distributed.all_reduce_sum(loss_sum, ctx)
+    if loss_sum[1] > 0:
+        val["loss"] = loss_sum[0].item() / loss_sum[1].item()
+    return val
 
 
 def _epoch_record(
@@ -324,10 +330,12 @@ def _save(
     record: dict[str, Any],
     ctx: Context,
 ) -> _Progress:
-    """Checkpoint (rank 0): best on validation EPE, last every epoch for --resume; log."""
-    improved = val["epe"] < progress.best_epe
+    """Checkpoint (rank 0): best on the stage's validation figure (EPE unless it reads no
+    ground truth), last every epoch for --resume; log."""
+    score = val[run.stage.select_on]
+    improved = score < progress.best_epe
     if improved:
-        progress = replace(progress, best_epe=val["epe"], best_epoch=epoch + 1, best_metrics=val)
+        progress = replace(progress, best_epe=score, best_epoch=epoch + 1, best_metrics=val)
     progress = replace(progress, epochs_done=epoch + 1)
     rngs = distributed.all_gather(rng_state(), ctx)
     if ctx.is_main:
@@ -364,12 +372,19 @@ def _finish(run: _Run, progress: _Progress, ctx: Context) -> dict[str, Any]:
         "checkpoint": str(run.best_path),
         "processes": ctx.world_size,
     }
+    if run.stage.select_on != "epe":  # a stage that reads no ground truth says what chose
+        summary["selected_on"] = f"val_{run.stage.select_on}"
     if ctx.is_main:
         write_summary(run.out_dir / "metrics.json", summary)
     return summary
 
 
-_SHOWN = ("epe", "epe_pixel", "d1", "bad1", "bad2", "bad3")
+_SHOWN = ("epe", "epe_pixel", "d1", "bad1", "bad2", "bad3", "loss")
+
+
+def on_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """A collated batch with its tensors on ``device`` (names and other entries as they are)."""
+    return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
 def seed_everything(seed: int) -> None:

@@ -10,7 +10,15 @@ interface, never a stage by name:
   (``example`` is one training input batch (B, 6, h, w) on the training device, for stages that
   trace or export);
 - ``set_mode(model, training)``: switch train/eval (exported graphs need their own calls);
+- ``data(split, crop)``: the stage's training ("train", random crops when ``crop``) or
+  full-size validation ("val") samples; default: the config's ``data`` source;
 - ``outputs(model, x)``: the five disparities in px, coarse to full resolution, for the loss;
+- ``criterion()``: the training loss, (five outputs, batch on the device) -> scalar; default:
+  the model config's loss against the batch's ground truth ``disp``;
+- ``val_loss(pred, batch)``: a label-free validation figure of the (B, 1, H, W) px prediction,
+  logged as ``val_loss``; default: none;
+- ``select_on``: the validation figure (lower is better) that picks ``best.pt``: ``epe``, or
+  ``loss`` for stages that read no ground truth;
 - ``predict(model, x)``: the (B, 1, H, W) disparity in px for validation metrics;
 - ``save(model, out_dir, metrics)``: extra artifacts written (rank 0) when validation finds a
   new best, besides the loop's own ``last.pt`` / ``best.pt`` checkpoints;
@@ -42,8 +50,9 @@ are imported inside methods, not at module level.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from stereoq.engine.report import Reporter
 from stereoq.errors import StereoqError
@@ -51,6 +60,7 @@ from stereoq.errors import StereoqError
 if TYPE_CHECKING:
     import torch
     from torch import Tensor, nn
+    from torch.utils.data import Dataset
 
     from stereoq.section import Section
     from stereoq.settings.config import ExperimentConfig
@@ -67,6 +77,7 @@ class Stage:
     takes_init: ClassVar[bool] = False
     takes_checkpoint: ClassVar[bool] = False
     deployable: ClassVar[bool] = False
+    select_on: str = "epe"
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         self.cfg = cfg
@@ -93,9 +104,26 @@ class Stage:
     def set_mode(self, model: nn.Module, training: bool) -> None:
         model.train(training)
 
+    def data(self, split: Literal["train", "val"], crop: bool) -> Dataset:
+        """The samples this stage trains (``split`` "train") or validates on."""
+        from stereoq.data import build_dataset
+
+        return build_dataset(self.cfg.data, split, crop=crop)
+
     def outputs(self, model: nn.Module, x: Tensor) -> list[Tensor]:
         """(B, 6, h, w) -> five (B, 1, h_i, w_i) disparities in px, coarse to full resolution."""
         return model(x)
+
+    def criterion(self) -> Callable[[list[Tensor], dict[str, Any]], Tensor]:
+        """The training loss of (five outputs, the batch with its tensors on the device)."""
+        from stereoq.models.build import build_loss
+
+        loss = build_loss(self.cfg.model)
+        return lambda outputs, batch: loss(outputs, batch["disp"])
+
+    def val_loss(self, pred: Tensor, batch: dict[str, Any]) -> Tensor | None:
+        """A label-free figure of a validation batch's (B, 1, H, W) px prediction, or None."""
+        return None
 
     def predict(self, model: nn.Module, x: Tensor) -> Tensor:
         """(B, 6, H, W) -> (B, 1, H, W) disparity in px (eval mode)."""

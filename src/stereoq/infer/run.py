@@ -13,6 +13,9 @@ import cv2
 import numpy as np
 
 from stereoq import staging
+from stereoq.data.image_size import header_size
+from stereoq.data.images import read_rgb, write_png
+from stereoq.data.pairs import Pair
 from stereoq.engine.report import Reporter
 from stereoq.errors import StereoqError
 from stereoq.infer import DEPLOYED, colormap, overview
@@ -23,9 +26,6 @@ from stereoq.infer.depth import (
     disparity_to_depth,
     value_range,
 )
-from stereoq.infer.image_size import header_size
-from stereoq.infer.images import read_rgb, write_png
-from stereoq.infer.pairs import Pair
 from stereoq.infer.pointcloud import depth_to_ply
 from stereoq.settings.config import ExperimentConfig
 from stereoq.stages import first_stage

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from stereoq.engine.report import Reporter
 from stereoq.engine.stage import Stage
+from stereoq.stages.adapt import AdaptStage
 from stereoq.stages.calibration import CalibrationStage
 from stereoq.stages.float_stage import FloatStage
 from stereoq.stages.int_infer import IntInferStage
@@ -29,7 +30,9 @@ from stereoq.stages.registry import (
 if TYPE_CHECKING:
     from stereoq.settings.config import ExperimentConfig
 
-PIPELINE: tuple[type[Stage], ...] = (FloatStage, CalibrationStage, QatStage, IntInferStage)
+PIPELINE: tuple[type[Stage], ...] = (
+    FloatStage, AdaptStage, CalibrationStage, QatStage, IntInferStage
+)
 """Every stage, in pipeline order."""
 
 for _stage in PIPELINE:

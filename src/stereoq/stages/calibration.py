@@ -1,8 +1,9 @@
 """``calibration`` (one pass): post-training calibration of the float model.
 
-Float ``best.pt`` -> BN folded, exported, percentile observers, ``stages.calibration.batches``
-batches of training images at full size (no crop) -> ``calibration/calibrated.pt``: the
-fake-quantized graph's state with the calibrated ranges, and its ``precision.json``.
+Float ``best.pt`` (or adapt's, ``stages.calibration.source``) -> BN folded, exported,
+percentile observers, ``stages.calibration.batches`` batches of that stage's training images
+at full size (no crop; no label is read) -> ``calibration/calibrated.pt``: the fake-quantized
+graph's state with the calibrated ranges, and its ``precision.json``.
 
 With ``stages.calibration.budget`` the layers that cost the most accuracy are raised to 16 bits
 (or float) until the EPE on the budget's validation frames is within it
@@ -18,12 +19,14 @@ from typing import TYPE_CHECKING, Any
 from stereoq.engine.report import Reporter
 from stereoq.stages.float_stage import FloatStage
 from stereoq.stages.quantized import FakeQuantStage
+from stereoq.stages.registry import get_stage
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
     from torch.fx import GraphModule
 
     from stereoq.quant.budget import Calibrate
+    from stereoq.settings.config import ExperimentConfig
 
 
 RANGES_KEY = "stereoq_activation_ranges"
@@ -34,9 +37,19 @@ class CalibrationStage(FakeQuantStage):
 
     name = "calibration"
     summary = "calibrate an int8 model from the float one"
-    previous = FloatStage.name
     trains = False
     artifact_name = "calibrated.pt"
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        super().__init__(cfg)
+        self.previous = cfg.stages.calibration.source
+
+    def source(self) -> FloatStage:
+        """The stage whose float model is quantized (and, in label-free QAT, the teacher)."""
+        stage = get_stage(self.cfg, self.previous)
+        if not isinstance(stage, FloatStage):
+            raise TypeError(f"stage {self.previous!r} does not hold a float model")
+        return stage
 
     def run(self, reporter: Reporter) -> dict[str, Any]:
         from stereoq.atomic import atomic_write_json
@@ -45,13 +58,13 @@ class CalibrationStage(FakeQuantStage):
         from stereoq.quant.recipes import mixed_precision_path
 
         cfg, recipe = self.cfg, self.recipe()
-        model = FloatStage(cfg).model()
+        model = self.source().model()
         batches = self.calibration_batches(reporter)
 
         def calibrate(raised: dict[str, str]) -> GraphModule:
             return self.calibrated(model, batches, raised, reporter)
 
-        summary: dict[str, Any] = {"stage": self.name}
+        summary: dict[str, Any] = {"stage": self.name, "source": self.previous}
         if recipe.budget is None:
             fake_quant, raised = calibrate({}), {}
         else:
@@ -64,6 +77,7 @@ class CalibrationStage(FakeQuantStage):
             {
                 "model": fake_quant.state_dict(),
                 "stage": self.name,
+                "source": self.previous,
                 "batches": len(batches),
                 "batch_size": recipe.batch_size,
                 "observer": recipe.observer,
@@ -86,11 +100,10 @@ class CalibrationStage(FakeQuantStage):
         import torch
         from torch.utils.data import DataLoader
 
-        from stereoq.data import build_dataset
         from stereoq.engine.evaluate import pair_input
 
         cfg, recipe = self.cfg, self.recipe()
-        dataset = build_dataset(cfg.data, "train", crop=False)
+        dataset = self.data("train", crop=False)
         loader = DataLoader(
             dataset,
             batch_size=recipe.batch_size,
@@ -116,7 +129,7 @@ class CalibrationStage(FakeQuantStage):
         from stereoq.quant.recipes import calibration_recipe
 
         cfg = self.cfg
-        reporter.note("exporting the float model and inserting observers")
+        reporter.note(f"exporting the {self.previous} model and inserting observers")
         observed = prepare(model, calibration_recipe(cfg, raised))
         reporter.task(self.name, len(batches))
         calibrate(observed, batches, on_batch=lambda: reporter.advance(1))

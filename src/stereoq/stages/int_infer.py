@@ -75,13 +75,13 @@ class IntInferStage(QuantizedStage):
         """
         import torch
 
-        from stereoq.engine.evaluate import pair_input, val_dataset
+        from stereoq.engine.evaluate import pair_input
         from stereoq.quant.prepare import output_scales
         from stereoq.quant.runtime_eval import runtime_eval
 
         cfg = self.cfg
         step_px = max(output_scales(converted)[-2:]) * cfg.model.maxdisp
-        dataset = val_dataset(cfg)
+        dataset = self.data("val", crop=False)
         count = min(AGREEMENT_IMAGES, len(dataset))
         a = padded_predictor(cfg, runtime_eval(fake_quant))
         b = padded_predictor(cfg, runtime_eval(program))

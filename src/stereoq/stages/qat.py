@@ -3,10 +3,16 @@
 It starts from the calibrated graph, as the reference recipe does; fake quants keep updating
 their ranges (moving average) while training and are frozen for validation. ``best.pt`` /
 ``last.pt`` hold the fake-quant graph's state; ``precision.json`` is rewritten on each new best.
+
+``stages.qat.targets: distill`` reads no ground truth: the loss is the distance to the float
+model's own outputs (``stereoq.losses.distillation``; the teacher is calibration's source, float
+or adapt), and ``best.pt`` is chosen by that distance on the validation pairs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +22,7 @@ from stereoq.stages.quantized import FakeQuantStage, padded_predictor, postproce
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
+    from stereoq.losses.distillation import DistillationLoss
     from stereoq.settings.config import ExperimentConfig
 
 
@@ -30,6 +37,9 @@ class QatStage(FakeQuantStage):
     def __init__(self, cfg: ExperimentConfig) -> None:
         super().__init__(cfg)
         self.post = postprocess(cfg)
+        self.distills = cfg.stages.qat.targets == "distill"
+        if self.distills:
+            self.select_on = "loss"
 
     def prepare(self, example: Tensor) -> nn.Module:
         return CalibrationStage(self.cfg).fake_quant()
@@ -42,6 +52,22 @@ class QatStage(FakeQuantStage):
 
     def outputs(self, model: nn.Module, x: Tensor) -> list[Tensor]:
         return self.post(list(model(x)))
+
+    @cached_property
+    def distillation(self) -> DistillationLoss:
+        from stereoq.losses.distillation import DistillationLoss
+
+        model = self.cfg.model
+        params = model.loss.params()
+        teacher = CalibrationStage(self.cfg).source().model()
+        return DistillationLoss(teacher, params.get("weights", [0.3, 0.3, 0.5, 0.5, 1.0]),
+                                params.get("beta", 1.0), model.maxdisp)
+
+    def criterion(self) -> Callable[[list[Tensor], dict[str, Any]], Tensor]:
+        return self.distillation if self.distills else super().criterion()
+
+    def val_loss(self, pred: Tensor, batch: dict[str, Any]) -> Tensor | None:
+        return self.distillation.final(pred, batch) if self.distills else None
 
     def predict(self, model: nn.Module, x: Tensor) -> Tensor:
         from stereoq.quant.prepare import LastTwo

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from stereoq.atomic import atomic_write_json
 from stereoq.engine.report import Reporter
@@ -18,6 +18,7 @@ from stereoq.stages.registry import get_stage
 if TYPE_CHECKING:
     from torch import nn
     from torch.fx import GraphModule
+    from torch.utils.data import Dataset
 
     from stereoq.settings.config import ExperimentConfig
 
@@ -50,6 +51,11 @@ class QuantizedStage(Stage):
     """A stage whose model is a quantized graph in its folder (``artifact_name``)."""
 
     artifact_name: ClassVar[str] = ""
+
+    def data(self, split: Literal["train", "val"], crop: bool) -> Dataset:
+        """The float model's data: a quantized stage calibrates, trains and checks on the
+        samples of the stage it starts from (the generated scenes, or adapt's own pairs)."""
+        return get_stage(self.cfg, self.previous).data(split, crop)
 
     def artifact(self, checkpoint: Path | None = None) -> Path:
         self.check_checkpoint(checkpoint)
