@@ -143,7 +143,12 @@ def test_inductor_backend_is_registered_and_refuses_fake_quant_stages(deploy_cfg
     assert backend.consumes == "program"
     with pytest.raises(StereoqError) as err:
         backend.stage_source(deploy_cfg, "qat", 64, 128)
-    assert err.value.exit_code == 2 and "(float or int_infer)" in str(err.value)
+    from stereoq.stages import stage_classes
+
+    built = [s.name for s in stage_classes() if s.deployable]
+    assert err.value.exit_code == 2 and "qat" in str(err.value)
+    assert "float" in built and "int_infer" in built and "qat" not in built
+    assert all(name in str(err.value) for name in built)
 
 
 FRESH_NO_STEREOQ = (

@@ -71,7 +71,8 @@ def lower_stage(
 
     found = get_stage(cfg, stage)
     if not found.deployable:
-        built = " or ".join(s.name for s in stage_classes() if s.deployable)
+        names = [s.name for s in stage_classes() if s.deployable]
+        built = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
         raise StereoqError(
             f"the inductor backend builds finished models ({built}), not stage {stage!r}",
             exit_code=2,
