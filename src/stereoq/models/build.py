@@ -21,10 +21,15 @@ def build_model(cfg: ModelConfig) -> StereoNet:
     refinement_ = cfg.refinement.registry.build(
         cfg.refinement.type, levels=cfg.refine_levels, **cfg.refinement.params()
     )
-    post = cfg.postprocess.registry.build(
+    post = build_postprocess(cfg)
+    return StereoNet(neck_, head_, refinement_, post, cfg.maxdisp, cfg.size_multiple)
+
+
+def build_postprocess(cfg: ModelConfig) -> nn.Module:
+    """(1/2-res disparity, offset), normalised -> the disparities in px."""
+    return cfg.postprocess.registry.build(
         cfg.postprocess.type, maxdisp=cfg.maxdisp, **cfg.postprocess.params()
     )
-    return StereoNet(neck_, head_, refinement_, post, cfg.maxdisp, cfg.size_multiple)
 
 
 def build_loss(cfg: ModelConfig) -> nn.Module:

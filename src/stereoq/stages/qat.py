@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stereoq.stages.calibration import CalibrationStage
-from stereoq.stages.quantized import FakeQuantStage, padded_predictor, postprocess
+from stereoq.stages.quantized import FakeQuantStage, padded_predictor
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -36,7 +36,9 @@ class QatStage(FakeQuantStage):
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         super().__init__(cfg)
-        self.post = postprocess(cfg)
+        from stereoq.models.build import build_postprocess
+
+        self.post = build_postprocess(cfg.model)
         self.distills = cfg.stages.qat.targets == "distill"
         if self.distills:
             self.select_on = "loss"

@@ -27,21 +27,16 @@ SENSITIVITY_REPORT = "sensitivity.json"
 SENSITIVITY_CHART = "sensitivity.png"
 
 
-def postprocess(cfg: ExperimentConfig) -> nn.Module:
-    """(1/2 disparity, offset) normalised -> the five / final disparities in px."""
-    post = cfg.model.postprocess
-    return post.registry.build(post.type, maxdisp=cfg.model.maxdisp, **post.params())
-
-
 def padded_predictor(cfg: ExperimentConfig, graph: nn.Module) -> nn.Module:
     """A (1/2 disparity, offset) graph as a (B, 6, H, W) -> (B, 1, H, W) px predictor of any
     input size (padded to the model's multiple and smallest size, cropped back)."""
     from stereoq.engine.predictor import PaddedGraph
+    from stereoq.models.build import build_postprocess
     from stereoq.quant.prepare import min_input_size
 
     return PaddedGraph(
         graph,
-        postprocess(cfg),
+        build_postprocess(cfg.model),
         cfg.model.size_multiple,
         min_input_size(cfg.model.num_candidates, cfg.model.size_multiple),
     ).eval()
