@@ -9,6 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+# Under pytest-xdist each worker takes its share of the cores, so parallel workers do not
+# oversubscribe them (torch and OpenMP would otherwise each start one thread per core).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+
 TINY = {
     "name": "tiny",
     "model": {
