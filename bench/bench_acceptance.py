@@ -3,16 +3,17 @@
 For each trained run (its ``int_infer`` stage must exist), over its validation set, as
 ``stereoq compile --validate`` judges it (``stereoq.deploy.acceptance``):
 
-- healthy: the ONNX Runtime artifact and, with ``--inductor``, the inductor package;
-- broken on purpose, ONNX Runtime: one activation's scale doubled, one zero point moved by 16,
-  one convolution's bias dropped, left and right swapped at the input
-  (``tests/deploy/corruptions.py``).
+- healthy: each ``--backend``'s artifact (default ``ort``; ``inductor``, ``openvino``, ...);
+- broken on purpose, on each backend that builds from the ONNX export: one activation's scale
+  doubled, one zero point moved by 16, one convolution's bias dropped, left and right swapped
+  at the input (``tests/deploy/corruptions.py``).
 
 Prints one row per (run, deployment): % of final-disparity pixels within 1 px of PyTorch's, the
-max difference, EPE and D1 of both, and whether the default thresholds accept it; saves JSON.
+max difference, EPE and D1 of both, and whether the backend's thresholds accept it; saves JSON.
 
     python bench/bench_acceptance.py --run qs_seed0 --run qs_seed1 \
-        --set data.source=lmdb --set data.lmdb_dir=data/synthetic_lmdb [--inductor]
+        --set data.source=lmdb --set data.lmdb_dir=data/synthetic_lmdb \
+        [--backend ort --backend inductor --backend openvino]
 """
 
 from __future__ import annotations
@@ -46,11 +47,10 @@ def row(run: str, deployment: str, v: dict) -> dict:
     }
 
 
-def measure(cfg, run: str, inductor: bool, max_samples: int | None) -> list[dict]:
+def measure(cfg, run: str, backends: list[str], max_samples: int | None) -> list[dict]:
     h, w = default_size(cfg)
     stage = "int_infer"
     rows = []
-    backends = ["ort", "inductor"] if inductor else ["ort"]
     for name in backends:
         with compile_stage(cfg, stage, name, h, w, runs=1, warmup=0, threads=None) as result:
             v = validate(cfg, get_backend(name), result.current_dir, result.metadata,
@@ -58,14 +58,17 @@ def measure(cfg, run: str, inductor: bool, max_samples: int | None) -> list[dict
         rows.append(row(run, f"{name} (healthy)", v))
     source, _ = stage_onnx(cfg, stage, h, w)
     metadata = read_metadata(source)
-    ort = get_backend("ort")
-    for corruption, apply in CORRUPTIONS.items():
-        with tempfile.TemporaryDirectory() as tmp:
-            broken = Path(tmp) / "broken.onnx"
-            onnx.save(apply(onnx.load(str(source))), str(broken))
-            out = ort.compile(broken, metadata, Path(tmp) / "ort")
-            v = validate(cfg, ort, out, metadata, max_samples)
-        rows.append(row(run, f"ort, {corruption}", v))
+    for name in backends:
+        backend = get_backend(name)
+        if backend.consumes != "onnx":
+            continue
+        for corruption, apply in CORRUPTIONS.items():
+            with tempfile.TemporaryDirectory() as tmp:
+                broken = Path(tmp) / "broken.onnx"
+                onnx.save(apply(onnx.load(str(source))), str(broken))
+                out = backend.compile(broken, metadata, Path(tmp) / name)
+                v = validate(cfg, backend, out, metadata, max_samples)
+            rows.append(row(run, f"{name}, {corruption}", v))
     return rows
 
 
@@ -74,14 +77,15 @@ def main() -> None:
     parser.add_argument("--config", default=None)
     parser.add_argument("--run", action="append", required=True, help="run name (repeatable)")
     parser.add_argument("--set", dest="sets", action="append", default=[])
-    parser.add_argument("--inductor", action="store_true")
+    parser.add_argument("--backend", dest="backends", action="append", default=None,
+                        help="backend to deploy to (repeatable; default ort)")
     parser.add_argument("--max-samples", type=int, default=None)
     parser.add_argument("--json", type=Path, default=Path("bench/results/acceptance.json"))
     args = parser.parse_args()
     rows = []
     for run in args.run:
         cfg = load_config(args.config, sets=[*args.sets, f"name={run}"])
-        rows += measure(cfg, run, args.inductor, args.max_samples)
+        rows += measure(cfg, run, args.backends or ["ort"], args.max_samples)
         write_json(args.json, rows)  # what is measured so far survives an interruption
     print_table(
         "deployments against PyTorch's int_infer model (final disparity, validation set)",

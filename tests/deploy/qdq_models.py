@@ -44,7 +44,9 @@ class _Graph:
     def qdq(self, x: str, scale: float, dtype: type = np.uint8, zero: int = 0) -> str:
         return self.dq(self.q(x, scale, dtype, zero), scale, dtype, zero)
 
-    def conv(self, x: str, channels: int, quantized_weight: bool) -> str:
+    def conv(
+        self, x: str, channels: int, quantized_weight: bool, bias: np.ndarray | None = None
+    ) -> str:
         w = (self.rng.standard_normal((channels, channels, 3, 3)) * 0.1).astype(np.float32)
         if quantized_weight:
             scales = np.abs(w).reshape(channels, -1).max(1) / 127
@@ -59,7 +61,8 @@ class _Graph:
         else:
             wdq = self.const("w", w)
         out = self.name("conv")
-        self.nodes.append(helper.make_node("Conv", [x, wdq], [out], name=out, pads=[1, 1, 1, 1]))
+        inputs = [x, wdq] if bias is None else [x, wdq, self.const("b", bias.astype(np.float32))]
+        self.nodes.append(helper.make_node("Conv", inputs, [out], name=out, pads=[1, 1, 1, 1]))
         return out
 
     def relu(self, x: str) -> str:

@@ -21,6 +21,7 @@ from stereoq.deploy.backends import backend_names, get_backend  # noqa: E402
 from stereoq.deploy.check import FLOAT, FLOAT_MODEL, INT8  # noqa: E402
 from stereoq.deploy.compile import check_stage, compile_stage, validate  # noqa: E402
 from stereoq.deploy.ov_graph import for_openvino  # noqa: E402
+from stereoq.deploy.qdq_graph import QdqGraph  # noqa: E402
 
 from .test_compile import FRESH  # noqa: E402
 
@@ -132,6 +133,54 @@ def test_residual_adds_keep_the_integer_models_rounding(tmp_path: Path) -> None:
     )
     got = compiled.create_infer_request().infer({0: x})[0]
     np.testing.assert_allclose(got, ref, atol=1e-6)
+
+
+def test_biases_on_their_int32_grid_make_openvino_round_as_onnx_runtime(tmp_path: Path) -> None:
+    """A conv whose biases sit between accumulator steps, its output scale a few steps wide:
+    OpenVINO adding the float bias rounds some outputs the other way; on the grid it does not,
+    and ONNX Runtime's integers are unchanged."""
+    import onnxruntime as ort
+    import openvino as ov
+
+    from stereoq.deploy.ov_graph import biases_on_grid
+
+    from .qdq_models import _Graph
+
+    g, channels = _Graph(), 16
+    x_scale = 1 / 64
+    bias = g.rng.uniform(-0.02, 0.02, channels)
+    y = g.conv(g.qdq("input", x_scale, np.uint8, 128), channels, True, bias)
+    y = g.qdq(y, 0.0005, np.uint8, 128)
+    model = onnx.load(str(g.save(tmp_path / "bias.onnx", "input", y, channels)))
+    on_grid = onnx.ModelProto()
+    on_grid.CopyFrom(model)
+    assert biases_on_grid(on_grid) == 1
+    graph = QdqGraph(on_grid)
+    (conv,) = [n for n in on_grid.graph.node if n.op_type == "Conv"]
+    w_scale = numpy_helper.to_array(graph.initializers[graph.producer[conv.input[1]].input[1]])
+    steps = numpy_helper.to_array(graph.initializers[conv.input[2]]) / (
+        np.float32(x_scale) * w_scale
+    )
+    np.testing.assert_allclose(steps, np.round(steps), atol=1e-3)
+
+    x = np.random.default_rng(0).uniform(-0.1, 0.1, (1, channels, 16, 16)).astype(np.float32)
+
+    def run_ort(m: onnx.ModelProto) -> np.ndarray:
+        session = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, {"input": x})[0]
+
+    def run_ov(m: onnx.ModelProto) -> np.ndarray:
+        core = ov.Core()
+        compiled = core.compile_model(
+            core.read_model(m.SerializeToString()), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+        )
+        return compiled.create_infer_request().infer({0: x})[0]
+
+    ref = run_ort(model)
+    np.testing.assert_array_equal(run_ort(on_grid), ref)  # the same int32 bias
+    off_before = int((np.abs(run_ov(model) - ref) > 1e-6).sum())
+    off_after = int((np.abs(run_ov(on_grid) - ref) > 1e-6).sum())
+    assert off_before >= 10 and off_after <= 1, (off_before, off_after)
 
 
 def test_backends_are_registered_with_their_precision() -> None:

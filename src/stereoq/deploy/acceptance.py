@@ -49,6 +49,10 @@ class Thresholds:
 
 
 DEFAULT = Thresholds()
+"""For runtimes that compute the integer model's roundings (ONNX Runtime, inductor)."""
+
+OWN_ROUNDING = Thresholds(min_within_pct=90.0, d1_pp=2.0)
+"""For runtimes that round their own way (OpenVINO): PLACEHOLDER."""
 
 
 @dataclass

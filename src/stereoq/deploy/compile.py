@@ -243,7 +243,7 @@ def validate(
     run_artifact = backend.load(artifact)
     graph = reference_graph(stage_graph(cfg, metadata.stage))
     maxdisp = float(metadata.maxdisp)
-    comparison = DisparityComparison(maxdisp)
+    comparison = DisparityComparison(maxdisp, backend.thresholds)
     bits = BitAgreement(metadata)
     reporter.task(f"validating {artifact.name} against {metadata.stage}", count)
     try:

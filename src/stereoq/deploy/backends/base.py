@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from stereoq.deploy.acceptance import DEFAULT, Thresholds
 from stereoq.deploy.check import CheckReport
 from stereoq.deploy.metadata import DeployMetadata
 from stereoq.errors import StereoqError
@@ -46,6 +47,9 @@ class Backend(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     consumes: ClassVar[str] = "onnx"
+    thresholds: ClassVar[Thresholds] = DEFAULT
+    """What ``compile --validate`` asks of the artifact against the PyTorch model: the default
+    for runtimes that compute the integer model's roundings (``stereoq.deploy.acceptance``)."""
     profiler: ClassVar[str] = "layers (the runtime's profiler)"
     """What ``benchmark``'s top table ranks and whose figures they are (the CLI's title)."""
     model_file: ClassVar[str] = "model.onnx"

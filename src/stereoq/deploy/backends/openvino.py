@@ -46,6 +46,7 @@ from stereoq.deploy.check import (
     NodeVerdict,
 )
 from stereoq.deploy.metadata import DeployMetadata
+from stereoq.deploy.acceptance import OWN_ROUNDING
 from stereoq.deploy.ov_graph import OvRewrite, for_openvino
 from stereoq.deploy.qdq_graph import QDQ, WIDE_INTEGER_TYPES, QdqGraph, scope_of
 from stereoq.errors import StereoqError
@@ -285,6 +286,7 @@ class OpenVinoBackend(Backend):
     profiler = "layers (OpenVINO PERF_COUNT)"
     model_file = MODEL_FILE
     inference_precision: ClassVar[str] = "f32"
+    thresholds = OWN_ROUNDING
     """OpenVINO's ``INFERENCE_PRECISION_HINT``: what non-integer layers compute in."""
 
     def check(self, source: Path) -> CheckReport:
