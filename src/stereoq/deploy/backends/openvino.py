@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 import onnx
 
 from stereoq.atomic import atomic_write_json
+from stereoq.deploy.acceptance import OWN_ROUNDING
 from stereoq.deploy.backends.base import BACKENDS, Backend, RawRunner, run_artifact_bench
 from stereoq.deploy.check import (
     BF16,
@@ -46,7 +47,6 @@ from stereoq.deploy.check import (
     NodeVerdict,
 )
 from stereoq.deploy.metadata import DeployMetadata
-from stereoq.deploy.acceptance import OWN_ROUNDING
 from stereoq.deploy.ov_graph import OvRewrite, for_openvino
 from stereoq.deploy.qdq_graph import QDQ, WIDE_INTEGER_TYPES, QdqGraph, scope_of
 from stereoq.errors import StereoqError
