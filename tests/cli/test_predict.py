@@ -94,3 +94,33 @@ def test_predict_on_a_benchmark_prints_its_own_metrics(tiny_config, tmp_path, mo
         assert {"bad-2.0-all", "bad-2.0-noc", "avgerr-all", "avgerr-noc", "epe", "d1"} <= set(m)
         assert 0 <= m["bad-2.0-noc"] <= 100 and m["avgerr-all"] >= 0
     assert results["sgbm"]["sgbm_num_disparities"] == [16]  # calib.txt ndisp=10, not maxdisp 64
+
+
+def test_predict_sensitivity_ranks_layers_and_saves_json_and_chart(tiny_config: Path) -> None:
+    from stereoq.stages import run_stage
+
+    cfg = load_config(str(tiny_config))
+    torch.manual_seed(0)
+    save_checkpoint(cfg.run_dir / "float" / "best.pt",
+                    {"model": build_model(cfg.model).state_dict()})
+    run_stage(cfg, "calibration")
+    res = run("predict", "--stage", "calibration", "--sensitivity", "1",
+              "--config", str(tiny_config))
+    assert res.returncode == 0, res.stderr
+    assert "layers ranked by EPE recovered when left float" in res.stdout
+    report = json.loads((cfg.run_dir / "calibration" / "sensitivity.json").read_text())
+    assert report["stage"] == "calibration" and report["frames"] == 1
+    layers = report["layers"]
+    assert len(layers) > 10 and sorted(r["rank"] for r in layers) == list(range(1, len(layers) + 1))
+    assert len({r["layer"] for r in layers}) == len(layers)
+    top = min(layers, key=lambda r: r["rank"])
+    assert top["layer"] in res.stdout
+    # ranked by EPE recovered when the layer is left float, most first
+    recovered = [r["recovered_px"] for r in sorted(layers, key=lambda r: r["rank"])]
+    assert recovered == sorted(recovered, reverse=True)
+    assert (cfg.run_dir / "calibration" / "sensitivity.png").stat().st_size > 1000
+
+    res = run("predict", "--stage", "float", "--sensitivity", "1", "--config", str(tiny_config))
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and "--sensitivity" in lines[0]
+    assert "calibration" in lines[0] and "qat" in lines[0]
