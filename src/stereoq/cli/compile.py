@@ -62,7 +62,8 @@ def compile(  # noqa: A001  (the command's name)
     reports latency (median, p90), FPS, peak memory and the 10 costliest layers. With
     --validate, runs the artifact over the validation set beside the PyTorch model and exits 1
     unless it matches what a user sees: 99 % of disparity pixels within 1 px, the same EPE and
-    D1 (bit-level agreement is reported, and required with --strict).
+    D1 (openvino, which rounds its own way: 90 % and D1 within 1.5 points); bit-level agreement
+    is reported, and required with --strict.
     """
     opts = validate_options(
         CompileOptions, stage=stage, backend=backend, height=height, width=width, runs=runs,
