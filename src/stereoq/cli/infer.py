@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import BaseModel, ConfigDict, Field
 
 from stereoq.cli.common import ConfigOpt, SetOpt, validate_options
 from stereoq.cli.export import BackendOpt
-from stereoq.cli.output import console, print_table, write_json
+from stereoq.cli.output import console, print_note, print_table, write_json
+from stereoq.cli.shipped import ShippedName, WeightsOpt, check_weights
 from stereoq.cli.stages import FIRST_STAGE, check_checkpoint, stage_help, stage_or
 from stereoq.errors import StereoqError
 from stereoq.infer import DEPLOYED
@@ -35,6 +36,7 @@ class InferOptions(BaseModel):
     stage: InferStage = FIRST_STAGE
     max_size: int | None = Field(default=None, ge=16, le=8192)
     checkpoint: Path | None = None
+    weights: ShippedName | None = None
     backend: str = "ort"
     ply: bool = False
     ply_ascii: bool = False
@@ -134,6 +136,7 @@ def infer(
         typer.Option(help=f"Weights to use instead of RUN_DIR/{FIRST_STAGE}/best.pt "
                      f"({FIRST_STAGE} only)."),
     ] = None,
+    weights: WeightsOpt = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
 ) -> None:
@@ -145,6 +148,10 @@ def infer(
     depth.png, overview.png, pointcloud.ply (--ply) and summary.json; several pairs get one
     sub-folder each. A folder or glob pairs each image with "left" in its path (or named im0)
     with the same path with "right" (im1).
+
+    The model is the --stage of the config's run, or a shipped model (--weights); with neither
+    a --weights, a --checkpoint nor RUN_DIR/float/best.pt, the default shipped model runs (a
+    note says so).
     """
     values = merge_inputs(
         {"imgl": imgl, "imgr": imgr, "baseline": baseline, "f": f}, model_inputs
@@ -177,22 +184,32 @@ def infer(
         ply_ascii=ply_ascii,
         max_size=max_size,
         checkpoint=checkpoint,
+        weights=weights,
         backend=backend,
         **values,
     )
     check_checkpoint(opts.stage, opts.checkpoint)
+    check_weights(opts.weights, opts.stage, opts.checkpoint, opts.sets)
+    from stereoq import weights as shipped
     from stereoq.cli.progress import RichReporter
     from stereoq.data.pairs import resolve_pairs
     from stereoq.infer.run import SUMMARY_FILE, Camera, InferSettings, run_pairs
     from stereoq.settings import load_config
 
     cfg = load_config(opts.config, sets=opts.sets)
+    pairs = resolve_pairs(opts.imgl, opts.imgr)
+    model_weights = opts.weights
+    if model_weights is None and untrained(cfg, opts):
+        model_weights = shipped.DEFAULT
+        print_note(f"no {FIRST_STAGE} model in {cfg.run_dir} yet: running the shipped model "
+                   f"{model_weights} (see --weights in stereoq infer --help)")
+    if model_weights is not None:
+        cfg = shipped.configure(cfg, model_weights)
     if calibration is not None:
         note = ndisp_note(calibration, cfg.model.maxdisp)
         notes += [note] if note else []
     for note in notes:
         console.print(note, highlight=False)
-    pairs = resolve_pairs(opts.imgl, opts.imgr)
     camera = Camera(opts.baseline, opts.f, opts.cx, opts.cy, opts.doffs)
     settings = InferSettings(
         stage=opts.stage,
@@ -201,6 +218,7 @@ def infer(
         ply_ascii=opts.ply_ascii,
         checkpoint=opts.checkpoint,
         backend=opts.backend,
+        weights=model_weights,
     )
     summary = run_pairs(cfg, pairs, camera, opts.save_path, settings, reporter=RichReporter())
     rows = [
@@ -215,7 +233,7 @@ def infer(
         for r in summary["pairs"]
     ]
     print_table(
-        f"{summary['config']} ({summary['stage']}), model loaded in "
+        f"{summary['config']} ({settings.model_label}), model loaded in "
         f"{summary['timings_s']['load']:.2f} s",
         ["pair", "size", "disparity px", "depth m", "valid %", "ms"],
         rows,
@@ -225,6 +243,15 @@ def infer(
     summary["notes"] = notes
     path = write_json(opts.save_path / SUMMARY_FILE, summary)
     console.print(f"saved {opts.save_path}/ (summary: {path})")
+
+
+def untrained(cfg: Any, opts: InferOptions) -> bool:
+    """The user named no model (default stage, no --checkpoint) and the run has none."""
+    from stereoq.stages import get_stage
+
+    if opts.stage != FIRST_STAGE or opts.checkpoint is not None:
+        return False
+    return not get_stage(cfg, FIRST_STAGE).artifact().is_file()
 
 
 def _float(value: object) -> float | None:

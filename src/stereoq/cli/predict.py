@@ -11,7 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from stereoq.cli.common import ConfigOpt, SetOpt, validate_options
 from stereoq.cli.output import console, print_table, write_json
+from stereoq.cli.shipped import ShippedName, WeightsOpt, check_weights
 from stereoq.cli.stages import FIRST_STAGE, StageName, check_checkpoint, stage_help
+from stereoq.errors import StereoqError
 
 
 class PredictOptions(BaseModel):
@@ -20,6 +22,7 @@ class PredictOptions(BaseModel):
     config: str | None = None
     sets: list[str] = Field(default_factory=list)
     checkpoint: Path | None = None
+    weights: ShippedName | None = None
     baseline: Literal["sgbm"] | None = None
     batch_size: PositiveInt = 1
     json_path: Path | None = None
@@ -37,13 +40,15 @@ def predict(
         typer.Option(help=f"{FIRST_STAGE} checkpoint to evaluate. Default: "
                      f"RUN_DIR/{FIRST_STAGE}/best.pt."),
     ] = None,
+    weights: WeightsOpt = None,
     baseline: Annotated[
         str | None, typer.Option(help="Also evaluate a classical method: sgbm (OpenCV StereoSGBM).")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Validation batch size.")] = 1,
     json_path: Annotated[
         Path | None,
-        typer.Option("--json", help="Where to save the metrics. Default: RUN_DIR/predict.json."),
+        typer.Option("--json", help="Where to save the metrics. Default: RUN_DIR/predict.json "
+                     "(RUN_DIR/predict-NAME.json with --weights NAME)."),
     ] = None,
     sensitivity: Annotated[
         int | None,
@@ -59,14 +64,20 @@ def predict(
     """EPE, D1 and bad-1/2/3 on the full-size validation set, as a table and JSON.
 
     Quantized stages are evaluated as the deployment runtime computes them (8-bit convolutions
-    as integer kernels; see stereoq.quant.runtime_eval).
+    as integer kernels; see stereoq.quant.runtime_eval). --weights NAME evaluates a shipped
+    float model on the config's validation set, as the float stage would be.
     """
     opts = validate_options(
         PredictOptions, stage=stage, config=config, sets=sets or [], checkpoint=checkpoint,
-        baseline=baseline, batch_size=batch_size, json_path=json_path, sensitivity=sensitivity,
+        weights=weights, baseline=baseline, batch_size=batch_size, json_path=json_path,
+        sensitivity=sensitivity,
     )
     if opts.stage != "all":
         check_checkpoint(opts.stage, opts.checkpoint)
+    check_weights(opts.weights, opts.stage, opts.checkpoint, opts.sets)
+    if opts.weights is not None and opts.sensitivity is not None:
+        raise StereoqError("option --sensitivity: not with --weights (it reads a "
+                           "fake-quantized stage)", exit_code=2)
     from stereoq.cli.progress import RichReporter
     from stereoq.engine.evaluate import evaluate, evaluate_sgbm
     from stereoq.settings import load_config
@@ -77,7 +88,11 @@ def predict(
     if opts.sensitivity is not None:
         print_sensitivity(layer_sensitivity(cfg, opts, reporter))
         return
-    if opts.stage == "all":
+    json_name = "predict.json"
+    if opts.weights is not None:
+        cfg, results = evaluate_shipped(cfg, opts, reporter)
+        json_name = f"predict-{opts.weights}.json"
+    elif opts.stage == "all":
         results = evaluate_all(cfg, opts, reporter)
     else:
         stage = get_stage(cfg, opts.stage)
@@ -85,7 +100,7 @@ def predict(
     if opts.baseline == "sgbm":
         results["sgbm"] = evaluate_sgbm(cfg, reporter)
     print_results(cfg.name, results)
-    path = write_json(opts.json_path or cfg.run_dir / "predict.json", results_json(cfg, results))
+    path = write_json(opts.json_path or cfg.run_dir / json_name, results_json(cfg, results))
     console.print(f"saved {path}", highlight=False)
 
 
@@ -94,7 +109,6 @@ SENSITIVITY_ROWS = 20
 
 def layer_sensitivity(cfg: Any, opts: PredictOptions, reporter: Any) -> dict[str, Any]:
     """``--sensitivity N``: the stage's per-layer report (fake-quantized stages only)."""
-    from stereoq.errors import StereoqError
     from stereoq.stages import get_stage, stage_classes
     from stereoq.stages.quantized import FakeQuantStage
 
@@ -129,10 +143,26 @@ def print_sensitivity(report: dict[str, Any]) -> None:
     console.print(f"saved {report['json']} and {report['chart']}", highlight=False)
 
 
+def evaluate_shipped(
+    cfg: Any, opts: PredictOptions, reporter: Any
+) -> tuple[Any, dict[str, dict[str, Any]]]:
+    """--weights NAME: the config with the shipped model's model section and input
+    normalisation, and the model's metrics (one row named NAME), on the float stage's device."""
+    from stereoq import weights
+    from stereoq.engine.evaluate import evaluate_model
+    from stereoq.stages import get_stage
+
+    name = str(opts.weights)
+    cfg = weights.configure(cfg, name)
+    device = get_stage(cfg, FIRST_STAGE).eval_device()
+    metrics = evaluate_model(cfg, weights.eval_model(name), device, reporter, opts.batch_size,
+                             f"{name} val")
+    return cfg, {name: metrics}
+
+
 def evaluate_all(cfg: Any, opts: PredictOptions, reporter: Any) -> dict[str, dict[str, Any]]:
     """Every stage whose model exists, in pipeline order; missing ones are named and skipped."""
     from stereoq.engine.evaluate import evaluate
-    from stereoq.errors import StereoqError
     from stereoq.stages import get_stage, stage_names
 
     results: dict[str, dict[str, Any]] = {}

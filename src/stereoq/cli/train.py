@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 
+from stereoq import weights
 from stereoq.cli.common import ConfigOpt, SetOpt, validate_options
 from stereoq.cli.output import console, print_note, print_table
 from stereoq.cli.stages import FIRST_STAGE, StageName, init_takers, or_names, train_help
@@ -23,7 +23,7 @@ class TrainOptions(BaseModel):
     batch_size: PositiveInt | None = None
     lr: PositiveFloat | None = None
     resume: bool = False
-    init_from: Path | None = None
+    init_from: str | None = Field(default=None, min_length=1)
 
 
 def overrides_for(opts: TrainOptions) -> dict[str, object]:
@@ -106,10 +106,12 @@ def train(
         ),
     ] = False,
     init_from: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
+            metavar="<file|name>",
             help="Start from this checkpoint's weights only (e.g. a SceneFlow model to fine-tune "
-            "on KITTI); the optimizer, schedule and epochs start afresh. Stage "
+            f"on KITTI), or a shipped model's: {or_names(weights.names())} (a file of that name "
+            "wins); the optimizer, schedule and epochs start afresh. Stage "
             f"{or_names(init_takers())} only."
         ),
     ] = None,

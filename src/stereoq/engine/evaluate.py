@@ -84,15 +84,26 @@ def evaluate(
     batch_size: int = 1,
 ) -> dict[str, Any]:
     """Metrics (``stereoq.engine.metrics``) of ``stage``'s model on the validation set."""
-    reporter = reporter or Reporter()
     keep_freed_memory()
-    device = stage.eval_device()
-    model = stage.predictor(checkpoint)
+    return evaluate_model(cfg, stage.predictor(checkpoint), stage.eval_device(), reporter,
+                          batch_size, f"{stage.name} val")
+
+
+def evaluate_model(
+    cfg: ExperimentConfig,
+    model: torch.nn.Module,
+    device: torch.device,
+    reporter: Reporter | None = None,
+    batch_size: int = 1,
+    label: str = "val",
+) -> dict[str, Any]:
+    """Metrics of a predictor ((B, 6, H, W) -> (B, 1, H, W) px, eval mode) on the validation
+    set, run on ``device``."""
+    reporter = reporter or Reporter()
     if device.type != "cpu":  # exported graphs stay as loaded
         model = model.to(device)
     loader = val_loader(val_dataset(cfg), batch_size)
-    return _run(cfg, lambda batch: model(pair_input(batch).to(device)), loader, reporter,
-                f"{stage.name} val")
+    return _run(cfg, lambda batch: model(pair_input(batch).to(device)), loader, reporter, label)
 
 
 def _run(cfg: ExperimentConfig, forward: Callable[[dict[str, Any]], Tensor], loader: DataLoader,

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from stereoq import weights
 from stereoq.atomic import atomic_write_json, atomic_write_text
 from stereoq.engine import distributed
 from stereoq.engine.checkpoint import (
@@ -46,8 +47,9 @@ from stereoq.settings.stages import TrainRecipe
 RESUME_HINT = "resume with the config it was trained with, or train without --resume"
 
 
-def check_init_from(stage: Stage, init_from: Path | None, resume: bool) -> None:
-    """--init-from: only for stages that take it, never with --resume, an existing file."""
+def check_init_from(stage: Stage, init_from: Path | str | None, resume: bool) -> None:
+    """--init-from: only for stages that take it, never with --resume, an existing file or a
+    shipped model's name."""
     if init_from is None:
         return
     if not stage.takes_init:
@@ -56,13 +58,36 @@ def check_init_from(stage: Stage, init_from: Path | None, resume: bool) -> None:
     if resume:
         raise StereoqError("option --init-from: not with --resume (which continues last.pt)",
                            exit_code=2)
-    if not Path(init_from).is_file():
-        raise StereoqError(f"option --init-from: {init_from}: no such file", exit_code=2)
+    init_source(init_from)
+
+
+def init_source(init_from: Path | str) -> Path | str:
+    """What --init-from names: a checkpoint file (a path that exists wins), else a shipped
+    model (its name, a str); neither is a one-line error naming both possibilities."""
+    path = Path(init_from)
+    if path.is_file():
+        return path
+    if str(init_from) in weights.names():
+        return str(init_from)
+    raise StereoqError(
+        f"option --init-from: {init_from}: no such file, and not a shipped model "
+        f"({', '.join(weights.names())})",
+        exit_code=2,
+    )
+
+
+def initial_state(init_from: Path | str) -> tuple[dict[str, Any], Path, str]:
+    """--init-from's weights: (state dict, the file, how to name it in messages)."""
+    source = init_source(init_from)
+    if isinstance(source, Path):
+        saved = load_checkpoint(source)
+        return saved.get("model", saved), source, str(source)
+    return weights.state_dict(source), weights.model_file(source), f"the shipped model {source}"
 
 
 def train(
     cfg: ExperimentConfig, stage: Stage, resume: bool = False, reporter: Reporter | None = None,
-    init_from: Path | None = None,
+    init_from: Path | str | None = None,
 ) -> dict[str, Any]:
     """Train ``stage`` as its recipe says; returns the summary also saved as metrics.json.
 
@@ -81,7 +106,7 @@ def _train(
     resume: bool,
     reporter: Reporter | None,
     ctx: Context,
-    init_from: Path | None = None,
+    init_from: Path | str | None = None,
 ) -> dict[str, Any]:
     """Set up (and resume); then each epoch: train, validate, log and checkpoint; summarise."""
     report = reporter or Reporter()
@@ -153,7 +178,11 @@ class _EpochTrain:
 
 
 def _setup(
-    cfg: ExperimentConfig, stage: Stage, ctx: Context, report: Reporter, init_from: Path | None
+    cfg: ExperimentConfig,
+    stage: Stage,
+    ctx: Context,
+    report: Reporter,
+    init_from: Path | str | None,
 ) -> _Run:
     """Seed, data, model (from the stage, optionally ``init_from``'s weights), loss, optimizer."""
     recipe = stage.recipe()
@@ -182,14 +211,14 @@ def _setup(
     model = stage.prepare(example_input(train_set, recipe.batch_size).to(ctx.device))
     if init_from is not None:
         # Weights only: the optimizer, schedule and epoch count start afresh (fine-tuning).
-        saved = load_checkpoint(init_from)
+        state, path, label = initial_state(init_from)
         load_model_state(
             model,
-            saved.get("model", saved),
-            init_from,
-            "--init-from takes a checkpoint of the model this config builds",
+            state,
+            path,
+            "--init-from takes a checkpoint (or a shipped model) of the model this config builds",
         )
-        report.note(f"initialised the weights from {init_from} (new optimizer and schedule)")
+        report.note(f"initialised the weights from {label} (new optimizer and schedule)")
     model = model.to(ctx.device)
     if ctx.distributed and ctx.device.type == "cuda":
         # SyncBatchNorm runs only on accelerators; CPU processes keep per-process BN statistics

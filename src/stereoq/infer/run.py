@@ -97,20 +97,35 @@ class InferSettings:
     checkpoint: Path | None = None
     backend: str = "ort"
     """Whose artifact the ``deployed`` stage runs."""
+    weights: str | None = None
+    """A shipped model (``stereoq.weights``) to run instead of the stage's."""
+
+    @property
+    def model_label(self) -> str:
+        """The model in one phrase, for pictures and tables."""
+        return f"shipped model {self.weights}" if self.weights else f"stage {self.stage}"
 
 
 class DisparityEstimator:
-    """A stage's model loaded once; maps an RGB uint8 pair of any size to disparity in px."""
+    """A stage's model (or a shipped one: ``weights``) loaded once; maps an RGB uint8 pair of
+    any size to disparity in px. A shipped model brings its model section and input
+    normalisation into ``cfg`` (``stereoq.weights.configure``)."""
 
     def __init__(
         self, cfg: ExperimentConfig, stage: str, checkpoint: Path | None = None,
-        backend: str = "ort",
+        backend: str = "ort", weights: str | None = None,
     ) -> None:
+        start = time.perf_counter()
+        if weights is not None:
+            from stereoq import weights as shipped
+
+            cfg = shipped.configure(cfg, weights)
+            self.model, self.artifact = shipped.eval_model(weights), shipped.model_file(weights)
+        else:
+            self.model, self.artifact = _load(cfg, stage, checkpoint, backend)
+        self.load_s = time.perf_counter() - start
         self.cfg = cfg
         self.stage = stage
-        start = time.perf_counter()
-        self.model, self.artifact = _load(cfg, stage, checkpoint, backend)
-        self.load_s = time.perf_counter() - start
 
     def __call__(self, left_rgb: np.ndarray, right_rgb: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 RGB pair -> (H, W) float32 disparity of the left view in px."""
@@ -320,7 +335,7 @@ def write_outputs(
     write_png(paths["depth_color_png"], depth_pic)
 
     footer = (
-        f"stage {settings.stage} | baseline {camera.baseline_m:g} m | f {camera.focal_px:g} px | "
+        f"{settings.model_label} | baseline {camera.baseline_m:g} m | f {camera.focal_px:g} px | "
         + ("depth = f * baseline / disparity" if not camera.doffs_px else
            f"depth = f * baseline / (disparity + {camera.doffs_px:g})")
         + f" | black: invalid (disparity <= "
@@ -365,10 +380,11 @@ def run_pairs(
             check_pair(pair, settings.max_size)
         except StereoqError as err:
             raise StereoqError(f"{_naming(pair, err)}; nothing written", err.exit_code) from None
-    estimator = DisparityEstimator(cfg, settings.stage, settings.checkpoint, settings.backend)
+    estimator = DisparityEstimator(cfg, settings.stage, settings.checkpoint, settings.backend,
+                                   settings.weights)
     results: list[dict[str, Any]] = []
     if several:
-        reporter.task(f"infer ({settings.stage})", total=len(pairs))
+        reporter.task(f"infer ({settings.weights or settings.stage})", total=len(pairs))
     try:
         for pair in pairs:
             target = out_dir / pair.name if several else out_dir
@@ -392,8 +408,9 @@ def run_pairs(
     return {
         "config": cfg.name,
         "stage": settings.stage,
+        "weights": settings.weights,
         "artifact": str(estimator.artifact),
-        "maxdisp_px": cfg.model.maxdisp,
+        "maxdisp_px": estimator.cfg.model.maxdisp,
         "camera": {
             "baseline_m": camera.baseline_m,
             "focal_px": camera.focal_px,

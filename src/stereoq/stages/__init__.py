@@ -67,10 +67,11 @@ def run_stage(
     name: str,
     resume: bool = False,
     reporter: Reporter | None = None,
-    init_from: Path | None = None,
+    init_from: Path | str | None = None,
 ) -> dict[str, Any]:
     """``stereoq train --stage NAME``: the engine's loop for training stages, ``Stage.run``
-    for one-pass ones. ``init_from``: a checkpoint whose weights (only) start the stage."""
+    for one-pass ones. ``init_from``: a checkpoint, or a shipped model's name
+    (``stereoq.weights``), whose weights (only) start the stage."""
     from stereoq.engine.allocator import keep_freed_memory
     from stereoq.engine.loop import check_init_from, train
 
