@@ -269,3 +269,18 @@ def test_init_from_another_model_or_stage_is_one_line(tiny_config, tmp_path) -> 
         loop.check_init_from(get_stage(cfg, "qat"), path, False)
     with pytest.raises(StereoqError, match="no such file"):
         run_stage(cfg, "float", init_from=tmp_path / "none.pt")
+
+
+def test_loader_options_pin_memory_only_for_cuda_and_worker_options_only_with_workers(
+    tiny_config,
+) -> None:
+    cfg = tiny(tiny_config)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert loop.loader_options(cfg.data, cpu) == {"num_workers": 0, "pin_memory": False}
+    assert loop.loader_options(cfg.data, cuda) == {"num_workers": 0, "pin_memory": True}
+    workers = tiny(tiny_config, "data.num_workers=2", "data.persistent_workers=true",
+                   "data.prefetch_factor=4", "data.pin_memory=false")
+    assert loop.loader_options(workers.data, cuda) == {
+        "num_workers": 2, "pin_memory": False, "persistent_workers": True, "prefetch_factor": 4}
+    with pytest.raises(StereoqError, match="data: persistent_workers needs num_workers > 0"):
+        tiny(tiny_config, "data.persistent_workers=true")

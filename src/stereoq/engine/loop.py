@@ -41,6 +41,7 @@ from stereoq.engine.report import Reporter
 from stereoq.engine.stage import Stage, stage_dir
 from stereoq.errors import StereoqError
 from stereoq.settings.config import ExperimentConfig
+from stereoq.settings.data import DataConfig
 from stereoq.settings.stages import TrainRecipe
 
 RESUME_HINT = "resume with the config it was trained with, or train without --resume"
@@ -169,7 +170,7 @@ def _setup(
         batch_size=recipe.batch_size,
         sampler=sampler,
         drop_last=True,
-        num_workers=cfg.data.num_workers,
+        **loader_options(cfg.data, ctx.device),
     )
     if len(loader) == 0:
         raise StereoqError(
@@ -209,6 +210,20 @@ def _setup(
         loss_fn=loss_fn,
         optimizer=build_optimizer(model, recipe.optimizer),
     )
+
+
+def loader_options(data: DataConfig, device: torch.device) -> dict[str, Any]:
+    """The training DataLoader's process options from the ``data`` section (pinned memory only
+    for a CUDA device; the worker options only with workers, as DataLoader requires)."""
+    options: dict[str, Any] = {
+        "num_workers": data.num_workers,
+        "pin_memory": data.pin_memory and device.type == "cuda",
+    }
+    if data.num_workers > 0:
+        options["persistent_workers"] = data.persistent_workers
+        if data.prefetch_factor is not None:
+            options["prefetch_factor"] = data.prefetch_factor
+    return options
 
 
 def _resume(run: _Run, ctx: Context, report: Reporter) -> _Progress:
@@ -383,8 +398,13 @@ _SHOWN = ("epe", "epe_pixel", "d1", "bad1", "bad2", "bad3", "loss")
 
 
 def on_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """A collated batch with its tensors on ``device`` (names and other entries as they are)."""
-    return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+    """A collated batch with its tensors on ``device`` (names and other entries as they are).
+
+    Copies to a GPU do not wait (from pinned memory they overlap the GPU's work; later kernels
+    on the stream wait for them)."""
+    cuda = device.type == "cuda"
+    return {k: v.to(device, non_blocking=cuda) if isinstance(v, Tensor) else v
+            for k, v in batch.items()}
 
 
 def seed_everything(seed: int) -> None:
