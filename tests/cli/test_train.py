@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -54,6 +55,13 @@ def test_bad_options_are_one_line(tiny_config: Path) -> None:
                        "--lr", "0.1"), 2, "--lr", "does not train")
     one_line_error(run("train", "--config", str(tiny_config), "--resume"), 1, "last.pt",
                    "does not exist")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is refused only without CUDA")
+def test_fp16_without_cuda_is_one_line(tiny_config: Path, tmp_path: Path) -> None:
+    one_line_error(run("train", "--config", str(tiny_config), "--set",
+                       "stages.float.precision=fp16"), 2, "stages.float.precision", "use bf16")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_resume_notes_say_which_options_apply() -> None:

@@ -2,7 +2,8 @@
 
 Read top to bottom: set up processes, data, model (from the stage), optimizer; optionally resume;
 then for each epoch train, validate, checkpoint and log. What differs between stages lives in
-``stereoq.engine.stage``.
+``stereoq.engine.stage``. The recipe's ``precision`` changes only the training forward pass
+(``stereoq.engine.precision``); validation runs the fp32 model.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from stereoq.engine.evaluate import accumulate_batches, pair_input, val_loader
 from stereoq.engine.layout import contiguous_state
 from stereoq.engine.metrics import AVERAGING, DisparityMetrics
 from stereoq.engine.optim import build_optimizer, lr_at
+from stereoq.engine.precision import autocast, check_precision, grad_scaler
 from stereoq.engine.report import Reporter
 from stereoq.engine.stage import Stage, stage_dir
 from stereoq.errors import StereoqError
@@ -90,10 +92,10 @@ def _train(
     progress = _resume(run, ctx, report) if resume else _Progress()
     if ctx.is_main and keep_log(run.log_path, progress.epochs_done):
         report.note(f"dropped the torn last line of {run.log_path} (an interrupted write)")
-    ddp = _parallel(run.model, ctx)
+    forward = _parallel(run.model, ctx)
 
     for epoch in range(progress.epochs_done, run.recipe.epochs):
-        trained = _train_one_epoch(run, ddp, epoch, ctx, report)
+        trained = _train_one_epoch(run, forward, epoch, ctx, report)
         val = _validate(run, epoch, ctx, report)
         record = _epoch_record(run, epoch, trained, val, ctx)
         progress = _save(run, progress, epoch, val, record, ctx)
@@ -118,6 +120,7 @@ class _Run:
     model: nn.Module  # unwrapped (DDP wraps it for the forward pass only)
     loss_fn: Callable[[list[Tensor], dict[str, Any]], Tensor]
     optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler  # fp16's loss scaling; disabled (a pass-through) otherwise
 
     @property
     def last_path(self) -> Path:
@@ -158,6 +161,7 @@ def _setup(
 ) -> _Run:
     """Seed, data, model (from the stage, optionally ``init_from``'s weights), loss, optimizer."""
     recipe = stage.recipe()
+    check_precision(recipe.precision, ctx.device, f"stages.{stage.name}.precision")
     seed_everything(cfg.seed)  # the same on every rank: identical initial weights
 
     # Data: every rank sees a disjoint shard of a permutation drawn from (seed, epoch).
@@ -209,6 +213,7 @@ def _setup(
         model=model,
         loss_fn=loss_fn,
         optimizer=build_optimizer(model, recipe.optimizer),
+        scaler=grad_scaler(recipe.precision, ctx.device),
     )
 
 
@@ -238,6 +243,8 @@ def _resume(run: _Run, ctx: Context, report: Reporter) -> _Progress:
             f"checkpoint {run.last_path}: its optimizer state does not fit this config's "
             f"optimizer ({str(err).strip().splitlines()[0].rstrip('.')}); {RESUME_HINT}"
         ) from None
+    if run.scaler.is_enabled() and state.get("scaler"):  # absent: saved by another precision
+        run.scaler.load_state_dict(state["scaler"])
     progress = _Progress(
         state["epoch"], state["best_epe"], state["best_epoch"], state["best_metrics"]
     )
@@ -257,10 +264,11 @@ def _parallel(model: nn.Module, ctx: Context) -> nn.Module:
 
 
 def _train_one_epoch(
-    run: _Run, ddp: nn.Module, epoch: int, ctx: Context, report: Reporter
+    run: _Run, forward: nn.Module, epoch: int, ctx: Context, report: Reporter
 ) -> _EpochTrain:
-    """One pass over this process's training shard, one optimizer step per batch."""
-    recipe, optimizer = run.recipe, run.optimizer
+    """One pass over this process's training shard, one optimizer step per batch; forward pass
+    and loss in the recipe's precision."""
+    recipe, optimizer, scaler = run.recipe, run.optimizer, run.scaler
     run.sampler.set_epoch(epoch)
     run.stage.set_mode(run.model, True)
     report.task(f"{run.stage.name} epoch {epoch + 1}/{recipe.epochs}", run.steps)
@@ -275,14 +283,17 @@ def _train_one_epoch(
             group["lr"] = lr
         batch = on_device(batch, ctx.device)
         x, gt = pair_input(batch), batch["disp"]
-        outputs = run.stage.outputs(ddp, x)
-        loss = run.loss_fn(outputs, batch)
+        with autocast(recipe.precision, ctx.device):
+            outputs = run.stage.outputs(forward, x)
+            loss = run.loss_fn(outputs, batch)
         check_finite(loss, ctx, epoch, step, run.last_path)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
         if recipe.grad_clip is not None:
+            scaler.unscale_(optimizer)  # clip the true gradients, not fp16's scaled ones
             torch.nn.utils.clip_grad_norm_(run.model.parameters(), recipe.grad_clip)
-        optimizer.step()
+        scaler.step(optimizer)  # fp16: skipped when a gradient overflowed
+        scaler.update()
 
         loss_sum += torch.tensor([loss.item(), 1.0], dtype=torch.float64)
         metrics.update(outputs[-1].detach().cpu(), gt.cpu())
@@ -371,6 +382,7 @@ def _save(
                 "best_epoch": progress.best_epoch,
                 "best_metrics": progress.best_metrics,
                 "rng": rngs,
+                "scaler": run.scaler.state_dict(),  # {} unless fp16
             },
         )
     return progress
