@@ -271,6 +271,28 @@ def test_init_from_another_model_or_stage_is_one_line(tiny_config, tmp_path) -> 
         run_stage(cfg, "float", init_from=tmp_path / "none.pt")
 
 
+def test_compile_trains_and_saves_the_plain_models_keys(tiny_config, monkeypatch) -> None:
+    """Inductor takes minutes to compile on 2 CPU cores: aot_eager traces the same graph (the
+    training forward through dynamo and AOT autograd) without generating code."""
+    compiled = []
+    real_compile = torch.compile
+
+    def compile_(module, **kwargs):
+        compiled.append(module)
+        return real_compile(module, backend="aot_eager", **kwargs)
+
+    monkeypatch.setattr(torch, "compile", compile_)
+    cfg = tiny(tiny_config, "stages.float.compile=true", "data.synthetic.train_count=4",
+               "data.synthetic.val_count=1")
+    run_stage(cfg, "float")
+    assert len(compiled) == 1
+    plain = build_model(cfg.model)
+    for name in ("last.pt", "best.pt"):
+        state = load_checkpoint(cfg.run_dir / "float" / name)["model"]
+        assert list(state) == list(plain.state_dict())  # no "_orig_mod." prefix
+        plain.load_state_dict(state)
+
+
 def test_loader_options_pin_memory_only_for_cuda_and_worker_options_only_with_workers(
     tiny_config,
 ) -> None:

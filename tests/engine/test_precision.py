@@ -91,8 +91,9 @@ def test_fp16_without_cuda_is_refused_before_any_work(tiny_config) -> None:
     assert not cfg.run_dir.exists()
 
 
-def test_qat_refuses_autocast_in_its_config(tiny_config) -> None:
-    with pytest.raises(StereoqError, match="stages.qat.precision: bf16: QAT trains in fp32 only"
-                       ) as err:
-        tiny(tiny_config, "stages.qat.precision=bf16")
+@pytest.mark.parametrize(("key", "says"), [("precision=bf16", "QAT trains in fp32 only"),
+                                           ("compile=true", "QAT is not compiled")])
+def test_qat_refuses_autocast_and_compile_in_its_config(tiny_config, key, says) -> None:
+    with pytest.raises(StereoqError, match=f"stages.qat.{key.split('=')[0]}: .*{says}") as err:
+        tiny(tiny_config, f"stages.qat.{key}")
     assert err.value.exit_code == 2

@@ -2,8 +2,9 @@
 
 Read top to bottom: set up processes, data, model (from the stage), optimizer; optionally resume;
 then for each epoch train, validate, checkpoint and log. What differs between stages lives in
-``stereoq.engine.stage``. The recipe's ``precision`` changes only the training forward pass
-(``stereoq.engine.precision``); validation runs the fp32 model.
+``stereoq.engine.stage``. The recipe's ``precision`` and ``compile`` change only the training
+forward pass (``stereoq.engine.precision``, ``torch.compile``); validation runs the plain fp32
+model, and checkpoints hold the plain model's state.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def _train(
     progress = _resume(run, ctx, report) if resume else _Progress()
     if ctx.is_main and keep_log(run.log_path, progress.epochs_done):
         report.note(f"dropped the torn last line of {run.log_path} (an interrupted write)")
-    forward = _parallel(run.model, ctx)
+    forward = _training_forward(run.model, run.recipe, ctx)
 
     for epoch in range(progress.epochs_done, run.recipe.epochs):
         trained = _train_one_epoch(run, forward, epoch, ctx, report)
@@ -117,7 +118,7 @@ class _Run:
     loader: DataLoader
     steps: int  # training batches per epoch and process
     vloader: DataLoader
-    model: nn.Module  # unwrapped (DDP wraps it for the forward pass only)
+    model: nn.Module  # unwrapped (DDP and torch.compile wrap it for the forward pass only)
     loss_fn: Callable[[list[Tensor], dict[str, Any]], Tensor]
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler  # fp16's loss scaling; disabled (a pass-through) otherwise
@@ -254,13 +255,19 @@ def _resume(run: _Run, ctx: Context, report: Reporter) -> _Progress:
     return progress
 
 
-def _parallel(model: nn.Module, ctx: Context) -> nn.Module:
-    """The module the forward pass runs through: DDP's wrapper under torchrun, else ``model``."""
-    if not ctx.distributed:
-        return model
-    return DistributedDataParallel(
-        model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
-    )
+def _training_forward(model: nn.Module, recipe: TrainRecipe, ctx: Context) -> nn.Module:
+    """The module the training forward pass runs through: DDP's wrapper under torchrun, compiled
+    when the recipe says so, else ``model`` itself.
+
+    Only this wrapper is compiled: ``model``, which validation runs and checkpoints save, stays
+    the plain module, so its state_dict keys carry no ``_orig_mod.`` prefix.
+    """
+    forward = model
+    if ctx.distributed:
+        forward = DistributedDataParallel(
+            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+        )
+    return torch.compile(forward) if recipe.compile else forward
 
 
 def _train_one_epoch(
