@@ -42,6 +42,7 @@ from stereoq.engine.optim import build_optimizer, lr_at
 from stereoq.engine.precision import autocast, check_precision, grad_scaler
 from stereoq.engine.report import Reporter
 from stereoq.engine.stage import Stage, stage_dir
+from stereoq.engine.tensorboard_log import TensorBoardLog
 from stereoq.errors import StereoqError
 from stereoq.settings.config import ExperimentConfig
 from stereoq.settings.data import DataConfig
@@ -94,14 +95,17 @@ def _train(
     if ctx.is_main and keep_log(run.log_path, progress.epochs_done):
         report.note(f"dropped the torn last line of {run.log_path} (an interrupted write)")
     forward = _training_forward(run.model, run.recipe, ctx)
+    board_dir = run.out_dir if ctx.is_main and run.recipe.log_tensorboard else None
 
-    for epoch in range(progress.epochs_done, run.recipe.epochs):
-        trained = _train_one_epoch(run, forward, epoch, ctx, report)
-        val = _validate(run, epoch, ctx, report)
-        record = _epoch_record(run, epoch, trained, val, ctx)
-        progress = _save(run, progress, epoch, val, record, ctx)
-        report.epoch(record)
-        distributed.barrier(ctx)
+    with TensorBoardLog(board_dir, progress.epochs_done) as board:
+        for epoch in range(progress.epochs_done, run.recipe.epochs):
+            trained = _train_one_epoch(run, forward, epoch, ctx, report)
+            val = _validate(run, epoch, ctx, report)
+            record = _epoch_record(run, epoch, trained, val, ctx)
+            progress = _save(run, progress, epoch, val, record, ctx)
+            board.add(record)
+            report.epoch(record)
+            distributed.barrier(ctx)
 
     return _finish(run, progress, ctx)
 

@@ -60,6 +60,10 @@ class TrainRecipe(Section):
         default=False, description="run the training forward pass through torch.compile "
         "(checkpoints stay those of the plain model)"
     )
+    log_tensorboard: bool = Field(
+        default=True, description="also write each epoch's log.jsonl figures as TensorBoard "
+        "scalars beside it, when the tensorboard package is installed"
+    )
 
     @model_validator(mode="after")
     def _check_warmup(self) -> TrainRecipe:
