@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -32,8 +33,8 @@ def test_train_float_writes_run_dir_and_prints_tables(tiny_config: Path, tmp_pat
     assert res.returncode == 0, res.stderr
     assert "epoch 2" in res.stdout and "val" in res.stdout and "EPE" in res.stdout
     run_dir = tmp_path / "runs" / "tiny" / "float"
-    assert {p.name for p in run_dir.iterdir()} == {"last.pt", "best.pt", "log.jsonl",
-                                                   "metrics.json"}
+    assert {p.name for p in run_dir.iterdir() if not p.name.startswith("events.")} == {
+        "last.pt", "best.pt", "log.jsonl", "metrics.json"}  # events: TensorBoard's, if installed
     records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
     assert {"train_loss", "lr", "val_epe", "val_d1", "val_bad3"} <= set(records[0])
@@ -54,6 +55,13 @@ def test_bad_options_are_one_line(tiny_config: Path) -> None:
                        "--lr", "0.1"), 2, "--lr", "does not train")
     one_line_error(run("train", "--config", str(tiny_config), "--resume"), 1, "last.pt",
                    "does not exist")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is refused only without CUDA")
+def test_fp16_without_cuda_is_one_line(tiny_config: Path, tmp_path: Path) -> None:
+    one_line_error(run("train", "--config", str(tiny_config), "--set",
+                       "stages.float.precision=fp16"), 2, "stages.float.precision", "use bf16")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_resume_notes_say_which_options_apply() -> None:

@@ -226,7 +226,8 @@ def test_ddp_two_processes_rank0_alone_writes(tiny_config, tmp_path) -> None:
     for p, (_out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err
     run0 = tmp_path / "rank0" / "runs" / "tiny" / "float"
-    assert {p.name for p in run0.iterdir()} == {"last.pt", "best.pt", "log.jsonl", "metrics.json"}
+    assert {p.name for p in run0.iterdir() if not p.name.startswith("events.")} == {
+        "last.pt", "best.pt", "log.jsonl", "metrics.json"}  # events: TensorBoard's, if installed
     assert not (tmp_path / "rank1" / "runs").exists()
     assert "epoch 2" in outs[0][0] and outs[1][0].strip() == ""
     import json
@@ -269,3 +270,40 @@ def test_init_from_another_model_or_stage_is_one_line(tiny_config, tmp_path) -> 
         loop.check_init_from(get_stage(cfg, "qat"), path, False)
     with pytest.raises(StereoqError, match="no such file"):
         run_stage(cfg, "float", init_from=tmp_path / "none.pt")
+
+
+def test_compile_trains_and_saves_the_plain_models_keys(tiny_config, monkeypatch) -> None:
+    """Inductor takes minutes to compile on 2 CPU cores: aot_eager traces the same graph (the
+    training forward through dynamo and AOT autograd) without generating code."""
+    compiled = []
+    real_compile = torch.compile
+
+    def compile_(module, **kwargs):
+        compiled.append(module)
+        return real_compile(module, backend="aot_eager", **kwargs)
+
+    monkeypatch.setattr(torch, "compile", compile_)
+    cfg = tiny(tiny_config, "stages.float.compile=true", "data.synthetic.train_count=4",
+               "data.synthetic.val_count=1")
+    run_stage(cfg, "float")
+    assert len(compiled) == 1
+    plain = build_model(cfg.model)
+    for name in ("last.pt", "best.pt"):
+        state = load_checkpoint(cfg.run_dir / "float" / name)["model"]
+        assert list(state) == list(plain.state_dict())  # no "_orig_mod." prefix
+        plain.load_state_dict(state)
+
+
+def test_loader_options_pin_memory_only_for_cuda_and_worker_options_only_with_workers(
+    tiny_config,
+) -> None:
+    cfg = tiny(tiny_config)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert loop.loader_options(cfg.data, cpu) == {"num_workers": 0, "pin_memory": False}
+    assert loop.loader_options(cfg.data, cuda) == {"num_workers": 0, "pin_memory": True}
+    workers = tiny(tiny_config, "data.num_workers=2", "data.persistent_workers=true",
+                   "data.prefetch_factor=4", "data.pin_memory=false")
+    assert loop.loader_options(workers.data, cuda) == {
+        "num_workers": 2, "pin_memory": False, "persistent_workers": True, "prefetch_factor": 4}
+    with pytest.raises(StereoqError, match="data: persistent_workers needs num_workers > 0"):
+        tiny(tiny_config, "data.persistent_workers=true")

@@ -1,8 +1,9 @@
 """Checkpoints: written atomically, read with ``weights_only=True`` (loading never runs code).
 
 A checkpoint is a dict of tensors, numbers, strings and lists: ``model`` (state dict), and in
-``last.pt`` also ``optimizer``, ``epoch`` (epochs completed), ``best_epe``, ``best_epoch`` and
-``rng`` (torch, numpy and Python generator states) for ``--resume``.
+``last.pt`` also ``optimizer``, ``epoch`` (epochs completed), ``best_epe``, ``best_epoch``,
+``rng`` (torch, numpy and Python generator states) and ``scaler`` (fp16's gradient scaler; empty
+for other precisions) for ``--resume``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 Read top to bottom: set up processes, data, model (from the stage), optimizer; optionally resume;
 then for each epoch train, validate, checkpoint and log. What differs between stages lives in
-``stereoq.engine.stage``.
+``stereoq.engine.stage``. The recipe's ``precision`` and ``compile`` change only the training
+forward pass (``stereoq.engine.precision``, ``torch.compile``); validation runs the plain fp32
+model, and checkpoints hold the plain model's state.
 """
 
 from __future__ import annotations
@@ -38,10 +40,13 @@ from stereoq.engine.evaluate import accumulate_batches, pair_input, val_loader
 from stereoq.engine.layout import contiguous_state
 from stereoq.engine.metrics import AVERAGING, DisparityMetrics
 from stereoq.engine.optim import build_optimizer, lr_at
+from stereoq.engine.precision import autocast, check_precision, grad_scaler
 from stereoq.engine.report import Reporter
 from stereoq.engine.stage import Stage, stage_dir
+from stereoq.engine.tensorboard_log import TensorBoardLog
 from stereoq.errors import StereoqError
 from stereoq.settings.config import ExperimentConfig
+from stereoq.settings.data import DataConfig
 from stereoq.settings.stages import TrainRecipe
 
 RESUME_HINT = "resume with the config it was trained with, or train without --resume"
@@ -114,15 +119,18 @@ def _train(
     progress = _resume(run, ctx, report) if resume else _Progress()
     if ctx.is_main and keep_log(run.log_path, progress.epochs_done):
         report.note(f"dropped the torn last line of {run.log_path} (an interrupted write)")
-    ddp = _parallel(run.model, ctx)
+    forward = _training_forward(run.model, run.recipe, ctx)
+    board_dir = run.out_dir if ctx.is_main and run.recipe.log_tensorboard else None
 
-    for epoch in range(progress.epochs_done, run.recipe.epochs):
-        trained = _train_one_epoch(run, ddp, epoch, ctx, report)
-        val = _validate(run, epoch, ctx, report)
-        record = _epoch_record(run, epoch, trained, val, ctx)
-        progress = _save(run, progress, epoch, val, record, ctx)
-        report.epoch(record)
-        distributed.barrier(ctx)
+    with TensorBoardLog(board_dir, progress.epochs_done) as board:
+        for epoch in range(progress.epochs_done, run.recipe.epochs):
+            trained = _train_one_epoch(run, forward, epoch, ctx, report)
+            val = _validate(run, epoch, ctx, report)
+            record = _epoch_record(run, epoch, trained, val, ctx)
+            progress = _save(run, progress, epoch, val, record, ctx)
+            board.add(record)
+            report.epoch(record)
+            distributed.barrier(ctx)
 
     return _finish(run, progress, ctx)
 
@@ -139,9 +147,10 @@ class _Run:
     loader: DataLoader
     steps: int  # training batches per epoch and process
     vloader: DataLoader
-    model: nn.Module  # unwrapped (DDP wraps it for the forward pass only)
+    model: nn.Module  # unwrapped (DDP and torch.compile wrap it for the forward pass only)
     loss_fn: Callable[[list[Tensor], dict[str, Any]], Tensor]
     optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler  # fp16's loss scaling; disabled (a pass-through) otherwise
 
     @property
     def last_path(self) -> Path:
@@ -186,6 +195,7 @@ def _setup(
 ) -> _Run:
     """Seed, data, model (from the stage, optionally ``init_from``'s weights), loss, optimizer."""
     recipe = stage.recipe()
+    check_precision(recipe.precision, ctx.device, f"stages.{stage.name}.precision")
     seed_everything(cfg.seed)  # the same on every rank: identical initial weights
 
     # Data: every rank sees a disjoint shard of a permutation drawn from (seed, epoch).
@@ -198,7 +208,7 @@ def _setup(
         batch_size=recipe.batch_size,
         sampler=sampler,
         drop_last=True,
-        num_workers=cfg.data.num_workers,
+        **loader_options(cfg.data, ctx.device),
     )
     if len(loader) == 0:
         raise StereoqError(
@@ -237,7 +247,22 @@ def _setup(
         model=model,
         loss_fn=loss_fn,
         optimizer=build_optimizer(model, recipe.optimizer),
+        scaler=grad_scaler(recipe.precision, ctx.device),
     )
+
+
+def loader_options(data: DataConfig, device: torch.device) -> dict[str, Any]:
+    """The training DataLoader's process options from the ``data`` section (pinned memory only
+    for a CUDA device; the worker options only with workers, as DataLoader requires)."""
+    options: dict[str, Any] = {
+        "num_workers": data.num_workers,
+        "pin_memory": data.pin_memory and device.type == "cuda",
+    }
+    if data.num_workers > 0:
+        options["persistent_workers"] = data.persistent_workers
+        if data.prefetch_factor is not None:
+            options["prefetch_factor"] = data.prefetch_factor
+    return options
 
 
 def _resume(run: _Run, ctx: Context, report: Reporter) -> _Progress:
@@ -252,6 +277,8 @@ def _resume(run: _Run, ctx: Context, report: Reporter) -> _Progress:
             f"checkpoint {run.last_path}: its optimizer state does not fit this config's "
             f"optimizer ({str(err).strip().splitlines()[0].rstrip('.')}); {RESUME_HINT}"
         ) from None
+    if run.scaler.is_enabled() and state.get("scaler"):  # absent: saved by another precision
+        run.scaler.load_state_dict(state["scaler"])
     progress = _Progress(
         state["epoch"], state["best_epe"], state["best_epoch"], state["best_metrics"]
     )
@@ -261,20 +288,27 @@ def _resume(run: _Run, ctx: Context, report: Reporter) -> _Progress:
     return progress
 
 
-def _parallel(model: nn.Module, ctx: Context) -> nn.Module:
-    """The module the forward pass runs through: DDP's wrapper under torchrun, else ``model``."""
-    if not ctx.distributed:
-        return model
-    return DistributedDataParallel(
-        model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
-    )
+def _training_forward(model: nn.Module, recipe: TrainRecipe, ctx: Context) -> nn.Module:
+    """The module the training forward pass runs through: DDP's wrapper under torchrun, compiled
+    when the recipe says so, else ``model`` itself.
+
+    Only this wrapper is compiled: ``model``, which validation runs and checkpoints save, stays
+    the plain module, so its state_dict keys carry no ``_orig_mod.`` prefix.
+    """
+    forward = model
+    if ctx.distributed:
+        forward = DistributedDataParallel(
+            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+        )
+    return torch.compile(forward) if recipe.compile else forward
 
 
 def _train_one_epoch(
-    run: _Run, ddp: nn.Module, epoch: int, ctx: Context, report: Reporter
+    run: _Run, forward: nn.Module, epoch: int, ctx: Context, report: Reporter
 ) -> _EpochTrain:
-    """One pass over this process's training shard, one optimizer step per batch."""
-    recipe, optimizer = run.recipe, run.optimizer
+    """One pass over this process's training shard, one optimizer step per batch; forward pass
+    and loss in the recipe's precision."""
+    recipe, optimizer, scaler = run.recipe, run.optimizer, run.scaler
     run.sampler.set_epoch(epoch)
     run.stage.set_mode(run.model, True)
     report.task(f"{run.stage.name} epoch {epoch + 1}/{recipe.epochs}", run.steps)
@@ -289,14 +323,17 @@ def _train_one_epoch(
             group["lr"] = lr
         batch = on_device(batch, ctx.device)
         x, gt = pair_input(batch), batch["disp"]
-        outputs = run.stage.outputs(ddp, x)
-        loss = run.loss_fn(outputs, batch)
+        with autocast(recipe.precision, ctx.device):
+            outputs = run.stage.outputs(forward, x)
+            loss = run.loss_fn(outputs, batch)
         check_finite(loss, ctx, epoch, step, run.last_path)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
         if recipe.grad_clip is not None:
+            scaler.unscale_(optimizer)  # clip the true gradients, not fp16's scaled ones
             torch.nn.utils.clip_grad_norm_(run.model.parameters(), recipe.grad_clip)
-        optimizer.step()
+        scaler.step(optimizer)  # fp16: skipped when a gradient overflowed
+        scaler.update()
 
         loss_sum += torch.tensor([loss.item(), 1.0], dtype=torch.float64)
         metrics.update(outputs[-1].detach().cpu(), gt.cpu())
@@ -385,6 +422,7 @@ def _save(
                 "best_epoch": progress.best_epoch,
                 "best_metrics": progress.best_metrics,
                 "rng": rngs,
+                "scaler": run.scaler.state_dict(),  # {} unless fp16
             },
         )
     return progress
@@ -412,8 +450,13 @@ _SHOWN = ("epe", "epe_pixel", "d1", "bad1", "bad2", "bad3", "loss")
 
 
 def on_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """A collated batch with its tensors on ``device`` (names and other entries as they are)."""
-    return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+    """A collated batch with its tensors on ``device`` (names and other entries as they are).
+
+    Copies to a GPU do not wait (from pinned memory they overlap the GPU's work; later kernels
+    on the stream wait for them)."""
+    cuda = device.type == "cuda"
+    return {k: v.to(device, non_blocking=cuda) if isinstance(v, Tensor) else v
+            for k, v in batch.items()}
 
 
 def seed_everything(seed: int) -> None:

@@ -60,4 +60,26 @@ class DataConfig(Section):
     color: Literal["yuv444", "rgb"] = "yuv444"
     mean: float = 128.0
     std: PositiveFloat = 128.0
-    num_workers: NonNegativeInt = 0
+    num_workers: NonNegativeInt = Field(
+        default=0, description="training loader processes (0: the training process loads)"
+    )
+    pin_memory: bool = Field(
+        default=True, description="page-locked training batches, copied to a CUDA GPU "
+        "asynchronously; without CUDA no effect"
+    )
+    persistent_workers: bool = Field(
+        default=False, description="keep the loader processes from one epoch to the next "
+        "(needs num_workers > 0); saves their start each epoch, but a --resume'd run no longer "
+        "draws the uninterrupted run's random crops"
+    )
+    prefetch_factor: PositiveInt | None = Field(
+        default=None, description="batches each loader process prepares ahead (needs "
+        "num_workers > 0); default: PyTorch's (2)"
+    )
+
+    @model_validator(mode="after")
+    def _worker_options_need_workers(self) -> DataConfig:
+        for name in ("persistent_workers", "prefetch_factor"):
+            if getattr(self, name) not in (None, False) and self.num_workers == 0:
+                raise ValueError(f"{name} needs num_workers > 0 (loader processes)")
+        return self

@@ -12,6 +12,7 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    field_validator,
     model_validator,
 )
 
@@ -37,6 +38,9 @@ class SchedulerConfig(Section):
     gamma: PositiveFloat = 0.1
 
 
+TrainPrecision = Literal["fp32", "bf16", "fp16"]
+
+
 class TrainRecipe(Section):
     """One training stage (float or QAT)."""
 
@@ -47,6 +51,19 @@ class TrainRecipe(Section):
     crop: bool = Field(default=True, description="random crops (data.train_crop) in training")
     grad_clip: PositiveFloat | None = None
     val_batch_size: PositiveInt = 1
+    precision: TrainPrecision = Field(
+        default="fp32", description="the training forward pass and loss: fp32, or autocast to "
+        "bf16, or to fp16 with a gradient scaler (CUDA only); weights, optimizer and validation "
+        "stay fp32"
+    )
+    compile: bool = Field(
+        default=False, description="run the training forward pass through torch.compile "
+        "(checkpoints stay those of the plain model)"
+    )
+    log_tensorboard: bool = Field(
+        default=True, description="also write each epoch's log.jsonl figures as TensorBoard "
+        "scalars beside it, when the tensorboard package is installed"
+    )
 
     @model_validator(mode="after")
     def _check_warmup(self) -> TrainRecipe:
@@ -212,13 +229,40 @@ class CalibrationRecipe(Section):
 
 
 class QatRecipe(TrainRecipe):
-    """Quantization-aware training from the calibrated graph."""
+    """Quantization-aware training from the calibrated graph.
+
+    In fp32 only: under autocast the fake quants would observe and round bf16/fp16 values, and
+    the int16 grids of the tensors that carry disparity need more mantissa than bf16 (8 bits)
+    or fp16 (11 bits) have. Not compiled: torchao's fake quants branch on their observers'
+    state, which breaks torch.compile's graph at each of them (on the tests' tiny model, with
+    the aot_eager backend, an epoch took 164 s instead of 4 s and hit the recompile limit).
+    """
 
     targets: Literal["ground_truth", "distill"] = Field(
         default="ground_truth", description="ground_truth: the data's disparity; distill: the "
         "float model's own five outputs (calibration.source), no ground truth read, best.pt "
         "chosen by the distillation loss on the validation pairs"
     )
+
+    @field_validator("precision")
+    @classmethod
+    def _fp32_only(cls, value: str) -> str:
+        if value != "fp32":
+            raise ValueError(
+                f"{value}: QAT trains in fp32 only (fake quantization's int16 disparity grid "
+                "needs more mantissa than bf16 or fp16 has)"
+            )
+        return value
+
+    @field_validator("compile")
+    @classmethod
+    def _not_compiled(cls, value: bool) -> bool:
+        if value:
+            raise ValueError(
+                "QAT is not compiled (torch.compile breaks its graph at every fake quant, "
+                "which made training slower); leave it false"
+            )
+        return value
 
 
 class IntInferRecipe(Section):
