@@ -334,7 +334,8 @@ def main() -> None:
         reference = (q, x) if q is not None else None
         for backend, name in (("ort", "ONNX Runtime int8 (project)"),
                               ("openvino", "OpenVINO int8 (project), f32 float layers"),
-                              ("openvino-bf16", "OpenVINO int8 (project), bf16 float layers")):
+                              ("openvino-bf16",
+                               "OpenVINO int8 (project), bf16 float layers, fused Adds")):
             attempt(results, failures, name, onnx_row, cfg, backend, int8_path, "int8", work,
                     args, val, reference)
         if not args.no_peers:

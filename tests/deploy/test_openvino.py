@@ -134,6 +134,10 @@ def test_residual_adds_keep_the_integer_models_rounding(tmp_path: Path) -> None:
     )
     got = compiled.create_infer_request().infer({0: x})[0]
     np.testing.assert_allclose(got, ref, atol=1e-6)
+    # without it, OpenVINO fuses each Add into its conv (faster; openvino-bf16 does this)
+    fused, rewrite = for_openvino(model, exact_adds=False)
+    assert rewrite.rounded_adds == 0 and "Max" not in {n.op_type for n in fused.graph.node}
+    assert rewrite.integer_pads == 0 and rewrite.grid_biases == 0  # no Pad, no conv bias here
 
 
 def test_biases_on_their_int32_grid_make_openvino_round_as_onnx_runtime(tmp_path: Path) -> None:
@@ -188,6 +192,7 @@ def test_backends_are_registered_with_their_precision() -> None:
     assert {"openvino", "openvino-bf16"} <= set(backend_names())
     assert get_backend("openvino").inference_precision == "f32"
     assert get_backend("openvino-bf16").inference_precision == "bf16"
+    assert get_backend("openvino").exact_adds and not get_backend("openvino-bf16").exact_adds
     from stereoq.deploy import ort_runner, ov_runner
     from stereoq.deploy.backends.openvino import MODEL_FILE
 

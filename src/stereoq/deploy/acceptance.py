@@ -58,11 +58,11 @@ OpenVINO computes each quantization as ``FakeQuantize`` (``(x - low) * levels / 
 float32), which rounds values near a half step differently from ``x / scale``: ~1e-5 of an
 activation's elements one LSB off, and a trained StereoNet carries such flips to 1-3 % of its
 final pixels moving more than 1 px, in either direction, while its accuracy does not change.
-Placed from ``bench/bench_acceptance.py --backend openvino`` on three trained quick-start models
-(seeds 0-2, 48 validation frames each): healthy artifacts kept 97.6-98.7 % of pixels within
-1 px, EPE 0.015-0.031 px and D1 0.22-0.69 points from PyTorch's (all lower); the same models
-broken on purpose kept at most 58.5 % within 1 px and moved EPE by 0.58-12.8 px and D1 by
-2.8-69.8 points. The EPE allowance is the default one."""
+Placed from ``bench/bench_acceptance.py --backend openvino --backend openvino-bf16`` on three
+trained quick-start models (seeds 0-2, 48 validation frames each): healthy artifacts kept
+96.7-98.7 % of pixels within 1 px, EPE 0.015-0.034 px and D1 0.19-0.69 points from PyTorch's
+(all lower); the same models broken on purpose kept at most 58.5 % within 1 px and moved EPE by
+0.58-12.8 px and D1 by 2.8-69.8 points. The EPE allowance is the default one."""
 
 
 @dataclass

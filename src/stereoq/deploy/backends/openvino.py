@@ -105,11 +105,11 @@ def _first_line(err: Exception) -> str:
     return ((named or lines or [type(err).__name__])[0])[:300]
 
 
-def read_source(source: Path) -> tuple[Any, OvRewrite, onnx.ModelProto]:
+def read_source(source: Path, exact_adds: bool = True) -> tuple[Any, OvRewrite, onnx.ModelProto]:
     """The ONNX export in OpenVINO's form (``ov_graph.for_openvino``) as an ``openvino.Model``,
     what was rewritten, and the rewritten ONNX graph (for the check's reasons)."""
     ov = _openvino()
-    model, rewrite = for_openvino(onnx.load(str(source)))
+    model, rewrite = for_openvino(onnx.load(str(source)), exact_adds)
     with tempfile.TemporaryDirectory(prefix="stereoq-ov-") as tmp:
         path = Path(tmp) / "model.onnx"
         onnx.save(model, str(path))
@@ -286,11 +286,13 @@ class OpenVinoBackend(Backend):
     profiler = "layers (OpenVINO PERF_COUNT)"
     model_file = MODEL_FILE
     inference_precision: ClassVar[str] = "f32"
-    thresholds = OWN_ROUNDING
     """OpenVINO's ``INFERENCE_PRECISION_HINT``: what non-integer layers compute in."""
+    exact_adds: ClassVar[bool] = True
+    """Keep the rounding of conv outputs that residual Adds read (``ov_graph.for_openvino``)."""
+    thresholds = OWN_ROUNDING
 
     def check(self, source: Path) -> CheckReport:
-        ov_model, _rewrite, model = read_source(source)
+        ov_model, _rewrite, model = read_source(source, self.exact_adds)
         layers = runtime_layers(compile_for_cpu(ov_model, source, self.inference_precision))
         return CheckReport(self.name, str(source), classify(layers, model, self.scopes(source)))
 
@@ -299,7 +301,7 @@ class OpenVinoBackend(Backend):
         kept in f32), ``metadata.json``, ``openvino.json`` (inference precision, what was
         rewritten, the runtime precision of every convolution) and ``run_stereo.py``, the
         numpy + openvino runner."""
-        ov_model, rewrite, _model = read_source(source)
+        ov_model, rewrite, _model = read_source(source, self.exact_adds)
         return write_artifact(
             ov_model,
             metadata,
@@ -362,5 +364,7 @@ class OpenVinoBackend(Backend):
 @BACKENDS.register("openvino-bf16")
 class OpenVinoBf16Backend(OpenVinoBackend):
     name = "openvino-bf16"
-    description = "OpenVINO CPU plugin, non-integer layers in bfloat16 where the CPU has it"
+    description = ("OpenVINO CPU plugin as it runs fastest: non-integer layers in bfloat16 where "
+                   "the CPU has it, residual Adds fused into their convs")
     inference_precision = "bf16"
+    exact_adds = False
