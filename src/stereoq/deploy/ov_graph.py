@@ -5,7 +5,10 @@ dequantization through a ``Pad`` whose pad value is a float zero and fails to co
 model. The cost volume's shifts are exactly that: ``DequantizeLinear -> Pad -> QuantizeLinear``
 with one scale and zero point on both sides. Padding the integer tensor with the quantized pad
 value gives the same integers, bit for bit, so each such triple becomes one integer ``Pad``.
-The ONNX Runtime file is left as it is: this works on a copy.
+Three more rewrites bring OpenVINO closer to the integer model or to its int8 kernels: the
+weights' shared zero point is dropped, conv biases go on their int32 grid, and (optionally) the
+rounding of conv outputs that residual Adds read is kept. The ONNX Runtime file is left as it
+is: this works on a copy.
 """
 
 from __future__ import annotations
