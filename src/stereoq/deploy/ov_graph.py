@@ -17,9 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
+import torch
 from onnx import helper, numpy_helper
 
 from stereoq.deploy.qdq_graph import QdqGraph
+from stereoq.quant.integer_conv import bias_to_int32
 
 
 @dataclass
@@ -217,8 +219,8 @@ def _scalar_scale(g: QdqGraph, dq: onnx.NodeProto | None) -> np.ndarray | None:
 def biases_on_grid(model: onnx.ModelProto) -> int:
     """Put each quantized conv's float bias on its int32 grid in place; returns how many.
 
-    ONNX Runtime (and the integer model, ``stereoq.quant.integer_conv``) add a conv's bias as
-    ``round(bias / (s_x * s_w[c]))`` steps of the int32 accumulator; OpenVINO adds the float
+    ONNX Runtime and the integer model add a conv's bias as ``round(bias / (s_x * s_w[c]))``
+    steps of the int32 accumulator (``integer_conv.bias_to_int32``); OpenVINO adds the float
     bias after scaling the accumulator, so the part of the bias below one accumulator step moves
     ~0.05 % of a conv's outputs across a rounding boundary (measured on the quick start's
     trained model: second conv 0.045 % one LSB off, 0.001 % with this). A bias that is already a
@@ -235,9 +237,11 @@ def biases_on_grid(model: onnx.ModelProto) -> int:
         bias = g.initializers[conv.input[2]]
         if s_x is None or s_w is None or s_x.size != 1 or len(g.consumers[bias.name]) != 1:
             continue
-        steps = np.float32(s_x.reshape(())) * s_w.reshape(-1)  # float32, as the runtimes do
-        values = numpy_helper.to_array(bias).astype(np.float32)
-        on_grid = (np.round(values / steps) * steps).astype(np.float32)
+        x_scale, w_scale = float(s_x.reshape(())), torch.from_numpy(s_w.reshape(-1))
+        values = torch.from_numpy(numpy_helper.to_array(bias).astype(np.float32))
+        steps = bias_to_int32(values, x_scale, w_scale)  # the integer model's own grid
+        step = torch.tensor(x_scale, dtype=torch.float32) * w_scale
+        on_grid = (steps.double() * step.double()).float().numpy()
         bias.CopyFrom(numpy_helper.from_array(on_grid, bias.name))
         snapped += 1
     return snapped
