@@ -13,20 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from stereoq.cli import main
 from stereoq.engine.checkpoint import save_checkpoint
 from stereoq.models.build import build_model
 from stereoq.settings import load_config
 from stereoq.stages import get_stage
 
-
-def invoke(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str):
-    """Run ``stereoq ARGS`` in this process -> (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["stereoq", *args])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out, err = capsys.readouterr()
-    return exc.value.code or 0, out, err
+from .conftest import invoke
 
 
 def write_pair(left: Path, right: Path, height: int = 36, width: int = 50) -> None:

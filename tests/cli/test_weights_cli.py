@@ -4,7 +4,6 @@ before any training, ``train --init-from NAME``, the help that lists them, and t
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import cv2
@@ -14,22 +13,15 @@ import torch
 from typer.testing import CliRunner
 
 from stereoq import weights
-from stereoq.cli import app, main
+from stereoq.cli import app
 from stereoq.engine.checkpoint import load_checkpoint, save_checkpoint
 from stereoq.models.build import build_model
 from stereoq.settings import load_config
 from stereoq.stages import get_stage
 
+from .conftest import invoke
+
 NAME = weights.DEFAULT
-
-
-def invoke(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str):
-    """Run ``stereoq ARGS`` in this process -> (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["stereoq", *args])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out, err = capsys.readouterr()
-    return exc.value.code or 0, out, err
 
 
 def one_line(err: str) -> str:
