@@ -12,11 +12,12 @@ import torch
 from torch.fx import GraphModule
 
 from stereoq.models.build import build_model
-from stereoq.quant.budget import search
+from stereoq.quant.budget import COST_FLOOR, Timing, latency_costs, search
 from stereoq.quant.prepare import LastTwo, calibrate, load_calibration, prepare, set_observers
 from stereoq.quant.recipes import calibration_recipe, qat_recipe
 from stereoq.quant.sensitivity import (
     Frames,
+    Layer,
     layers,
     quantized_only,
     sensitivity,
@@ -113,7 +114,7 @@ def test_budget_search_raises_the_coarse_layer_and_stops_when_the_budget_holds(
     rest = report["quantized_epe_px"] - {r["layer"]: r for r in report["layers"]}[COARSE][
         "epe_left_float_px"]
     # a budget that the coarse layer alone (and nothing cheaper) closes
-    budget = AccuracyBudget(max_increase_px=gap - 0.5 * rest, frames=len(frames))
+    budget = AccuracyBudget(max_increase_px=gap - 0.5 * rest, frames=len(frames), cost="macs")
     try:
         _, record = search(calibrate_with, _predict, frames, maxdisp, budget, [])
     finally:
@@ -134,9 +135,85 @@ def test_budget_search_raises_the_coarse_layer_and_stops_when_the_budget_holds(
 
 def test_a_budget_already_met_raises_nothing(graph: GraphModule, frames: Frames) -> None:
     budget = AccuracyBudget(max_increase_px=1e6, frames=len(frames))
+    timed: list[GraphModule] = []
     _, record = search(lambda raised: graph, _predict, frames, tiny_cfg().model.maxdisp,
-                       budget, [])
+                       budget, [], latency=lambda g: timed.append(g))  # type: ignore[arg-type]
     assert record["met"] and record["raised"] == {} and len(record["steps"]) == 1
+    assert timed == []  # nothing to raise: nothing exported or timed
+
+
+def test_measured_latency_orders_the_raises_and_the_chosen_model_is_timed(
+    graph: GraphModule, frames: Frames
+) -> None:
+    """Two layers buy back EPE; the one whose raise the backend makes slow goes last."""
+    by_name = {layer.name: layer for layer in layers(graph)}
+    state: dict[str, dict[str, str]] = {"raised": {}}
+
+    def calibrate_with(raised: dict[str, str]) -> GraphModule:
+        state["raised"] = dict(raised)
+        for layer in by_name.values():
+            for q in layer.activations():
+                q.fake_quant_enabled[0] = 0 if layer.name in raised else 1
+        return graph
+
+    timings: list[dict[str, str]] = []
+
+    def latency(_graph: GraphModule) -> Timing:
+        raised = state["raised"]
+        timings.append(raised)
+        # raising COARSE makes its own conv a second slower; every other raise is free
+        per_layer = {name: 1.0 + (1000.0 if name == COARSE and name in raised else 0.0)
+                     for name in by_name}
+        return Timing(sum(per_layer.values()) + 1.0, per_layer, 1.0, "test backend")
+
+    maxdisp = tiny_cfg().model.maxdisp
+    budget = AccuracyBudget(max_increase_px=0.0, frames=len(frames), max_layers=40)
+    try:
+        _, record = search(calibrate_with, _predict, frames, maxdisp, budget, [],
+                           latency=latency)
+    finally:
+        calibrate_with({})
+    candidates = record["candidates"]
+    costs = {c["layer"]: c["cost_ms"] for c in candidates}
+    assert costs[COARSE] == pytest.approx(1000.0)
+    assert len(costs) > 1 and all(v == 0.0 for k, v in costs.items() if k != COARSE)
+    # the most EPE per measured ms first (a free raise costs the floor): COARSE, which buys
+    # back the most EPE, is no longer first
+    floor = COST_FLOOR * record["latency"]["default_ms"]
+    ratios = [c["recovered_px"] / max(c["cost_ms"], floor) for c in candidates]
+    assert ratios == sorted(ratios, reverse=True)
+    assert max(candidates, key=lambda c: c["recovered_px"])["layer"] == COARSE
+    assert candidates[0]["layer"] != COARSE
+    # timed with none raised, with every candidate raised, and the chosen model at the end
+    assert timings[0] == {} and set(timings[1]) == set(costs)
+    assert timings[-1] == record["raised"]
+    assert record["latency"]["where"] == "test backend"
+    assert record["latency"]["chosen_ms"] >= record["latency"]["default_ms"]
+    json.dumps(record)
+
+
+def test_latency_costs_count_the_layer_and_its_conv_readers() -> None:
+    a, b, c = Layer("a", "conv", readers=["b", "c"]), Layer("b", "conv"), Layer("c", "add")
+    default = Timing(10.0, {"a": 1.0, "b": 2.0, "c": 1.0}, 0.0, "")
+    raised = Timing(20.0, {"a": 1.5, "b": 5.0, "c": 9.0}, 0.0, "")
+    costs = latency_costs([a, b, c], default, raised)
+    # a: its own 0.5 ms and its conv reader b's 3 ms; the add c reading it is not counted
+    assert costs == {"a": pytest.approx(3.5), "b": pytest.approx(3.0), "c": pytest.approx(8.0)}
+    faster = Timing(20.0, {"a": 0.5, "b": 2.0, "c": 1.0}, 0.0, "")
+    assert latency_costs([a, b, c], default, faster)["a"] == 0.0  # noise below zero: free
+
+
+def test_latency_needs_a_measurement(monkeypatch: pytest.MonkeyPatch, graph: GraphModule,
+                                     frames: Frames) -> None:
+    from stereoq.errors import StereoqError
+    from stereoq.quant import budget as budget_module
+
+    monkeypatch.setattr(budget_module, "_PROVIDER", [])
+    with pytest.raises(StereoqError, match="cost: latency.*cost: macs"):
+        budget_module.latency_provider()
+    with pytest.raises(ValueError, match="latency"):
+        search(lambda raised: graph, _predict, frames, 1.0,
+               AccuracyBudget(max_increase_px=0.0), [])
 
 
 def test_budget_takes_exactly_one_limit() -> None:

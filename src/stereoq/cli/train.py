@@ -124,6 +124,7 @@ def train(
         TrainOptions, stage=stage, config=config, sets=sets or [], epochs=epochs,
         batch_size=batch_size, lr=lr, resume=resume, init_from=init_from,
     )
+    import stereoq.deploy.layer_latency  # noqa: F401  (installs the budget's latency timing)
     from stereoq.cli.progress import RichReporter
     from stereoq.engine.distributed import launched_rank
     from stereoq.engine.loop import check_init_from

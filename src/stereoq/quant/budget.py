@@ -7,14 +7,20 @@ float model's.
 2. For each layer (``stereoq.quant.sensitivity``) not already at the target precision or set by
    the config's overrides, the EPE it buys back when raised alone, simulated on that graph
    (its activation quantizers off for int16, all its quantizers off for float).
-3. Candidates: the layers that buy something back, most EPE per unit of cost first. The cost is
-   ``sensitivity``'s proxy, the MACs that leave the backend's int8 kernels (the layer's own and
-   those of the convolutions reading it: ONNX Runtime has no int16 kernels and runs them in
-   float); measured per-layer latency is not available before export.
+3. Candidates: the layers that buy something back, most EPE per unit of cost first. A raise
+   costs the layer's own op and the convolutions that read its output (they then read a
+   16-bit or float tensor; ONNX Runtime has no int16 kernels and runs them in float).
+   ``cost: latency`` measures it on the deployment backend (``Timing``, from
+   ``stereoq.deploy.layer_latency``): the graph with no candidate raised and the graph with
+   all of them raised are exported, compiled and profiled, and each layer's nodes are timed in
+   both; a layer's cost is the time its own nodes and its convolution readers gain (never
+   below ``COST_FLOOR`` of the model's latency, the profiler's resolution). ``cost: macs``
+   uses ``sensitivity``'s proxy instead, the MACs that leave the int8 kernels (no export).
 4. Raise them one by one in simulation (cumulative) until the simulated EPE meets the budget,
    then calibrate the real mixed-precision graph and measure it; while it misses the budget,
    simulate further raises on that graph the same way and calibrate again, up to
-   ``max_layers`` layers in all.
+   ``max_layers`` layers in all. With measured latency, the chosen graph is timed on the
+   backend too: the latency paid for the accuracy.
 
 Every step is recorded (``record``): the layers raised, simulated and measured EPEs, and the
 costs; ``RUN_DIR/calibration/mixed_precision.json`` holds it, and the later stages read the
@@ -25,13 +31,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import Any, Protocol
 
 from torch import Tensor
 from torch.fx import GraphModule
 
 from stereoq.engine.report import Reporter
+from stereoq.errors import StereoqError
 from stereoq.quant.sensitivity import (
     Frames,
     Layer,
@@ -46,6 +54,59 @@ from stereoq.settings.stages import AccuracyBudget
 Calibrate = Callable[[dict[str, str]], GraphModule]
 """Raised layers (name -> precision) -> the calibrated fake-quant graph, frozen, eval mode."""
 Predictor = Callable[[GraphModule], Callable[[Tensor], Tensor]]
+
+COST_FLOOR = 1e-3
+"""Smallest cost of a raise, as a share of the model's latency (the profiler's resolution: a
+layer whose nodes gained nothing measurable still costs something)."""
+
+
+@dataclass
+class Timing:
+    """A fake-quant graph's latency on a deployment backend, ms per run."""
+
+    median_ms: float
+    layer_ms: dict[str, float]
+    """Layer name -> mean time of the nodes that come from it."""
+    other_ms: float
+    """Nodes no layer claims (quantize/dequantize, data movement)."""
+    where: str
+    """Backend, threads and input size."""
+
+
+MeasureLatency = Callable[[GraphModule], Timing]
+"""Times a fake-quant graph on the deployment backend."""
+
+
+class LatencyProvider(Protocol):
+    def __call__(
+        self,
+        cfg: Any,
+        fake_quant: GraphModule,
+        example: Tensor,
+        backend_name: str,
+        names: list[str],
+        threads: int | None = None,
+    ) -> Timing: ...
+
+
+_PROVIDER: list[LatencyProvider] = []
+
+
+def provide_latency(measure: LatencyProvider) -> None:
+    """Install the latency measurement. ``stereoq.deploy.layer_latency`` installs itself when
+    imported (the deploy layer sits above the stages, which cannot import it); ``stereoq
+    train`` imports it."""
+    _PROVIDER[:] = [measure]
+
+
+def latency_provider() -> LatencyProvider:
+    """The installed latency measurement; a one-line error when there is none."""
+    if not _PROVIDER:
+        raise StereoqError(
+            "stages.calibration.budget.cost: latency needs the deploy layer's measurement; "
+            "import stereoq.deploy.layer_latency first (stereoq train does), or set cost: macs"
+        )
+    return _PROVIDER[0]
 
 
 def _is_16_bit(layer: Layer) -> bool:
@@ -65,11 +126,15 @@ def search(
     budget: AccuracyBudget,
     fixed: list[str],
     reporter: Reporter | None = None,
+    latency: MeasureLatency | None = None,
 ) -> tuple[GraphModule, dict[str, Any]]:
     """The calibrated graph that meets ``budget`` (or the best tried) and the search's record.
 
     ``fixed``: the config's override patterns; the search leaves the layers they match alone.
+    ``latency``: times a graph on the backend; needed for ``budget.cost == "latency"``.
     """
+    if budget.cost == "latency" and latency is None:
+        raise ValueError("budget.cost is latency: pass a latency measurement")
     reporter = reporter or Reporter()
     start = time.perf_counter()
     graph = calibrate({})
@@ -111,9 +176,30 @@ def search(
             candidates.append({"layer": layer.name, "kind": layer.kind,
                                "recovered_px": recovered, "cost_macs": costs[layer.name]})
     reporter.done()
-    candidates.sort(key=lambda c: -c["recovered_px"] / max(c["cost_macs"], 1.0))
-    record["candidates"] = candidates
+    record["cost"] = budget.cost
     record["total_macs"] = total
+    default_timing = None
+    if budget.cost == "latency" and candidates and latency is not None:
+        reporter.note(f"budget: timing the model with none and all of {len(candidates)} "
+                      f"candidate layer(s) at {budget.raise_to}")
+        default_timing = latency(graph)
+        raised_timing = latency(
+            calibrate(dict.fromkeys((c["layer"] for c in candidates), budget.raise_to))
+        )
+        costs_ms = latency_costs(found, default_timing, raised_timing)
+        floor = COST_FLOOR * default_timing.median_ms
+        for c in candidates:
+            c["cost_ms"] = costs_ms.get(c["layer"], 0.0)
+        candidates.sort(key=lambda c: -c["recovered_px"] / max(c["cost_ms"], floor))
+        record["latency"] = {
+            "where": default_timing.where,
+            "default_ms": default_timing.median_ms,
+            "all_candidates_raised_ms": raised_timing.median_ms,
+            "other_ms": {"default": default_timing.other_ms, "raised": raised_timing.other_ms},
+        }
+    else:
+        candidates.sort(key=lambda c: -c["recovered_px"] / max(c["cost_macs"], 1.0))
+    record["candidates"] = candidates
     remaining = [c["layer"] for c in candidates[: budget.max_layers]]
     chosen: list[str] = []
     measured = default_epe
@@ -142,7 +228,26 @@ def search(
             break
     record["raised"] = dict.fromkeys(chosen, budget.raise_to)
     record["raised_macs"] = sum(costs.get(name, 0.0) for name in chosen)
+    if default_timing is not None and latency is not None and chosen:
+        reporter.note("budget: timing the chosen model")
+        record["latency"]["chosen_ms"] = latency(graph).median_ms
     return graph, _finish(record, measured, meets(measured), start)
+
+
+def latency_costs(found: list[Layer], default: Timing, raised: Timing) -> dict[str, float]:
+    """Per layer: the time its own nodes and the convolutions reading its output gain, in ms,
+    between the graph with no candidate raised and the graph with all of them raised."""
+    gain = {
+        name: max(raised.layer_ms.get(name, 0.0) - default.layer_ms.get(name, 0.0), 0.0)
+        for name in set(default.layer_ms) | set(raised.layer_ms)
+    }
+    kinds = {layer.name: layer.kind for layer in found}
+    return {
+        layer.name: gain.get(layer.name, 0.0) + sum(
+            gain.get(r, 0.0) for r in layer.readers if kinds.get(r, "").startswith("conv")
+        )
+        for layer in found
+    }
 
 
 def _finish(record: dict[str, Any], final: float, met: bool, start: float) -> dict[str, Any]:

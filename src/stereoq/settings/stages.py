@@ -92,6 +92,18 @@ class AccuracyBudget(Section):
     frames: PositiveInt = Field(default=8, description="validation frames the EPE is measured on")
     raise_to: Literal["int16", "float"] = "int16"
     max_layers: PositiveInt = Field(default=12, description="most layers raised before giving up")
+    cost: Literal["latency", "macs"] = Field(
+        default="latency", description="what raising a layer costs: its latency measured on "
+        "`backend` (the model exported, compiled and profiled with no candidate raised and "
+        "with all of them), or the MACs it takes out of the int8 kernels (no export)"
+    )
+    backend: Literal["ort", "openvino", "openvino-bf16"] = Field(
+        default="ort", description="the deployment backend the latency is measured on"
+    )
+    threads: PositiveInt | None = Field(
+        default=None, description="threads of the latency runs (default: the runtime's, all "
+        "cores)"
+    )
 
     @model_validator(mode="after")
     def _one_limit(self) -> AccuracyBudget:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from torch import Tensor, nn
     from torch.fx import GraphModule
 
-    from stereoq.quant.budget import Calibrate
+    from stereoq.quant.budget import Calibrate, Timing
     from stereoq.settings.config import ExperimentConfig
 
 
@@ -58,6 +58,10 @@ class CalibrationStage(FakeQuantStage):
         from stereoq.quant.recipes import mixed_precision_path
 
         cfg, recipe = self.cfg, self.recipe()
+        if recipe.budget is not None and recipe.budget.cost == "latency":
+            from stereoq.quant.budget import latency_provider
+
+            latency_provider()  # its one-line error before any work
         model = self.source().model()
         batches = self.calibration_batches(reporter)
 
@@ -144,15 +148,21 @@ class CalibrationStage(FakeQuantStage):
         self, calibrate: Calibrate, reporter: Reporter
     ) -> tuple[GraphModule, dict[str, Any]]:
         """``stereoq.quant.budget.search`` on the budget's validation frames."""
-        from stereoq.quant.budget import search
+        from stereoq.quant.budget import latency_provider, search
         from stereoq.quant.prepare import LastTwo
-        from stereoq.quant.sensitivity import load_frames
+        from stereoq.quant.sensitivity import layers, load_frames
         from stereoq.stages.quantized import padded_predictor
 
         cfg = self.cfg
         budget = self.recipe().budget
+        measure = latency_provider() if budget.cost == "latency" else None
         frames = load_frames(cfg, budget.frames)
         fixed = list(cfg.stages.calibration.precision)
+
+        def latency(graph: GraphModule) -> Timing:
+            names = [layer.name for layer in layers(graph)]
+            return measure(cfg, graph, frames.inputs[:1], budget.backend, names, budget.threads)
+
         return search(
             calibrate,
             lambda graph: padded_predictor(cfg, LastTwo(graph)),
@@ -161,6 +171,7 @@ class CalibrationStage(FakeQuantStage):
             budget,
             fixed,
             reporter,
+            latency if measure is not None else None,
         )
 
 
@@ -179,4 +190,15 @@ def budget_summary(record: dict[str, Any]) -> dict[str, Any]:
         "raised layers": ", ".join(f"{k}={v}" for k, v in raised.items()) or "none",
         "MACs out of int8": f"{cost / 1e6:.1f} M ({100 * cost / total:.1f} % of the model)"
         if total else "0",
+        **latency_paid(record),
     }
+
+
+def latency_paid(record: dict[str, Any]) -> dict[str, str]:
+    """The measured latency of the chosen model against the default scheme's, when timed."""
+    timed = record.get("latency") or {}
+    if "chosen_ms" not in timed:
+        return {}
+    default, chosen = timed["default_ms"], timed["chosen_ms"]
+    return {"latency paid": f"{chosen:.1f} ms against {default:.1f} ms "
+            f"({100 * (chosen / default - 1):+.0f} %) on {timed['where']}"}

@@ -95,10 +95,12 @@ class Backend(ABC):
         threads: int | None,
         top: int,
         scopes: dict[str, str] | None = None,
+        profile_runs: int = 3,
     ) -> dict[str, Any]:
         """Latency (median, p90), peak memory and the ``top`` costliest layers, measured in a
         fresh process that loads only the artifact; ``scopes`` maps source node names to
-        PyTorch modules for the layer table."""
+        PyTorch modules for the layer table; ``profile_runs``: runs under the runtime's
+        profiler that the layer times are averaged over."""
 
     @abstractmethod
     def load(self, artifact_dir: Path, threads: int | None = None) -> RawRunner:

@@ -243,11 +243,12 @@ class InductorBackend(Backend):
         threads: int | None,
         top: int,
         scopes: dict[str, str] | None = None,
+        profile_runs: int = 3,
     ) -> dict[str, Any]:
         artifact_dir = Path(artifact_dir)
         result = run_artifact_bench(artifact_dir, RUNNER_SCRIPT, [
             "--runs", str(runs), "--warmup", str(warmup), "--threads", str(threads or 0),
-            "--profile", "3",
+            "--profile", str(profile_runs),
         ])
         profile = result.pop("profile")
         total = sum(r["ms"] for r in profile) or 1.0

@@ -319,6 +319,7 @@ class OpenVinoBackend(Backend):
         threads: int | None,
         top: int,
         scopes: dict[str, str] | None = None,
+        profile_runs: int = 3,
     ) -> dict[str, Any]:
         result = run_artifact_bench(
             Path(artifact_dir),
@@ -331,7 +332,7 @@ class OpenVinoBackend(Backend):
                 "--threads",
                 str(threads or 0),
                 "--profile",
-                "3",
+                str(profile_runs),
             ],
         )
         profile = result.pop("profile")

@@ -171,12 +171,13 @@ class OrtBackend(Backend):
         threads: int | None,
         top: int,
         scopes: dict[str, str] | None = None,
+        profile_runs: int = 3,
     ) -> dict[str, Any]:
         artifact_dir = Path(artifact_dir)
         with tempfile.TemporaryDirectory(prefix="stereoq-prof-") as tmp:
             result = run_artifact_bench(artifact_dir, RUNNER_SCRIPT, [
                 "--runs", str(runs), "--warmup", str(warmup), "--threads", str(threads or 0),
-                "--profile", "3", "--profile-prefix", str(Path(tmp) / "profile"),
+                "--profile", str(profile_runs), "--profile-prefix", str(Path(tmp) / "profile"),
             ])
             trace = json.loads(Path(result.pop("profile")).read_text(encoding="utf-8"))
         result["top_layers"] = top_layers(trace, top, scopes)

@@ -1,0 +1,97 @@
+"""A fake-quant graph's latency on a deployment backend, end to end and per layer: what the
+accuracy budget's search (``stereoq.quant.budget``) pays for each layer it raises.
+
+The graph is converted as ``int_infer`` converts it, exported to ONNX in a temporary folder,
+compiled by the backend as ``stereoq compile`` compiles, and run in a fresh process by the
+artifact's own runner: ``runs`` timed runs give the median, then ``profile_runs`` runs under
+the runtime's profiler (ONNX Runtime's trace, OpenVINO's PERF_COUNT) give each node's time.
+A node's time goes to the layer whose module it comes from (the export's name scopes, which
+spell ``concat_feature`` as ``concat.feature``: names are compared with ``_`` read as ``.``);
+nodes of no layer (quantize/dequantize, data movement) are summed apart.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import onnx
+from torch import Tensor
+from torch.fx import GraphModule
+
+from stereoq.deploy.backends import get_backend
+from stereoq.deploy.metadata import describe
+from stereoq.deploy.onnx_export import OPSET, to_onnx
+from stereoq.deploy.qdq_graph import QdqGraph
+from stereoq.errors import StereoqError
+from stereoq.models.padding import fit, padded_size
+from stereoq.quant.budget import Timing, provide_latency
+from stereoq.settings.config import ExperimentConfig
+
+
+def _key(name: str) -> str:
+    return name.removeprefix("model.").replace("_", ".")
+
+
+def attribute(layer_rows: list[dict], names: list[str]) -> tuple[dict[str, float], float]:
+    """Per layer of ``names``: the summed ms of the profiled rows (``scope``, ``ms``) whose
+    scope is that layer's module; and the ms of the rows that match no layer."""
+    lookup = {_key(name): name for name in names}
+    per_layer: dict[str, float] = defaultdict(float)
+    other = 0.0
+    for row in layer_rows:
+        name = lookup.get(_key(row.get("scope") or ""))
+        if name is None:
+            other += float(row["ms"])
+        else:
+            per_layer[name] += float(row["ms"])
+    return dict(per_layer), other
+
+
+def graph_timing(
+    cfg: ExperimentConfig,
+    fake_quant: GraphModule,
+    example: Tensor,
+    backend_name: str,
+    names: list[str],
+    threads: int | None = None,
+    runs: int = 20,
+    warmup: int = 3,
+    profile_runs: int = 10,
+) -> Timing:
+    """Latency of ``fake_quant`` (five outputs, ranges frozen) deployed on ``backend_name`` at
+    ``example``'s size (padded to the model's multiple, as deployment pads), and the time of
+    each layer of ``names``."""
+    from stereoq.quant.prepare import LastTwo, convert
+
+    backend = get_backend(backend_name)
+    if backend.consumes != "onnx":
+        raise StereoqError(
+            f"stages.calibration.budget.backend: {backend_name} does not build from the ONNX "
+            "export; latency is measured on ort, openvino or openvino-bf16"
+        )
+    height, width = padded_size(*(int(v) for v in example.shape[-2:]), cfg.model.size_multiple)
+    example = fit(example[:1], height, width)
+    with tempfile.TemporaryDirectory(prefix="stereoq-latency-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        to_onnx(LastTwo(convert(fake_quant)), example, path)
+        model = onnx.load(str(path))
+        metadata = describe(cfg, "calibration", "int8-qdq", OPSET, height, width,
+                            QdqGraph(model).output_quant())
+        for key, value in metadata.onnx_props().items():
+            model.metadata_props.add(key=key, value=value)
+        onnx.save(model, str(path))
+        artifact = backend.compile(path, metadata, Path(tmp) / "artifact")
+        perf = backend.benchmark(artifact, runs, warmup, threads, top=1 << 30,
+                                 scopes=backend.scopes(path), profile_runs=profile_runs)
+    per_layer, other = attribute(perf["top_layers"], names)
+    return Timing(
+        median_ms=float(perf["median_ms"]),
+        layer_ms=per_layer,
+        other_ms=other,
+        where=f"{backend_name}, {perf['threads']} threads, {height}x{width}",
+    )
+
+
+provide_latency(graph_timing)
