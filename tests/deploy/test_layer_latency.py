@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from torch.fx import Graph
 
-from stereoq.deploy.layer_latency import attribute, graph_timing
+from stereoq.deploy.layer_latency import attribute, graph_timing, node_layers
 from stereoq.errors import StereoqError
 from stereoq.settings import load_config
 
@@ -29,6 +31,34 @@ def test_profiled_nodes_go_to_the_layer_of_their_module() -> None:
                                         "neck.stem.0.0"])
     assert per_layer == {"neck.concat_feature.0.0": 1.5, "head.aggregation.0.0": 2.0}
     assert other == pytest.approx(4.25)
+
+
+def quantize_per_tensor(x):  # noqa: ANN001, ANN201 (stand-ins named as the exported ops)
+    return x
+
+
+def dequantize_per_tensor(x):  # noqa: ANN001, ANN201
+    return x
+
+
+def test_quantize_nodes_go_to_the_layer_whose_tensor_they_carry() -> None:
+    graph = Graph()
+    x = graph.placeholder("x")
+    w = graph.get_attr("weight")
+    wq = graph.call_function(quantize_per_tensor, (w,))
+    wdq = graph.call_function(dequantize_per_tensor, (wq,))
+    conv = graph.call_function(torch.add, (x, wdq))
+    conv.name = "conv2d"
+    q = graph.call_function(quantize_per_tensor, (conv,))
+    dq = graph.call_function(dequantize_per_tensor, (q,))
+    add = graph.call_function(torch.add, (dq, dq))
+    add.name = "add"
+    iq = graph.call_function(quantize_per_tensor, (x,))  # the input's: no layer
+    graph.output((add, iq))
+    found = node_layers(graph, {"conv2d": "neck.conv", "add": "neck.block"})
+    assert found[q.name] == found[dq.name] == "neck.conv"  # the conv's output
+    assert found[wq.name] == found[wdq.name] == "neck.conv"  # its weights: the reader's
+    assert found["add"] == "neck.block" and iq.name not in found
 
 
 def test_only_backends_that_build_from_onnx_time_layers() -> None:

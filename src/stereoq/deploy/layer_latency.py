@@ -5,9 +5,12 @@ The graph is converted as ``int_infer`` converts it, exported to ONNX in a tempo
 compiled by the backend as ``stereoq compile`` compiles, and run in a fresh process by the
 artifact's own runner: ``runs`` timed runs give the median, then ``profile_runs`` runs under
 the runtime's profiler (ONNX Runtime's trace, OpenVINO's PERF_COUNT) give each node's time.
-A node's time goes to the layer whose module it comes from (the export's name scopes, which
-spell ``concat_feature`` as ``concat.feature``: names are compared with ``_`` read as ``.``);
-nodes of no layer (quantize/dequantize, data movement) are summed apart.
+A node's time goes to its layer: the exported program keeps the graph's node names (ONNX
+names its nodes ``node_<name>``), so ops are found by the layer the quantizer gave them, and a
+quantize/dequantize node goes to the layer whose output it carries (weights' to the convolution
+reading them). Nodes named otherwise fall back to the export's module scopes (which spell
+``concat_feature`` as ``concat.feature``: names are compared with ``_`` read as ``.``); the rest
+(the input's quantization, data movement) are summed apart.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 
 import onnx
 from torch import Tensor
-from torch.fx import GraphModule
+from torch.fx import Graph, GraphModule, Node
 
 from stereoq.deploy.backends import get_backend
 from stereoq.deploy.metadata import describe
@@ -27,6 +30,7 @@ from stereoq.deploy.qdq_graph import QdqGraph
 from stereoq.errors import StereoqError
 from stereoq.models.padding import fit, padded_size
 from stereoq.quant.budget import Timing, provide_latency
+from stereoq.quant.quantizer import LAYER_KEY
 from stereoq.settings.config import ExperimentConfig
 
 
@@ -47,6 +51,29 @@ def attribute(layer_rows: list[dict], names: list[str]) -> tuple[dict[str, float
         else:
             per_layer[name] += float(row["ms"])
     return dict(per_layer), other
+
+
+def node_layers(program_graph: Graph, known: dict[str, str]) -> dict[str, str]:
+    """Node name -> layer for every node of an exported program's graph that has one:
+    ``known`` op nodes, and quantize/dequantize nodes by the tensor they carry (the producer's
+    layer, else the first reader's)."""
+    found = {}
+    nodes = list(program_graph.nodes)
+    for node in nodes:
+        if node.name in known:
+            found[node.name] = known[node.name]
+        elif node.op == "call_function" and "quantize" in str(node.target):
+            src = next((a for a in node.args if isinstance(a, Node)), None)
+            if src is not None and src.name in found:
+                found[node.name] = found[src.name]
+    for node in reversed(nodes):  # weights' quantize/dequantize: the reader's layer
+        if node.name not in found and node.op == "call_function" and "quantize" in str(
+            node.target
+        ):
+            reader = next((u for u in node.users if u.name in found), None)
+            if reader is not None:
+                found[node.name] = found[reader.name]
+    return found
 
 
 def graph_timing(
@@ -75,7 +102,11 @@ def graph_timing(
     example = fit(example[:1], height, width)
     with tempfile.TemporaryDirectory(prefix="stereoq-latency-") as tmp:
         path = Path(tmp) / "model.onnx"
-        to_onnx(LastTwo(convert(fake_quant)), example, path)
+        converted = convert(fake_quant)
+        program = to_onnx(LastTwo(converted), example, path)
+        known = {n.name: n.meta[LAYER_KEY] for n in converted.graph.nodes if LAYER_KEY in n.meta}
+        layer_scopes = {f"node_{name}": layer
+                        for name, layer in node_layers(program.graph, known).items()}
         model = onnx.load(str(path))
         metadata = describe(cfg, "calibration", "int8-qdq", OPSET, height, width,
                             QdqGraph(model).output_quant())
@@ -84,7 +115,8 @@ def graph_timing(
         onnx.save(model, str(path))
         artifact = backend.compile(path, metadata, Path(tmp) / "artifact")
         perf = backend.benchmark(artifact, runs, warmup, threads, top=1 << 30,
-                                 scopes=backend.scopes(path), profile_runs=profile_runs)
+                                 scopes={**backend.scopes(path), **layer_scopes},
+                                 profile_runs=profile_runs)
     per_layer, other = attribute(perf["top_layers"], names)
     return Timing(
         median_ms=float(perf["median_ms"]),
