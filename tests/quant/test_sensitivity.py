@@ -124,11 +124,18 @@ def test_budget_search_raises_the_coarse_layer_and_stops_when_the_budget_holds(
     assert record["final_epe_px"] - record["float_epe_px"] <= record["allowed_increase_px"]
     measured = [s for s in record["steps"] if s["measured"]]
     assert measured[0]["raised"] == [] and measured[-1]["raised"] == list(record["raised"])
-    # it stopped at the first simulated step that met the budget
-    simulated = [s for s in record["steps"] if not s["measured"]]
-    within = [s["epe_px"] - record["float_epe_px"] <= record["allowed_increase_px"]
-              for s in simulated]
-    assert within[-1] and not any(within[:-1])
+    # it stopped adding at the first simulated step that met the budget ...
+    def within(step: dict) -> bool:
+        return step["epe_px"] - record["float_epe_px"] <= record["allowed_increase_px"]
+
+    added = [s for s in record["steps"] if not s["measured"] and "without" not in s]
+    assert within(added[-1]) and not any(within(s) for s in added[:-1])
+    # ... then dropped every layer added before COARSE (COARSE alone holds the budget), and
+    # tried dropping each at most once
+    tried = [s for s in record["steps"] if "without" in s]
+    assert len({s["without"] for s in tried}) == len(tried)
+    assert {s["without"] for s in tried if within(s)} == set(added[-1]["raised"]) - {COARSE}
+    assert record["raised"] == {COARSE: "int16"}
     assert raised_calls[0] == {} and raised_calls[-2] == record["raised"]
     json.dumps(record)  # the record is plain JSON
 

@@ -17,7 +17,8 @@ float model's.
    below ``COST_FLOOR`` of the model's latency, the profiler's resolution). ``cost: macs``
    uses ``sensitivity``'s proxy instead, the MACs that leave the int8 kernels (no export).
 4. Raise them one by one in simulation (cumulative) until the simulated EPE meets the budget,
-   then calibrate the real mixed-precision graph and measure it; while it misses the budget,
+   drop again, costliest first, each raise the budget holds without (``_prune``), then
+   calibrate the real mixed-precision graph and measure it; while it misses the budget,
    simulate further raises on that graph the same way and calibrate again, up to
    ``max_layers`` layers in all. With measured latency, the chosen graph is timed on the
    backend too: the latency paid for the accuracy.
@@ -33,6 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from functools import partial
 from typing import Any, Protocol
 
 from torch import Tensor
@@ -201,25 +203,31 @@ def search(
         candidates.sort(key=lambda c: -c["recovered_px"] / max(c["cost_macs"], 1.0))
     record["candidates"] = candidates
     remaining = [c["layer"] for c in candidates[: budget.max_layers]]
+    cost_key = "cost_ms" if default_timing is not None else "cost_macs"
+    cost_of = {c["layer"]: c[cost_key] for c in candidates}
     chosen: list[str] = []
     measured = default_epe
     while remaining:
         # Simulate on the graph in hand, adding candidates until the budget would hold; then
         # calibrate the real mixed-precision graph and measure it.
         by_name = {layer.name: layer for layer in layers(graph)}
-        predict, off, added = predictor(graph), [], []
+        added: list[str] = []
+        simulate = partial(_simulated_epe, graph, predictor(graph), by_name, budget.raise_to,
+                           frames, maxdisp)
+        simulated = default_epe
         for name in remaining:
             added.append(name)
-            off += _raised_quantizers(by_name[name], budget.raise_to)
-            with quantized_only(graph, except_for(graph, off)):
-                simulated = epe(predict, frames, maxdisp)
+            simulated = simulate(added)
             record["steps"].append(
                 {"raised": chosen + added, "epe_px": simulated, "measured": False}
             )
             if meets(simulated):
                 break
+        tried = len(added)
+        if meets(simulated):
+            added = _prune(added, cost_of, simulate, meets, chosen, record)
         chosen += added
-        remaining = remaining[len(added):]
+        remaining = remaining[tried:]
         reporter.note(f"budget: calibrating with {len(chosen)} layer(s) at {budget.raise_to}")
         graph = calibrate(dict.fromkeys(chosen, budget.raise_to))
         measured = epe(predictor(graph), frames, maxdisp)
@@ -248,6 +256,46 @@ def latency_costs(found: list[Layer], default: Timing, raised: Timing) -> dict[s
         )
         for layer in found
     }
+
+
+def _simulated_epe(
+    graph: GraphModule,
+    predict: Callable[[Tensor], Tensor],
+    by_name: dict[str, Layer],
+    raise_to: str,
+    frames: Frames,
+    maxdisp: float,
+    names: list[str],
+) -> float:
+    """EPE of ``graph`` with the layers ``names`` raised in simulation."""
+    off = [q for name in names for q in _raised_quantizers(by_name[name], raise_to)]
+    with quantized_only(graph, except_for(graph, off)):
+        return epe(predict, frames, maxdisp)
+
+
+def _prune(
+    added: list[str],
+    cost_of: dict[str, float],
+    simulate: Callable[[list[str]], float],
+    meets: Callable[[float], bool],
+    chosen: list[str],
+    record: dict[str, Any],
+) -> list[str]:
+    """The simulated raises that meet the budget without the ones it does not need: each
+    layer, costliest first, is dropped when the rest still meet it (the greedy order can add
+    cheap layers that a later, larger raise makes unnecessary)."""
+    keep = list(added)
+    for name in sorted(added, key=lambda n: -cost_of.get(n, 0.0)):
+        if len(keep) == 1:
+            break
+        trial = [n for n in keep if n != name]
+        value = simulate(trial)
+        record["steps"].append(
+            {"raised": chosen + trial, "epe_px": value, "measured": False, "without": name}
+        )
+        if meets(value):
+            keep = trial
+    return keep
 
 
 def _finish(record: dict[str, Any], final: float, met: bool, start: float) -> dict[str, Any]:
