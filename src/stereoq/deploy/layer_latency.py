@@ -40,7 +40,8 @@ def _key(name: str) -> str:
 
 def attribute(layer_rows: list[dict], names: list[str]) -> tuple[dict[str, float], float]:
     """Per layer of ``names``: the summed ms of the profiled rows (``scope``, ``ms``) whose
-    scope is that layer's module; and the ms of the rows that match no layer."""
+    scope names that layer (its own name, or its module's as the export spells it); and the ms
+    of the rows that match no layer."""
     lookup = {_key(name): name for name in names}
     per_layer: dict[str, float] = defaultdict(float)
     other = 0.0
