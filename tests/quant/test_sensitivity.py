@@ -12,7 +12,8 @@ import torch
 from torch.fx import GraphModule
 
 from stereoq.models.build import build_model
-from stereoq.quant.budget import COST_FLOOR, Timing, latency_costs, search
+from stereoq.quant.budget import COST_FLOOR, latency_costs, search
+from stereoq.quant.latency import Timing
 from stereoq.quant.prepare import LastTwo, calibrate, load_calibration, prepare, set_observers
 from stereoq.quant.recipes import calibration_recipe, qat_recipe
 from stereoq.quant.sensitivity import (
@@ -213,11 +214,11 @@ def test_latency_costs_count_the_layer_and_its_conv_readers() -> None:
 def test_latency_needs_a_measurement(monkeypatch: pytest.MonkeyPatch, graph: GraphModule,
                                      frames: Frames) -> None:
     from stereoq.errors import StereoqError
-    from stereoq.quant import budget as budget_module
+    from stereoq.quant import latency as latency_module
 
-    monkeypatch.setattr(budget_module, "_PROVIDER", [])
+    monkeypatch.setattr(latency_module, "_PROVIDER", [])
     with pytest.raises(StereoqError, match="cost: latency.*cost: macs"):
-        budget_module.latency_provider()
+        latency_module.latency_provider()
     with pytest.raises(ValueError, match="latency"):
         search(lambda raised: graph, _predict, frames, 1.0,
                AccuracyBudget(max_increase_px=0.0), [])

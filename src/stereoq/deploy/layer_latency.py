@@ -24,13 +24,10 @@ from torch import Tensor
 from torch.fx import Graph, GraphModule, Node
 
 from stereoq.deploy.backends import get_backend
-from stereoq.deploy.metadata import describe
-from stereoq.deploy.onnx_export import OPSET, to_onnx
-from stereoq.deploy.qdq_graph import QdqGraph
+from stereoq.deploy.onnx_export import OPSET, stamp, to_onnx
 from stereoq.errors import StereoqError
 from stereoq.models.padding import fit, padded_size
-from stereoq.quant.budget import Timing, provide_latency
-from stereoq.quant.quantizer import LAYER_KEY
+from stereoq.quant.latency import Timing, provide_latency
 from stereoq.settings.config import ExperimentConfig
 
 
@@ -92,6 +89,7 @@ def graph_timing(
     ``example``'s size (padded to the model's multiple, as deployment pads), and the time of
     each layer of ``names``."""
     from stereoq.quant.prepare import LastTwo, convert
+    from stereoq.quant.quantizer import LAYER_KEY
 
     backend = get_backend(backend_name)
     if backend.consumes != "onnx":
@@ -109,10 +107,7 @@ def graph_timing(
         layer_scopes = {f"node_{name}": layer
                         for name, layer in node_layers(program.graph, known).items()}
         model = onnx.load(str(path))
-        metadata = describe(cfg, "calibration", "int8-qdq", OPSET, height, width,
-                            QdqGraph(model).output_quant())
-        for key, value in metadata.onnx_props().items():
-            model.metadata_props.add(key=key, value=value)
+        metadata = stamp(model, cfg, "calibration", OPSET, height, width)
         onnx.save(model, str(path))
         artifact = backend.compile(path, metadata, Path(tmp) / "artifact")
         perf = backend.benchmark(artifact, runs, warmup, threads, top=1 << 30,

@@ -383,15 +383,9 @@ def export_stage(
     try:
         program = to_onnx(graph, inputs[0], tmp, opset)
         model = onnx.load(str(tmp))
-        quant = QdqGraph(model).output_quant()
-        quantized = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
-        metadata = describe(
-            cfg, stage, "int8-qdq" if quantized else "float32", opset, height, width, quant
-        )
+        metadata = stamp(model, cfg, stage, opset, height, width)
+        quantized = metadata.precision == "int8-qdq"
         steps = {o.name: o.agreement_step for o in metadata.outputs}
-        for key, value in metadata.onnx_props().items():
-            model.metadata_props.add(key=key, value=value)
-        model.doc_string = f"stereoq {stage} StereoNet; outputs need: {metadata.postprocess}"
         try:
             onnx.checker.check_model(model, full_check=True)
         except onnx.checker.ValidationError as err:
@@ -420,6 +414,20 @@ def export_stage(
     finally:
         tmp.unlink(missing_ok=True)
     return result
+
+
+def stamp(
+    model: onnx.ModelProto, cfg: ExperimentConfig, stage: str, opset: int, height: int, width: int
+) -> DeployMetadata:
+    """Describe an exported ``model`` of ``stage`` (float, or int8 Q/DQ when it quantizes) and
+    write the description into it (metadata properties, doc string); returns it."""
+    quantized = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+    metadata = describe(cfg, stage, "int8-qdq" if quantized else "float32", opset, height, width,
+                        QdqGraph(model).output_quant())
+    for key, value in metadata.onnx_props().items():
+        model.metadata_props.add(key=key, value=value)
+    model.doc_string = f"stereoq {stage} StereoNet; outputs need: {metadata.postprocess}"
+    return metadata
 
 
 def read_metadata(path: Path) -> DeployMetadata | None:

@@ -32,19 +32,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 from torch import Tensor
 from torch.fx import GraphModule
 
 from stereoq.engine.report import Reporter
-from stereoq.errors import StereoqError
+from stereoq.quant.latency import MeasureLatency, Timing
 from stereoq.quant.sensitivity import (
     Frames,
     Layer,
+    conv_readers,
     epe,
     except_for,
     layers,
@@ -60,55 +60,6 @@ Predictor = Callable[[GraphModule], Callable[[Tensor], Tensor]]
 COST_FLOOR = 1e-3
 """Smallest cost of a raise, as a share of the model's latency (the profiler's resolution: a
 layer whose nodes gained nothing measurable still costs something)."""
-
-
-@dataclass
-class Timing:
-    """A fake-quant graph's latency on a deployment backend, ms per run."""
-
-    median_ms: float
-    layer_ms: dict[str, float]
-    """Layer name -> mean time of the nodes that come from it."""
-    other_ms: float
-    """Nodes no layer claims (quantize/dequantize, data movement)."""
-    where: str
-    """Backend, threads and input size."""
-
-
-MeasureLatency = Callable[[GraphModule], Timing]
-"""Times a fake-quant graph on the deployment backend."""
-
-
-class LatencyProvider(Protocol):
-    def __call__(
-        self,
-        cfg: Any,
-        fake_quant: GraphModule,
-        example: Tensor,
-        backend_name: str,
-        names: list[str],
-        threads: int | None = None,
-    ) -> Timing: ...
-
-
-_PROVIDER: list[LatencyProvider] = []
-
-
-def provide_latency(measure: LatencyProvider) -> None:
-    """Install the latency measurement. ``stereoq.deploy.layer_latency`` installs itself when
-    imported (the deploy layer sits above the stages, which cannot import it); ``stereoq
-    train`` imports it."""
-    _PROVIDER[:] = [measure]
-
-
-def latency_provider() -> LatencyProvider:
-    """The installed latency measurement; a one-line error when there is none."""
-    if not _PROVIDER:
-        raise StereoqError(
-            "stages.calibration.budget.cost: latency needs the deploy layer's measurement; "
-            "import stereoq.deploy.layer_latency first (stereoq train does), or set cost: macs"
-        )
-    return _PROVIDER[0]
 
 
 def _is_16_bit(layer: Layer) -> bool:
@@ -251,9 +202,8 @@ def latency_costs(found: list[Layer], default: Timing, raised: Timing) -> dict[s
     }
     kinds = {layer.name: layer.kind for layer in found}
     return {
-        layer.name: gain.get(layer.name, 0.0) + sum(
-            gain.get(r, 0.0) for r in layer.readers if kinds.get(r, "").startswith("conv")
-        )
+        layer.name: gain.get(layer.name, 0.0)
+        + sum(gain.get(r, 0.0) for r in conv_readers(layer, kinds))
         for layer in found
     }
 

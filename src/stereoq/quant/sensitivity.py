@@ -285,11 +285,18 @@ def measure_sqnr_and_costs(
         probe.close()
     sqnr = {layer.name: _sqnr_db(signal[layer.name], noise[layer.name]) for layer in found}
     kinds = {layer.name: layer.kind for layer in found}
-    costs = {}
-    for layer in found:
-        readers = [r for r in layer.readers if kinds.get(r, "").startswith("conv")]
-        costs[layer.name] = own.get(layer.name, 0.0) + sum(own.get(r, 0.0) for r in readers)
+    costs = {
+        layer.name: own.get(layer.name, 0.0)
+        + sum(own.get(r, 0.0) for r in conv_readers(layer, kinds))
+        for layer in found
+    }
     return sqnr, costs, sum(own.values())
+
+
+def conv_readers(layer: Layer, kinds: dict[str, str]) -> list[str]:
+    """The convolution layers reading ``layer``'s output: what a raise of it also takes out of
+    the int8 kernels (they then read a 16-bit or float tensor). ``kinds``: name -> kind."""
+    return [r for r in layer.readers if kinds.get(r, "").startswith("conv")]
 
 
 def sensitivity(

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from torch import Tensor, nn
     from torch.fx import GraphModule
 
-    from stereoq.quant.budget import Calibrate, Timing
+    from stereoq.quant.budget import Calibrate
+    from stereoq.quant.latency import Timing
     from stereoq.settings.config import ExperimentConfig
 
 
@@ -59,7 +60,7 @@ class CalibrationStage(FakeQuantStage):
 
         cfg, recipe = self.cfg, self.recipe()
         if recipe.budget is not None and recipe.budget.cost == "latency":
-            from stereoq.quant.budget import latency_provider
+            from stereoq.quant.latency import latency_provider
 
             latency_provider()  # its one-line error before any work
         model = self.source().model()
@@ -148,7 +149,8 @@ class CalibrationStage(FakeQuantStage):
         self, calibrate: Calibrate, reporter: Reporter
     ) -> tuple[GraphModule, dict[str, Any]]:
         """``stereoq.quant.budget.search`` on the budget's validation frames."""
-        from stereoq.quant.budget import latency_provider, search
+        from stereoq.quant.budget import search
+        from stereoq.quant.latency import latency_provider
         from stereoq.quant.prepare import LastTwo
         from stereoq.quant.sensitivity import layers, load_frames
         from stereoq.stages.quantized import padded_predictor
