@@ -307,3 +307,38 @@ def test_loader_options_pin_memory_only_for_cuda_and_worker_options_only_with_wo
         "num_workers": 2, "pin_memory": False, "persistent_workers": True, "prefetch_factor": 4}
     with pytest.raises(StereoqError, match="data: persistent_workers needs num_workers > 0"):
         tiny(tiny_config, "data.persistent_workers=true")
+
+
+@pytest.mark.parametrize(("scores", "best"), [([1.0, 2.0, 3.0], 0), ([1.0, 2.0, 0.5], 2)])
+def test_a_stage_that_validates_its_start_hands_it_on_unless_an_epoch_beats_it(
+    tiny_config, monkeypatch, scores: list[float], best: int
+) -> None:
+    from stereoq.stages.float_stage import FloatStage
+
+    monkeypatch.setattr(FloatStage, "validates_start", True)
+    scripted = iter(scores)  # the start's val EPE, then each epoch's
+
+    def validate(run, epoch, ctx, report) -> dict:
+        return {"epe": next(scripted), "images": 4}
+
+    monkeypatch.setattr(loop, "_validate", validate)
+    prepared: dict = {}
+    prepare = FloatStage.prepare
+
+    def keep_start(self, example):
+        model = prepare(self, example)
+        prepared.update({k: v.clone() for k, v in model.state_dict().items()})
+        return model
+
+    monkeypatch.setattr(FloatStage, "prepare", keep_start)
+    cfg = tiny(tiny_config, "stages.float.epochs=2", "stages.float.scheduler.warmup_epochs=0")
+    notes = Notes()
+    summary = run_stage(cfg, "float", reporter=notes)
+    assert summary["best_epoch"] == best and summary["start"]["epe"] == 1.0
+    saved = load_checkpoint(cfg.run_dir / "float" / "best.pt")
+    assert saved["epoch"] == best
+    last = load_checkpoint(cfg.run_dir / "float" / "last.pt")["model"]
+    assert all(torch.equal(v, saved["model"][k]) for k, v in prepared.items()) == (best == 0)
+    assert all(torch.equal(v, saved["model"][k]) for k, v in last.items()) == (best == 2)
+    assert any("best.pt is the model the stage started from" in n for n in notes.notes) == (
+        best == 0)

@@ -155,3 +155,54 @@ def test_label_free_chain_from_pairs_to_depth_maps(
                "--imgl", str(pairs), "--baseline", "0.1", "--f", "100",
                "--save-path", str(out)) == 0
     assert len(list(out.rglob("disparity.pfm"))) == 3
+
+
+def test_a_label_free_budget_is_measured_against_the_float_model_on_the_pairs(
+    adapt_config: Path, tmp_path: Path
+) -> None:
+    pairs = write_pairs(tmp_path / "pairs", 2)
+    left, right, _ = synthetic.render_pair(7, 5, 96, 176, 20.0)  # a third pair, larger
+    write_png(pairs / "009_left.png", left)
+    write_png(pairs / "009_right.png", right)
+    budget = "{max_increase_px: 0, frames: 3, max_layers: 2, cost: macs}"
+    cfg = load_config(str(adapt_config), sets=[
+        "stages.calibration.source=adapt", "stages.qat.targets=distill",
+        "stages.adapt.val_fraction=0", f"stages.calibration.budget={budget}"])
+    adapt = get_stage(cfg, "adapt")
+    torch.manual_seed(1)  # an adapted model that is not the float one
+    save_checkpoint(adapt.artifact(), {"model": build_model(cfg.model).state_dict()})
+    summary = run_stage(cfg, "calibration")
+    record = json.loads((cfg.run_dir / "calibration" / "mixed_precision.json").read_text())
+    assert record["against"] == "float_model"
+    assert record["frames"] == 3  # the pairs (the generated validation set has 4 frames)
+    print(record["float_epe_px"], record["default_epe_px"], record["final_epe_px"])
+    assert abs(record["float_epe_px"]) < 1e-4  # the float model against itself
+    assert record["default_epe_px"] > 10 * abs(record["float_epe_px"])  # int8 moves it
+    assert len(record["raised"]) == 2  # an unreachable budget raises max_layers
+    assert record["final_epe_px"] < record["default_epe_px"]
+    assert "default scheme vs float px" in summary and "float EPE px" not in summary
+
+
+@pytest.mark.parametrize(
+    ("sets", "error"),
+    [
+        (["stages.calibration.source=adapt"], "give budget.max_increase_px"),
+        (["stages.calibration.budget.against=float_model"], "give budget.max_increase_px"),
+        (["stages.calibration.source=adapt",
+          "stages.calibration.budget.against=ground_truth"], None),
+    ],
+    ids=["adapt-auto", "float-model", "adapt-ground-truth"],
+)
+def test_a_relative_budget_needs_ground_truth(
+    adapt_config: Path, sets: list[str], error: str | None
+) -> None:
+    from stereoq.errors import StereoqError
+
+    all_sets = ["stages.qat.targets=distill",
+                "stages.calibration.budget={max_increase_pct: 1}", *sets]
+    if error is None:
+        cfg = load_config(str(adapt_config), sets=all_sets)
+        assert cfg.stages.calibration.budget.reference("adapt") == "ground_truth"
+    else:
+        with pytest.raises(StereoqError, match=error):
+            load_config(str(adapt_config), sets=all_sets)

@@ -119,6 +119,8 @@ def _train(
     progress = _resume(run, ctx, report) if resume else _Progress()
     if ctx.is_main and keep_log(run.log_path, progress.epochs_done):
         report.note(f"dropped the torn last line of {run.log_path} (an interrupted write)")
+    if not resume and stage.validates_start:
+        progress = _validate_start(run, progress, ctx, report)
     forward = _training_forward(run.model, run.recipe, ctx)
     board_dir = run.out_dir if ctx.is_main and run.recipe.log_tensorboard else None
 
@@ -132,6 +134,9 @@ def _train(
             report.epoch(record)
             distributed.barrier(ctx)
 
+    if stage.validates_start and progress.best_epoch == 0:
+        report.note(f"no epoch beat the starting model on val {stage.select_on}: best.pt is "
+                    "the model the stage started from")
     return _finish(run, progress, ctx)
 
 
@@ -171,8 +176,9 @@ class _Progress:
 
     epochs_done: int = 0
     best_epe: float = math.inf  # the best value of the stage's ``select_on`` figure
-    best_epoch: int = 0
+    best_epoch: int = 0  # 0: the starting model (``Stage.validates_start``) or none yet
     best_metrics: dict[str, Any] = field(default_factory=dict)
+    start_metrics: dict[str, Any] = field(default_factory=dict)  # the starting model's val
 
 
 @dataclass(frozen=True)
@@ -280,7 +286,8 @@ def _resume(run: _Run, ctx: Context, report: Reporter) -> _Progress:
     if run.scaler.is_enabled() and state.get("scaler"):  # absent: saved by another precision
         run.scaler.load_state_dict(state["scaler"])
     progress = _Progress(
-        state["epoch"], state["best_epe"], state["best_epoch"], state["best_metrics"]
+        state["epoch"], state["best_epe"], state["best_epoch"], state["best_metrics"],
+        state.get("start_metrics", {}),
     )
     rngs = state["rng"]
     set_rng_state(rngs[ctx.rank] if len(rngs) == ctx.world_size else rngs[0])
@@ -370,6 +377,23 @@ def _validate(run: _Run, epoch: int, ctx: Context, report: Reporter) -> dict[str
     return val
 
 
+def _validate_start(run: _Run, progress: _Progress, ctx: Context, report: Reporter
+                    ) -> _Progress:
+    """The prepared model's validation before any training; it is ``best.pt`` (epoch 0) until
+    an epoch beats it on the stage's ``select_on`` figure."""
+    val = _validate(run, -1, ctx, report)
+    progress = replace(progress, start_metrics=val)
+    score = val[run.stage.select_on]
+    if not math.isfinite(score):
+        return progress
+    report.note(f"the starting model: val {run.stage.select_on} {score:.4g}")
+    if ctx.is_main:
+        save_checkpoint(run.best_path,
+                        {"model": contiguous_state(run.model), "epoch": 0, "metrics": val})
+        run.stage.save(run.model, run.out_dir, val)
+    return replace(progress, best_epe=score, best_epoch=0, best_metrics=val)
+
+
 def _epoch_record(
     run: _Run, epoch: int, trained: _EpochTrain, val: dict[str, Any], ctx: Context
 ) -> dict[str, Any]:
@@ -421,6 +445,7 @@ def _save(
                 "best_epe": progress.best_epe,
                 "best_epoch": progress.best_epoch,
                 "best_metrics": progress.best_metrics,
+                "start_metrics": progress.start_metrics,
                 "rng": rngs,
                 "scaler": run.scaler.state_dict(),  # {} unless fp16
             },
@@ -441,6 +466,8 @@ def _finish(run: _Run, progress: _Progress, ctx: Context) -> dict[str, Any]:
     }
     if run.stage.select_on != "epe":  # a stage that reads no ground truth says what chose
         summary["selected_on"] = f"val_{run.stage.select_on}"
+    if progress.start_metrics:
+        summary["start"] = progress.start_metrics
     if ctx.is_main:
         write_summary(run.out_dir / "metrics.json", summary)
     return summary

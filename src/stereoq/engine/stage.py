@@ -25,7 +25,10 @@ interface, never a stage by name:
 - ``trains``: ``False`` for one-pass stages, which implement ``run(reporter)`` instead of using
   the loop;
 - ``takes_init``: ``True`` where ``train --init-from`` may load a checkpoint's weights into the
-  prepared model (fine-tuning; the optimizer and schedule start afresh).
+  prepared model (fine-tuning; the optimizer and schedule start afresh);
+- ``validates_start``: ``True`` where the prepared model competes for ``best.pt``: it is
+  validated before the first epoch and an epoch must beat it (fine-tuning that can lose what
+  it starts with, such as QAT).
 
 And for the commands that use a finished stage (predict, export, check, compile, infer):
 
@@ -75,6 +78,7 @@ class Stage:
     previous: ClassVar[str | None] = None
     trains: ClassVar[bool] = True
     takes_init: ClassVar[bool] = False
+    validates_start: ClassVar[bool] = False
     takes_checkpoint: ClassVar[bool] = False
     deployable: ClassVar[bool] = False
     select_on: str = "epe"

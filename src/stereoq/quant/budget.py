@@ -80,11 +80,14 @@ def search(
     fixed: list[str],
     reporter: Reporter | None = None,
     latency: MeasureLatency | None = None,
+    reference: str = "ground_truth",
 ) -> tuple[GraphModule, dict[str, Any]]:
     """The calibrated graph that meets ``budget`` (or the best tried) and the search's record.
 
     ``fixed``: the config's override patterns; the search leaves the layers they match alone.
     ``latency``: times a graph on the backend; needed for ``budget.cost == "latency"``.
+    ``reference``: what ``frames.disparity`` is, for the record: ``ground_truth`` or
+    ``float_model`` (the float model's own disparity, ``sensitivity.against_model``).
     """
     if budget.cost == "latency" and latency is None:
         raise ValueError("budget.cost is latency: pass a latency measurement")
@@ -98,7 +101,8 @@ def search(
     allowed = budget.allowed_px(float_epe)
     record: dict[str, Any] = {
         "budget": budget.model_dump(),
-        "budget_text": budget.describe(),
+        "budget_text": budget.describe(reference),
+        "against": reference,
         "frames": len(frames),
         "float_epe_px": float_epe,
         "allowed_increase_px": allowed,

@@ -184,19 +184,32 @@ class Frames:
         return int(self.inputs.shape[0])
 
 
-def load_frames(cfg: Any, count: int) -> Frames:
-    """The first ``count`` validation frames (fewer if the set is smaller)."""
+def load_frames(cfg: Any, count: int, dataset: Any = None, common: bool = False) -> Frames:
+    """The first ``count`` frames (fewer if the set is smaller) of ``dataset`` (default: the
+    config's validation set). Frames of different sizes are an error, or with ``common`` cut to
+    the largest top-left window, in multiples of the model's size multiple, that all hold."""
     from stereoq.engine.evaluate import pair_input, val_dataset
 
-    dataset = val_dataset(cfg)
+    dataset = val_dataset(cfg) if dataset is None else dataset
     items = [dataset[i] for i in range(min(count, len(dataset)))]
     sizes = {tuple(item["left"].shape[-2:]) for item in items}
-    if len(sizes) > 1:
+    if len(sizes) > 1 and not common:
         raise StereoqError(f"the first {len(items)} validation frames differ in size "
                            f"{sorted(sizes)}: sensitivity runs on frames of one size")
-    inputs = torch.cat([pair_input({k: item[k][None] for k in ("left", "right")})
+    m = cfg.model.size_multiple
+    h = min(size[0] for size in sizes) // m * m if common else None
+    w = min(size[1] for size in sizes) // m * m if common else None
+    inputs = torch.cat([pair_input({k: item[k][None, ..., :h, :w] for k in ("left", "right")})
                         for item in items])
-    return Frames(inputs, torch.stack([item["disp"] for item in items]))
+    return Frames(inputs, torch.stack([item["disp"][..., :h, :w] for item in items]))
+
+
+def against_model(frames: Frames, predict: Callable[[Tensor], Tensor]) -> Frames:
+    """The same inputs with ``predict``'s disparity as their ground truth: a label-free
+    reference (the float model's), against which EPE is the mean difference from it."""
+    with torch.no_grad():
+        preds = [predict(frames.inputs[i:i + CHUNK]) for i in range(0, len(frames), CHUNK)]
+    return Frames(frames.inputs, torch.cat(preds).to(frames.disparity.dtype))
 
 
 def epe(predict: Callable[[Tensor], Tensor], frames: Frames, maxdisp: float) -> float:

@@ -104,6 +104,13 @@ class AccuracyBudget(Section):
         default=None, description="threads of the latency runs (default: the runtime's, all "
         "cores)"
     )
+    against: Literal["auto", "ground_truth", "float_model"] = Field(
+        default="auto", description="what the EPE is measured against: ground_truth (the "
+        "validation frames' disparity), or float_model (no label: the float model's own "
+        "disparity on the validation pairs of calibration.source, so the EPE is the mean "
+        "difference from the float model, which bounds the EPE increase against any ground "
+        "truth; needs max_increase_px); auto: float_model when calibration.source is adapt"
+    )
 
     @model_validator(mode="after")
     def _one_limit(self) -> AccuracyBudget:
@@ -111,13 +118,21 @@ class AccuracyBudget(Section):
             raise ValueError("give exactly one of max_increase_px and max_increase_pct")
         return self
 
+    def reference(self, source: str) -> Literal["ground_truth", "float_model"]:
+        """What the budget's EPE is measured against, for a float model from ``source``."""
+        if self.against == "auto":
+            return "float_model" if source == "adapt" else "ground_truth"
+        return self.against
+
     def allowed_px(self, float_epe: float) -> float:
         """The largest EPE increase allowed over a float EPE of ``float_epe`` px."""
         if self.max_increase_px is not None:
             return self.max_increase_px
         return float_epe * (self.max_increase_pct or 0.0) / 100.0
 
-    def describe(self) -> str:
+    def describe(self, reference: str = "ground_truth") -> str:
+        if reference == "float_model":
+            return f"mean difference from the float model <= {self.max_increase_px:g} px"
         if self.max_increase_px is not None:
             return f"EPE +{self.max_increase_px:g} px over float"
         return f"EPE +{self.max_increase_pct:g} % over float"
@@ -238,6 +253,21 @@ class CalibrationRecipe(Section):
         "budget of the float EPE; the choices go to calibration/mixed_precision.json and the "
         "later stages follow them",
     )
+
+    @model_validator(mode="after")
+    def _budget_needs_labels(self) -> CalibrationRecipe:
+        """Against the float model (no label) the float EPE is zero: a share of it means
+        nothing."""
+        budget = self.budget
+        if budget is not None and budget.reference(self.source) == "float_model" \
+                and budget.max_increase_pct is not None:
+            raise ValueError(
+                "budget.max_increase_pct: the budget is measured against the float model "
+                f"(budget.against: {budget.against}, calibration.source: {self.source}), whose "
+                "own EPE is 0; give budget.max_increase_px, the mean disparity difference "
+                "from the float model allowed"
+            )
+        return self
 
 
 class QatRecipe(TrainRecipe):

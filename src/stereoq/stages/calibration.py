@@ -152,13 +152,21 @@ class CalibrationStage(FakeQuantStage):
         from stereoq.quant.budget import search
         from stereoq.quant.latency import latency_provider
         from stereoq.quant.prepare import LastTwo
-        from stereoq.quant.sensitivity import layers, load_frames
+        from stereoq.quant.sensitivity import against_model, layers, load_frames
         from stereoq.stages.quantized import padded_predictor
 
         cfg = self.cfg
         budget = self.recipe().budget
         measure = latency_provider() if budget.cost == "latency" else None
-        frames = load_frames(cfg, budget.frames)
+        reference = budget.reference(self.previous)
+        if reference == "float_model":
+            source = self.source()
+            reporter.note(f"budget: against the {self.previous} model's own disparity on its "
+                          "validation pairs (no label)")
+            frames = load_frames(cfg, budget.frames, source.data("val", crop=False), common=True)
+            frames = against_model(frames, source.predictor())
+        else:
+            frames = load_frames(cfg, budget.frames)
         fixed = list(cfg.stages.calibration.precision)
 
         def latency(graph: GraphModule) -> Timing:
@@ -174,6 +182,7 @@ class CalibrationStage(FakeQuantStage):
             fixed,
             reporter,
             latency if measure is not None else None,
+            reference,
         )
 
 
@@ -182,12 +191,21 @@ def budget_summary(record: dict[str, Any]) -> dict[str, Any]:
     raised = record["raised"]
     total = record.get("total_macs") or 0.0
     cost = record.get("raised_macs", 0.0)
+    if record.get("against") == "float_model":
+        accuracy = {
+            "default scheme vs float px": round(record["default_epe_px"], 4),
+            "chosen vs float px": round(record["final_epe_px"], 4),
+        }
+    else:
+        accuracy = {
+            "float EPE px": round(record["float_epe_px"], 4),
+            "default scheme EPE px": round(record["default_epe_px"], 4),
+            "chosen EPE px": round(record["final_epe_px"], 4),
+        }
     return {
         "budget": f"{record['budget_text']} = {record['allowed_increase_px']:.4f} px on "
         f"{record['frames']} val frames",
-        "float EPE px": round(record["float_epe_px"], 4),
-        "default scheme EPE px": round(record["default_epe_px"], 4),
-        "chosen EPE px": round(record["final_epe_px"], 4),
+        **accuracy,
         "budget met": record["met"],
         "raised layers": ", ".join(f"{k}={v}" for k, v in raised.items()) or "none",
         "MACs out of int8": f"{cost / 1e6:.1f} M ({100 * cost / total:.1f} % of the model)"

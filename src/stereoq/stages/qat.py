@@ -7,6 +7,9 @@ their ranges (moving average) while training and are frozen for validation. ``be
 ``stages.qat.targets: distill`` reads no ground truth: the loss is the distance to the float
 model's own outputs (``stereoq.losses.distillation``; the teacher is calibration's source, float
 or adapt), and ``best.pt`` is chosen by that distance on the validation pairs.
+
+The calibrated graph is validated before the first epoch and competes for ``best.pt``: when no
+epoch beats it, QAT hands on the model it started from.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class QatStage(FakeQuantStage):
     summary = "quantization-aware training from the calibrated model"
     previous = CalibrationStage.name
     artifact_name = "best.pt"
+    validates_start = True  # fine-tuning can lose what calibration reached
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         super().__init__(cfg)
