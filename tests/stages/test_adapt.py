@@ -175,12 +175,16 @@ def test_a_label_free_budget_is_measured_against_the_float_model_on_the_pairs(
     record = json.loads((cfg.run_dir / "calibration" / "mixed_precision.json").read_text())
     assert record["against"] == "float_model"
     assert record["frames"] == 3  # the pairs (the generated validation set has 4 frames)
-    print(record["float_epe_px"], record["default_epe_px"], record["final_epe_px"])
     assert abs(record["float_epe_px"]) < 1e-4  # the float model against itself
     assert record["default_epe_px"] > 10 * abs(record["float_epe_px"])  # int8 moves it
     assert len(record["raised"]) == 2  # an unreachable budget raises max_layers
     assert record["final_epe_px"] < record["default_epe_px"]
     assert "default scheme vs float px" in summary and "float EPE px" not in summary
+    # the sensitivity report of that model is judged the same way, on the pairs
+    report = get_stage(cfg, "calibration").sensitivity(2)
+    assert report["against"] == "float_model" and report["frames"] == 2
+    assert (report["height"], report["width"]) == (80, 144)  # the pairs' common window
+    assert abs(report["float_epe_px"]) < 1e-4 < report["quantized_epe_px"]
 
 
 @pytest.mark.parametrize(

@@ -152,7 +152,7 @@ class CalibrationStage(FakeQuantStage):
         from stereoq.quant.budget import search
         from stereoq.quant.latency import latency_provider
         from stereoq.quant.prepare import LastTwo
-        from stereoq.quant.sensitivity import against_model, layers, load_frames
+        from stereoq.quant.sensitivity import layers
         from stereoq.stages.quantized import padded_predictor
 
         cfg = self.cfg
@@ -160,13 +160,9 @@ class CalibrationStage(FakeQuantStage):
         measure = latency_provider() if budget.cost == "latency" else None
         reference = budget.reference(self.previous)
         if reference == "float_model":
-            source = self.source()
             reporter.note(f"budget: against the {self.previous} model's own disparity on its "
                           "validation pairs (no label)")
-            frames = load_frames(cfg, budget.frames, source.data("val", crop=False), common=True)
-            frames = against_model(frames, source.predictor())
-        else:
-            frames = load_frames(cfg, budget.frames)
+        frames = self.judged_frames(budget.frames, reference)
         fixed = list(cfg.stages.calibration.precision)
 
         def latency(graph: GraphModule) -> Timing:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from torch.fx import GraphModule
     from torch.utils.data import Dataset
 
+    from stereoq.quant.sensitivity import Frames
     from stereoq.settings.config import ExperimentConfig
 
 PRECISION_REPORT = "precision.json"
@@ -97,18 +98,35 @@ class FakeQuantStage(QuantizedStage):
         self.check_checkpoint(checkpoint)
         return padded_predictor(self.cfg, runtime_eval(LastTwo(self.fake_quant())))
 
+    def judged_frames(self, count: int, against: str) -> Frames:
+        """The frames quantization is judged on: the first ``count`` validation frames with
+        their ground truth, or (``float_model``, no label) the first ``count`` validation pairs
+        of the quantized float model's stage (``stages.calibration.source``), cut to one size,
+        with that model's own disparity as their reference."""
+        from stereoq.quant.sensitivity import against_model, load_frames
+
+        if against == "ground_truth":
+            return load_frames(self.cfg, count)
+        source = get_stage(self.cfg, self.cfg.stages.calibration.source)
+        frames = load_frames(self.cfg, count, source.data("val", crop=False), common=True)
+        return against_model(frames, source.predictor())
+
     def sensitivity(self, frames: int, reporter: Reporter | None = None) -> dict[str, Any]:
         """Per-layer sensitivity of this stage's model on the first ``frames`` validation
-        frames (``stereoq.quant.sensitivity``), saved as JSON and a bar chart in its folder."""
+        frames (``stereoq.quant.sensitivity``), saved as JSON and a bar chart in its folder.
+        A model quantized from ``adapt`` (unlabeled pairs) is judged on those pairs against the
+        adapted float model's own disparity."""
         from stereoq.quant.prepare import LastTwo
-        from stereoq.quant.sensitivity import load_frames, sensitivity
+        from stereoq.quant.sensitivity import sensitivity
         from stereoq.quant.sensitivity_chart import save_chart
 
         graph = self.fake_quant()
         predict = padded_predictor(self.cfg, LastTwo(graph))
-        found = sensitivity(graph, predict, load_frames(self.cfg, frames),
+        against = "float_model" if self.cfg.stages.calibration.source == "adapt" \
+            else "ground_truth"
+        found = sensitivity(graph, predict, self.judged_frames(frames, against),
                             self.cfg.model.maxdisp, reporter)
-        report = {"stage": self.name, "config": self.cfg.name, **found}
+        report = {"stage": self.name, "config": self.cfg.name, "against": against, **found}
         report["json"] = str(atomic_write_json(self.dir / SENSITIVITY_REPORT, _finite(report)))
         report["chart"] = str(self.dir / SENSITIVITY_CHART)
         save_chart(report, report["chart"])
