@@ -76,6 +76,13 @@ class TrainRecipe(Section):
 
 
 Precision = Literal["int8", "int16", "float"]
+Reference = Literal["ground_truth", "float_model"]
+
+
+def label_reference(source: str) -> Reference:
+    """What quantization of a float model from the stage ``source`` is judged against by
+    default: its ground truth, or (``adapt``: unlabeled pairs) the float model's own disparity."""
+    return "float_model" if source == "adapt" else "ground_truth"
 
 
 class AccuracyBudget(Section):
@@ -118,11 +125,9 @@ class AccuracyBudget(Section):
             raise ValueError("give exactly one of max_increase_px and max_increase_pct")
         return self
 
-    def reference(self, source: str) -> Literal["ground_truth", "float_model"]:
+    def reference(self, source: str) -> Reference:
         """What the budget's EPE is measured against, for a float model from ``source``."""
-        if self.against == "auto":
-            return "float_model" if source == "adapt" else "ground_truth"
-        return self.against
+        return label_reference(source) if self.against == "auto" else self.against
 
     def allowed_px(self, float_epe: float) -> float:
         """The largest EPE increase allowed over a float EPE of ``float_epe`` px."""

@@ -119,11 +119,11 @@ class FakeQuantStage(QuantizedStage):
         from stereoq.quant.prepare import LastTwo
         from stereoq.quant.sensitivity import sensitivity
         from stereoq.quant.sensitivity_chart import save_chart
+        from stereoq.settings.stages import label_reference
 
         graph = self.fake_quant()
         predict = padded_predictor(self.cfg, LastTwo(graph))
-        against = "float_model" if self.cfg.stages.calibration.source == "adapt" \
-            else "ground_truth"
+        against = label_reference(self.cfg.stages.calibration.source)
         found = sensitivity(graph, predict, self.judged_frames(frames, against),
                             self.cfg.model.maxdisp, reporter)
         report = {"stage": self.name, "config": self.cfg.name, "against": against, **found}
