@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 import yaml
 
-from stereoq.deploy.acceptance import DisparityComparison, Thresholds
+from stereoq.deploy.acceptance import (
+    DEFAULT,
+    FLOAT_CONVS,
+    OWN_ROUNDING,
+    DisparityComparison,
+    Thresholds,
+    for_model,
+)
 
 from .conftest import DEPLOY_TINY
 from .corruptions import CORRUPTIONS, corrupt_file
@@ -71,6 +78,30 @@ def test_nan_is_never_within_tolerance() -> None:
     c.update(deployed, pred, gt)
     result = c.result()
     assert not result.ok and result.within_pct == 50.0 and result.max_abs_px == float("inf")
+
+
+def test_models_with_float_convolutions_are_judged_as_runtimes_that_round_their_own_way(
+) -> None:
+    assert for_model(DEFAULT, []) is DEFAULT
+    assert for_model(OWN_ROUNDING, ["head.score"]) is OWN_ROUNDING
+    mixed = for_model(DEFAULT, ["neck.stage1.0.shortcut.0", "neck.stage2.0.shortcut.0"])
+    assert OWN_ROUNDING.min_within_pct < mixed.min_within_pct == FLOAT_CONVS.min_within_pct
+    assert FLOAT_CONVS.min_within_pct < DEFAULT.min_within_pct
+    assert "2 convolution(s)" in mixed.basis
+    gt, pred = gt_and_pred()
+    flipped = pred.copy()
+    flipped.reshape(-1)[::50] += 1.5  # 2 % of pixels moved past 1 px, as carried flips do
+    broken = pred.copy()
+    broken.reshape(-1)[::16] += 1.5  # 6.25 %: a dropped bias in a deep network
+    verdicts = {}
+    for name, deployed in (("flipped", flipped), ("broken", broken)):
+        for label, thresholds in (("default", DEFAULT), ("mixed", mixed)):
+            c = DisparityComparison(MAXDISP, thresholds)
+            c.update(deployed, pred, gt)
+            verdicts[name, label] = c.result()
+    assert not verdicts["flipped", "default"].ok and verdicts["flipped", "mixed"].ok
+    assert not verdicts["broken", "default"].ok and not verdicts["broken", "mixed"].ok
+    assert verdicts["flipped", "mixed"].thresholds["basis"] == mixed.basis
 
 
 @pytest.fixture(scope="module")

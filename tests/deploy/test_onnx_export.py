@@ -51,6 +51,30 @@ def test_metadata_documents_the_input_and_post_processing(float_export, deploy_c
     assert {"stereoq.input_shape", "stereoq.normalisation", "stereoq.maxdisp"} <= props
 
 
+def test_another_versions_metadata_is_a_one_line_error_and_a_stale_cache(
+    float_export, deploy_cfg, tmp_path: Path
+) -> None:
+    from stereoq.deploy.onnx_export import stage_onnx
+
+    assert float_export.metadata.float_convs == []  # a float graph has no integer kernels
+    model = onnx.load(str(float_export.path))
+    model.metadata_props.add(key="stereoq.future_field", value="1")
+    odd = tmp_path / "odd.onnx"
+    onnx.save(model, str(odd))
+    with pytest.raises(StereoqError, match="future_field") as err:
+        read_metadata(odd)
+    assert str(odd) in str(err.value) and "\n" not in str(err.value)
+    # the deploy commands' cached export of that kind is made again, not read
+    cached = deploy_cfg.run_dir / "deploy" / "stereonet_float.onnx"
+    clean = cached.read_bytes()
+    try:
+        cached.write_bytes(odd.read_bytes())
+        path, result = stage_onnx(deploy_cfg, "float", 64, 128)
+        assert path == cached and result is not None and read_metadata(cached) is not None
+    finally:
+        cached.write_bytes(clean)
+
+
 def test_default_size_rounds_validation_frames_up(deploy_cfg) -> None:
     assert default_size(deploy_cfg) == (64, 128)  # frames are 60x120
 

@@ -14,6 +14,8 @@ import pytest
 import torch
 import yaml
 
+from stereoq.deploy.acceptance import DEFAULT, for_model
+from stereoq.deploy.onnx_export import default_path, read_metadata
 from stereoq.engine.checkpoint import save_checkpoint
 from stereoq.errors import StereoqError
 from stereoq.models.build import build_model
@@ -135,3 +137,9 @@ def test_overrides_round_trip_through_calibration_int_infer_export_and_check(
     assert checked["overrides"] == expected
     # the float 3-D aggregation and the int16 offset conv leave the int8 kernels on ORT
     assert 0 < checked["integer_convolutions"] < checked["convolutions"]
+    # ... and the export records them: runtimes sum them in float their own way
+    metadata = read_metadata(default_path(cfg, "int_infer"))
+    assert metadata is not None
+    assert set(expected) <= set(metadata.float_convs)  # and the float head's last conv
+    assert len(metadata.float_convs) == checked["convolutions"] - checked["integer_convolutions"]
+    assert for_model(DEFAULT, metadata.float_convs).min_within_pct < DEFAULT.min_within_pct

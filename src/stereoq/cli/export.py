@@ -172,6 +172,11 @@ def print_acceptance(d: dict, title: str) -> None:
     if dep and ref:
         rows += [("EPE deployed / PyTorch", f"{dep['epe']:.4f} / {ref['epe']:.4f}"),
                  ("D1 % deployed / PyTorch", f"{dep['d1']:.2f} / {ref['d1']:.2f}")]
+    t = d.get("thresholds") or {}
+    if t:
+        rows.append(("needs", f"{t['min_within_pct']:g} % within {t['pixel_tol_px']:g} px, EPE "
+                              f"±{t['epe_abs_px']:g} px + {100 * t['epe_rel']:g} %, D1 "
+                              f"±{t['d1_pp']:g} points ({t['basis']})"))
     rows.append(("verdict", "healthy" if d["ok"] else "; ".join(d["problems"])))
     print_table(f"{title} on {d['frames']} frame(s)", ["", "value"], rows)
 

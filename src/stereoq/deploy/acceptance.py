@@ -22,7 +22,8 @@ of pixels within 1 px and moved EPE by 0.68-12.8 px and D1 by 5.6-70 points.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,8 @@ class Thresholds:
     """EPE may differ from PyTorch's by ``epe_abs_px + epe_rel x`` PyTorch's EPE."""
     d1_pp: float = 0.5
     """D1 may differ from PyTorch's by this many percentage points."""
+    basis: str = "the runtime computes the integer model's roundings"
+    """Why these thresholds apply (reported with the verdict)."""
 
     def epe_allowance(self, reference_epe: float) -> float:
         return self.epe_abs_px + self.epe_rel * reference_epe
@@ -51,7 +54,8 @@ class Thresholds:
 DEFAULT = Thresholds()
 """For runtimes that compute the integer model's roundings (ONNX Runtime, inductor)."""
 
-OWN_ROUNDING = Thresholds(min_within_pct=90.0, d1_pp=1.5)
+OWN_ROUNDING = Thresholds(min_within_pct=90.0, d1_pp=1.5,
+                          basis="the runtime rounds its own way")
 """For runtimes that round their own way (OpenVINO).
 
 OpenVINO computes each quantization as ``FakeQuantize`` (``(x - low) * levels / range`` in
@@ -63,6 +67,35 @@ trained quick-start models (seeds 0-2, 48 validation frames each): healthy artif
 96.7-98.7 % of pixels within 1 px, EPE 0.015-0.034 px and D1 0.19-0.69 points from PyTorch's
 (all lower); the same models broken on purpose kept at most 58.5 % within 1 px and moved EPE by
 0.58-12.8 px and D1 by 2.8-69.8 points. The EPE allowance is the default one."""
+
+
+FLOAT_CONVS = Thresholds(min_within_pct=97.0,
+                         basis="convolutions at 16 bits or float are summed the runtime's way")
+"""For runtimes that compute the integer model's roundings, on a model with convolutions they
+compute in float (``for_model``).
+
+No runtime has int16 convolution kernels: each dequantizes, sums in float in its own order and
+rounds, so such convolutions are not bit-exact to PyTorch's (the reference network's budget
+model: 12 % of its two int16 convolutions' outputs one LSB off, every other tensor exact given
+the same inputs), and a deep network carries the flips forward. Placed from
+``bench/bench_acceptance.py`` on ONNX Runtime (validation frames): healthy mixed models kept
+99.97 and 100 % of pixels within 1 px (two quick-start budget models, 4 and 2 such
+convolutions, 48 frames), 99.36 % (the reference network's budget model, 2, 16 frames; 98.94 % on
+the export's 4 verification frames) and 99.77 % (the reference network with 13 convolutions
+raised by hand, 16 frames), EPE within 0.0012 px and D1 within 0.05 points of PyTorch's; the same
+models broken on purpose kept at most 93.8 % (a dropped bias in the deep reference network,
+which moved EPE by only 0.045-0.048 px: within the EPE allowance, so the pixel share must
+catch it; ``OWN_ROUNDING``'s 90 % would not) and otherwise at most 47.9 %."""
+
+
+def for_model(base: Thresholds, float_convs: Sequence[str]) -> Thresholds:
+    """What a runtime judged by ``base`` must keep on a quantized model whose ``float_convs``
+    (``DeployMetadata.float_convs``) it computes in float: ``FLOAT_CONVS`` unless ``base`` is
+    already looser."""
+    if not float_convs or base.min_within_pct <= FLOAT_CONVS.min_within_pct:
+        return base
+    return replace(FLOAT_CONVS, basis=f"{len(float_convs)} convolution(s) at 16 bits or float, "
+                                      "summed the runtime's own way")
 
 
 @dataclass

@@ -14,7 +14,7 @@ import torch
 from stereoq import staging
 from stereoq.agreement import FLOAT_TOLERANCE, within
 from stereoq.atomic import atomic_write_json
-from stereoq.deploy.acceptance import DisparityComparison
+from stereoq.deploy.acceptance import DisparityComparison, for_model
 from stereoq.deploy.backends import get_backend
 from stereoq.deploy.backends.base import Backend
 from stereoq.deploy.check import CheckReport
@@ -243,7 +243,7 @@ def validate(
     run_artifact = backend.load(artifact)
     graph = reference_graph(stage_graph(cfg, metadata.stage))
     maxdisp = float(metadata.maxdisp)
-    comparison = DisparityComparison(maxdisp, backend.thresholds)
+    comparison = DisparityComparison(maxdisp, for_model(backend.thresholds, metadata.float_convs))
     bits = BitAgreement(metadata)
     reporter.task(f"validating {artifact.name} against {metadata.stage}", count)
     try:

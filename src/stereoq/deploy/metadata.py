@@ -54,6 +54,11 @@ class DeployMetadata(BaseModel):
     size_multiple: int
     outputs: list[OutputInfo]
     postprocess: str = POSTPROCESS
+    float_convs: list[str] = []
+    """Convolutions of a quantized graph that run in float, not as 8-bit integer kernels (16-bit
+    or float layers; module names where known). Each runtime sums them in its own order, so
+    they are not bit-exact to PyTorch's and the thresholds allow for it
+    (``stereoq.deploy.acceptance.for_model``)."""
 
     @property
     def height(self) -> int:
@@ -86,6 +91,7 @@ def describe(
     height: int,
     width: int,
     quant: dict[str, tuple[float, int] | None] | None = None,
+    float_convs: list[str] | None = None,
 ) -> DeployMetadata:
     """Metadata of the deployed graph of ``cfg`` at ``height`` x ``width``; ``quant`` maps an
     output to the (scale, bits) of its final dequantization."""
@@ -127,4 +133,5 @@ def describe(
                 **q(OUTPUT_NAMES[1]),
             ),
         ],
+        float_convs=list(float_convs or []),
     )

@@ -16,14 +16,21 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
+from pydantic import ValidationError
 from torch import Tensor, nn
 
 from stereoq import staging
 from stereoq.agreement import within_pct
-from stereoq.deploy.acceptance import DisparityAgreement, DisparityComparison
+from stereoq.deploy.acceptance import (
+    DEFAULT,
+    DisparityAgreement,
+    DisparityComparison,
+    Thresholds,
+    for_model,
+)
 from stereoq.deploy.metadata import INPUT_NAME, OUTPUT_NAMES, DeployMetadata, describe
 from stereoq.deploy.ort_runner import postprocess
-from stereoq.deploy.qdq_graph import QdqGraph
+from stereoq.deploy.qdq_graph import QdqGraph, node_scopes
 from stereoq.deploy.tensor_agreement import TensorAgreement, compare_tensors
 from stereoq.engine.stage import stage_dir
 from stereoq.errors import StereoqError
@@ -314,10 +321,11 @@ def compare_disparity(
     ref: list[tuple[np.ndarray, ...]],
     frames: list[VerificationFrame],
     maxdisp: float,
+    thresholds: Thresholds = DEFAULT,
 ) -> DisparityAgreement:
     """Final disparity (after the deployed post-processing) of two runs' outputs, scored
     against each frame's ground truth where it has one (``stereoq.deploy.acceptance``)."""
-    comparison = DisparityComparison(maxdisp)
+    comparison = DisparityComparison(maxdisp, thresholds)
     for g, r, frame in zip(got, ref, frames, strict=True):
         h, w = frame.size
         comparison.update(
@@ -405,7 +413,8 @@ def export_stage(
             counts[node.op_type] = counts.get(node.op_type, 0) + 1
         result = ExportResult(
             path, metadata, agreement,
-            compare_disparity(got, ref, frames, float(metadata.maxdisp)),
+            compare_disparity(got, ref, frames, float(metadata.maxdisp),
+                              for_model(DEFAULT, metadata.float_convs)),
             dict(sorted(counts.items())), strict,
         )
         if not result.ok:
@@ -422,8 +431,10 @@ def stamp(
     """Describe an exported ``model`` of ``stage`` (float, or int8 Q/DQ when it quantizes) and
     write the description into it (metadata properties, doc string); returns it."""
     quantized = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+    graph, scopes = QdqGraph(model), node_scopes(model)
+    convs = [scopes.get(n, n).removeprefix("model.") for n in graph.float_convs()]
     metadata = describe(cfg, stage, "int8-qdq" if quantized else "float32", opset, height, width,
-                        QdqGraph(model).output_quant())
+                        graph.output_quant(), convs)
     for key, value in metadata.onnx_props().items():
         model.metadata_props.add(key=key, value=value)
     model.doc_string = f"stereoq {stage} StereoNet; outputs need: {metadata.postprocess}"
@@ -431,8 +442,15 @@ def stamp(
 
 
 def read_metadata(path: Path) -> DeployMetadata | None:
-    """The stereoq metadata of an exported file (None for files without it)."""
-    return DeployMetadata.from_onnx(onnx.load(str(path), load_external_data=False))
+    """The stereoq metadata of an exported file (None for files without it); metadata this
+    version cannot read (another stereoq version's) is a one-line error."""
+    try:
+        return DeployMetadata.from_onnx(onnx.load(str(path), load_external_data=False))
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "metadata"
+        raise StereoqError(f"{path}: stereoq metadata this version cannot read ({where}: "
+                           f"{first['msg']}); export it again with stereoq export") from None
 
 
 def _newest_mtime(folder: Path) -> float:
@@ -446,9 +464,10 @@ def stage_onnx(
     """The stage's ONNX file at this size: the existing export when it matches and is newer
     than everything in the stage's run folder, else a fresh (verified) export. ``strict``
     always exports afresh, verified bit by bit (``export_stage``)."""
-    path = default_path(cfg, stage)
+    path, meta = default_path(cfg, stage), None
     if path.is_file() and not strict:
-        meta = read_metadata(path)
+        with contextlib.suppress(StereoqError):  # another version's export: made again
+            meta = read_metadata(path)
         fresh = path.stat().st_mtime >= _newest_mtime(stage_dir(cfg, stage))
         if meta is not None and fresh and (meta.stage, meta.height, meta.width) == (
             stage,

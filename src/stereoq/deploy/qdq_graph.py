@@ -130,6 +130,36 @@ class QdqGraph:
         return found
 
 
+    def float_convs(self) -> list[str]:
+        """Names of a quantized graph's convolutions that are not 8-bit integer kernels, in graph
+        order: those reading or writing a 16-bit or float tensor (empty for a float graph).
+
+        No runtime has int16 convolution kernels: each dequantizes, convolves in float (summing
+        in its own order) and rounds, so these are not bit-exact across runtimes.
+        """
+        if not any(n.op_type == "QuantizeLinear" for n in self.nodes):
+            return []
+        found = []
+        for node in self.nodes:
+            if node.op_type != "Conv":
+                continue
+            reads = [self.origin(i) for i in self.data_inputs(node)[:2]]
+            writes = self.sinks(node.output[0])
+            while any(n.op_type == "Relu" for n in writes):  # Conv + Relu + Q fuse too
+                writes = [s for n in writes for s in (
+                    self.sinks(n.output[0]) if n.op_type == "Relu" else [n])]
+            integer = all(
+                n is not None and n.op_type == "DequantizeLinear"
+                and self.dtype.get(n.input[0]) in INTEGER_TYPES for n in reads
+            ) and bool(writes) and all(
+                n.op_type == "QuantizeLinear" and self.dtype.get(n.output[0]) in INTEGER_TYPES
+                for n in writes
+            )
+            if not integer:
+                found.append(node.name)
+        return found
+
+
 _PARAM = re.compile(r"%p_(?:net_)?(model_\w+?)_(?:weight|bias)\b")
 _ORT_SUFFIX = re.compile(r"(_token_\d+|_nchwc|/duplicated)+$")
 
