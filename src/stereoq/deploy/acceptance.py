@@ -66,7 +66,14 @@ Placed from ``bench/bench_acceptance.py --backend openvino --backend openvino-bf
 trained quick-start models (seeds 0-2, 48 validation frames each): healthy artifacts kept
 96.7-98.7 % of pixels within 1 px, EPE 0.015-0.034 px and D1 0.19-0.69 points from PyTorch's
 (all lower); the same models broken on purpose kept at most 58.5 % within 1 px and moved EPE by
-0.58-12.8 px and D1 by 2.8-69.8 points. The EPE allowance is the default one."""
+0.58-12.8 px and D1 by 2.8-69.8 points. The EPE allowance is the default one.
+
+On the deep reference network (``stereonet_sceneflow`` trained 10 epochs, 16 frames) healthy
+artifacts kept 99.77 % (``openvino``) and 95.98-96.01 % (``openvino-bf16``, with and without
+int16 convolutions), and one dropped bias kept 91.7-93.6 % while moving EPE by -0.002 to
++0.047 px and D1 by at most 0.33 points: accepted. The pixel share cannot separate a bfloat16
+deployment from that breakage with a margin on such a network, and its effect on accuracy is
+below what a user sees; the grosser breakages kept at most 40.8 %."""
 
 
 FLOAT_CONVS = Thresholds(min_within_pct=97.0,
