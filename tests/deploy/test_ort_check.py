@@ -45,3 +45,39 @@ def test_unknown_backend_is_an_option_error() -> None:
     with pytest.raises(StereoqError, match="--backend: unsupported backend 'trt'") as err:
         get_backend("trt")
     assert err.value.exit_code == 2
+
+
+@pytest.mark.parametrize("middle", ["int8", "float", "int16"])
+def test_the_exports_float_convs_are_the_convs_ort_leaves_out_of_int8_kernels(
+    tmp_path: Path, middle: str
+) -> None:
+    import onnx
+
+    from stereoq.deploy.qdq_graph import QdqGraph
+
+    path = conv_chain(tmp_path / "m.onnx", middle)
+    found = QdqGraph(onnx.load(str(path))).float_convs()
+    integer, total = get_backend("ort").check(path).conv_summary()
+    assert len(found) == total - integer == (0 if middle == "int8" else 1)
+    if found:  # the middle one of the three, in graph order
+        convs = [n.name for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"]
+        assert found == [convs[1]]
+
+
+def test_scopes_from_parameter_names_keep_underscores(tmp_path: Path) -> None:
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from stereoq.deploy.qdq_graph import node_scopes
+
+    model = onnx.load(str(conv_chain(tmp_path / "m.onnx", "int8")))
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    bias = "net.model.neck.concat_feature.0.0.bias"  # a re-exported graph's parameter name
+    model.graph.initializer.append(numpy_helper.from_array(np.zeros(8, np.float32), bias))
+    conv.input.append(bias)
+    conv.metadata_props.add(key="pkg.torch.onnx.fx_node",
+                            value="%conv2d = aten.conv2d(%x, %w, %p_net_model_neck_concat_"
+                                  "feature_0_0_bias)")
+    scopes = node_scopes(model)
+    assert scopes[conv.name] == "model.neck.concat_feature.0.0"

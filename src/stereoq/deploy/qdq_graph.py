@@ -161,6 +161,7 @@ class QdqGraph:
 
 
 _PARAM = re.compile(r"%p_(?:net_)?(model_\w+?)_(?:weight|bias)\b")
+_PARAM_NAME = re.compile(r"^(?:net\.)?(model\..+)\.(?:weight|bias)$")
 _ORT_SUFFIX = re.compile(r"(_token_\d+|_nchwc|/duplicated)+$")
 
 
@@ -179,6 +180,7 @@ def scope_of(name: str, scopes: dict[str, str]) -> str:
 def node_scopes(model: onnx.ModelProto) -> dict[str, str]:
     """Node name and output name -> the PyTorch module it came from (dynamo exporter metadata)."""
     scopes: dict[str, str] = {}
+    params = {t.name for t in model.graph.initializer if _PARAM_NAME.match(t.name)}
     for node in model.graph.node:
         props = {p.key: p.value for p in node.metadata_props}
         raw = props.get("pkg.torch.onnx.name_scopes", "")
@@ -189,8 +191,11 @@ def node_scopes(model: onnx.ModelProto) -> dict[str, str]:
         # "...stem.2" is the ReLU of a conv-BN-ReLU Sequential that ORT fuses: name the block
         scope = re.sub(r"\.\d+$", "", names[-2]) if len(names) >= 2 else ""
         if not scope:  # re-exported graphs (PT2E) lose module scopes but keep parameter names
+            # the parameter's own name keeps the module path (underscores in names included)
+            named = [m.group(1) for i in node.input if i in params
+                     and (m := _PARAM_NAME.match(i)) is not None]
             param = _PARAM.search(props.get("pkg.torch.onnx.fx_node", ""))
-            scope = param.group(1).replace("_", ".") if param else ""
+            scope = named[0] if named else param.group(1).replace("_", ".") if param else ""
         if not scope:
             continue
         scopes[node.name] = scope
