@@ -176,7 +176,7 @@ def print_acceptance(d: dict, title: str) -> None:
     if t:
         rows.append(("needs", f"{t['min_within_pct']:g} % within {t['pixel_tol_px']:g} px, EPE "
                               f"±{t['epe_abs_px']:g} px + {100 * t['epe_rel']:g} %, D1 "
-                              f"±{t['d1_pp']:g} points ({t['basis']})"))
+                              f"±{t['d1_pp']:g} points ({t.get('basis', '')})"))
     rows.append(("verdict", "healthy" if d["ok"] else "; ".join(d["problems"])))
     print_table(f"{title} on {d['frames']} frame(s)", ["", "value"], rows)
 
