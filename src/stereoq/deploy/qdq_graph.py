@@ -129,7 +129,6 @@ class QdqGraph:
             found[name] = (scale, bits) if scale is not None else None
         return found
 
-
     def float_convs(self) -> list[str]:
         """Names of a quantized graph's convolutions that are not 8-bit integer kernels, in graph
         order: those reading or writing a 16-bit or float tensor (empty for a float graph).
