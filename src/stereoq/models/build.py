@@ -19,7 +19,8 @@ def build_model(cfg: ModelConfig) -> StereoNet:
         **cfg.head.params(),
     )
     refinement_ = cfg.refinement.registry.build(
-        cfg.refinement.type, levels=cfg.refine_levels, **cfg.refinement.params()
+        cfg.refinement.type, levels=cfg.refine_levels, maxdisp=cfg.maxdisp,
+        **cfg.refinement.params()
     )
     post = build_postprocess(cfg)
     return StereoNet(neck_, head_, refinement_, post, cfg.maxdisp, cfg.size_multiple)

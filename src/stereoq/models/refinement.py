@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, PositiveInt
+from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt
 from torch import Tensor, nn
 
 from stereoq.models.blocks import BasicBlock, conv_bn_relu
@@ -49,16 +49,53 @@ class RefinementLevel(nn.Module):
 
 @REFINEMENTS.register("edge_aware_refinement")
 class EdgeAwareRefinement(nn.Module):
-    """``levels`` refinement steps, each doubling resolution up to the input size."""
+    """``levels`` refinement steps, each doubling resolution up to the input size.
+
+    The network carries disparity normalised by maxdisp (d / D). With ``disparity_unit_px``
+    set, each level reads and writes it in units of that many pixels instead: its input
+    disparity is multiplied by ``gain = maxdisp / disparity_unit_px`` and its offset divided
+    by it. The function is the same for suitably scaled weights, but the optimiser's steps are
+    not: in units of maxdisp a few pixels of disparity edge are ~0.05 against image edges of
+    ~1, and the levels learnt nothing in the quick start's budget (see CHANGELOG 0.x). The gain
+    is a buffer of the state dict (only when set), so weights trained with one unit never load
+    silently into a model of another; ``fold_gain`` moves it into the weights for export.
+    """
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid")
         channels: PositiveInt = 32
         num_blocks: PositiveInt = 6
+        disparity_unit_px: PositiveFloat | None = None
+        """Pixels per unit of the disparity the levels see; None: maxdisp (the original)."""
 
-    def __init__(self, levels: int, channels: int, num_blocks: int) -> None:
+    def __init__(
+        self,
+        levels: int,
+        channels: int,
+        num_blocks: int,
+        maxdisp: int = 1,
+        disparity_unit_px: float | None = None,
+    ) -> None:
         super().__init__()
         self.levels = nn.ModuleList(RefinementLevel(channels, num_blocks) for _ in range(levels))
+        self.scaled = disparity_unit_px is not None
+        if self.scaled:
+            self.register_buffer("gain", torch.tensor(maxdisp / disparity_unit_px))
+
+    @torch.no_grad()
+    def fold_gain(self) -> None:
+        """Move the gain into each level's stem and offset weights: same outputs, no multiplies
+        in the graph (exact in train and eval mode: BN follows both convolutions)."""
+        if not self.scaled:
+            return
+        gain = float(self.gain)
+        for level in self.levels:
+            level.stem[0].weight[:, :1] *= gain  # the disparity channel
+            bn = level.offset[1]
+            bn.weight /= gain
+            bn.bias /= gain
+        self.gain.fill_(1.0)
+        self.scaled = False
 
     def forward(self, coarse: Tensor, left: Tensor) -> list[Tensor]:
         """Coarse (B, 1, H/2^L, W/2^L) -> refined disparities; the last entry is an offset.
@@ -74,7 +111,10 @@ class EdgeAwareRefinement(nn.Module):
             scale = 2 ** (n - 1 - i)
             size = (height // scale, width // scale)
             up = resize(disp, size)
-            offset = level(up, resize(left, size))
+            if self.scaled:
+                offset = level(up * self.gain, resize(left, size)) / self.gain
+            else:
+                offset = level(up, resize(left, size))
             if i == n - 1:
                 outputs.append(offset)
             else:

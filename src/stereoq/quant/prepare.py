@@ -60,8 +60,16 @@ class LastTwo(nn.Module):
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` (eval mode) with each Conv+BN pair of a Sequential fused into a conv."""
+    """A copy of ``model`` (eval mode) with each Conv+BN pair of a Sequential fused into a conv.
+
+    Gains of modules with a ``fold_gain`` method (the refinement's disparity unit) move into
+    their weights first, so the exported graph has no multiplies for them.
+    """
     folded = copy.deepcopy(model).eval()
+    for module in folded.modules():
+        fold_gain = getattr(module, "fold_gain", None)
+        if callable(fold_gain):
+            fold_gain()
     for module in folded.modules():
         if not isinstance(module, nn.Sequential):
             continue

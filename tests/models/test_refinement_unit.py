@@ -1,0 +1,82 @@
+"""The refinement's disparity unit (``model.refinement.disparity_unit_px``)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from tests.conftest import TINY
+from torch import nn
+
+from stereoq.engine.checkpoint import save_checkpoint
+from stereoq.engine.predictor import load_model
+from stereoq.errors import StereoqError
+from stereoq.models.build import build_model
+from stereoq.settings import load_config
+from stereoq.settings.config import ExperimentConfig
+
+
+def _config(unit: float | None) -> ExperimentConfig:
+    refinement = {**TINY["model"]["refinement"], "disparity_unit_px": unit}
+    return load_config(None, overrides={"model": {**TINY["model"], "refinement": refinement}})
+
+
+def _perturbed(model: nn.Module) -> nn.Module:
+    """Random BN statistics and affine parameters, so that folding has something to move."""
+    torch.manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d | nn.BatchNorm3d):
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.1)
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def test_the_unit_is_a_buffer_of_the_state_dict_only_when_set() -> None:
+    plain = build_model(_config(None).model)
+    scaled = build_model(_config(12.0).model)
+    assert not any("gain" in key for key in plain.state_dict())
+    assert float(scaled.state_dict()["refinement.gain"]) == pytest.approx(64 / 12)
+
+
+@pytest.mark.parametrize(("trained", "loaded"), [(None, 12.0), (12.0, None)])
+def test_weights_of_another_unit_do_not_load(
+    tmp_path: Path, trained: float | None, loaded: float | None
+) -> None:
+    path = save_checkpoint(tmp_path / "best.pt",
+                           {"model": build_model(_config(trained).model).state_dict()})
+    with pytest.raises(StereoqError, match="does not match the config's model"):
+        load_model(_config(loaded).model, path)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_folding_the_gain_keeps_the_outputs(mode: str) -> None:
+    torch.manual_seed(0)
+    model = _perturbed(build_model(_config(12.0).model))
+    folded = copy.deepcopy(model)
+    folded.refinement.fold_gain()
+    assert not folded.refinement.scaled
+    x = torch.randn(2, 6, 64, 128)
+    getattr(model, mode)()
+    getattr(folded, mode)()
+    with torch.no_grad():
+        for got, want in zip(folded.raw(x), model.raw(x), strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_the_exported_graph_has_no_multiply_for_the_gain() -> None:
+    from stereoq.quant.prepare import RawOutputs, export_graph, fold_batchnorm
+
+    def muls(cfg: ExperimentConfig) -> int:
+        model = build_model(cfg.model).eval()
+        graph = export_graph(RawOutputs(fold_batchnorm(model)), cfg.model.num_candidates,
+                             cfg.model.size_multiple)
+        return sum(1 for n in graph.graph.nodes if "mul" in str(n.target))
+
+    scaled = build_model(_config(12.0).model).eval()
+    unfolded = torch.export.export(scaled, (torch.zeros(1, 6, 64, 128),)).graph
+    assert sum(1 for n in unfolded.nodes if "mul" in str(n.target)) > muls(_config(None))
+    assert muls(_config(12.0)) == muls(_config(None))
