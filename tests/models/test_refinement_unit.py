@@ -42,14 +42,31 @@ def test_the_unit_is_a_buffer_of_the_state_dict_only_when_set() -> None:
     assert float(scaled.state_dict()["refinement.gain"]) == pytest.approx(64 / 12)
 
 
-@pytest.mark.parametrize(("trained", "loaded"), [(None, 12.0), (12.0, None)])
-def test_weights_of_another_unit_do_not_load(
+@pytest.mark.parametrize(("trained", "loaded"), [(None, 12.0), (12.0, None), (12.0, 5.0)])
+def test_weights_of_another_unit_load_as_the_same_function(
     tmp_path: Path, trained: float | None, loaded: float | None
 ) -> None:
-    path = save_checkpoint(tmp_path / "best.pt",
-                           {"model": build_model(_config(trained).model).state_dict()})
+    torch.manual_seed(0)
+    source = _perturbed(build_model(_config(trained).model)).eval()
+    path = save_checkpoint(tmp_path / "best.pt", {"model": source.state_dict()})
+    model = load_model(_config(loaded).model, path).eval()
+    assert ("refinement.gain" in model.state_dict()) == (loaded is not None)
+    x = torch.randn(1, 6, 64, 128)
+    with torch.no_grad():
+        for got, want in zip(model.raw(x), source.raw(x), strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    # The checkpoint's own tensors are left as they were.
+    saved = torch.load(path, weights_only=True)["model"]
+    for key, value in source.state_dict().items():
+        assert torch.equal(saved[key], value), key
+
+
+def test_a_model_of_another_shape_is_still_refused(tmp_path: Path) -> None:
+    other = {**TINY["model"]["refinement"], "channels": 4, "disparity_unit_px": 12.0}
+    cfg = load_config(None, overrides={"model": {**TINY["model"], "refinement": other}})
+    path = save_checkpoint(tmp_path / "best.pt", {"model": build_model(cfg.model).state_dict()})
     with pytest.raises(StereoqError, match="does not match the config's model"):
-        load_model(_config(loaded).model, path)
+        load_model(_config(None).model, path)
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
@@ -58,7 +75,7 @@ def test_folding_the_gain_keeps_the_outputs(mode: str) -> None:
     model = _perturbed(build_model(_config(12.0).model))
     folded = copy.deepcopy(model)
     folded.refinement.fold_gain()
-    assert not folded.refinement.scaled
+    assert "refinement.gain" not in folded.state_dict()
     x = torch.randn(2, 6, 64, 128)
     getattr(model, mode)()
     getattr(folded, mode)()

@@ -47,6 +47,17 @@ class RefinementLevel(nn.Module):
         return self.offset(self.blocks(self.stem(torch.cat([disp, image], dim=1))))
 
 
+def _rescale(
+    stem_weight: Tensor, offset_weight: Tensor, offset_bias: Tensor, factor: float
+) -> None:
+    """In place: a level's weights for gain g -> those of the same function for gain g / factor
+    (the stem's disparity input channel and the offset's BN scale and shift)."""
+    with torch.no_grad():
+        stem_weight[:, :1] *= factor
+        offset_weight /= factor
+        offset_bias /= factor
+
+
 @REFINEMENTS.register("edge_aware_refinement")
 class EdgeAwareRefinement(nn.Module):
     """``levels`` refinement steps, each doubling resolution up to the input size.
@@ -56,9 +67,10 @@ class EdgeAwareRefinement(nn.Module):
     disparity is multiplied by ``gain = maxdisp / disparity_unit_px`` and its offset divided
     by it. The function is the same for suitably scaled weights, but the optimiser's steps are
     not: in units of maxdisp a few pixels of disparity edge are ~0.05 against image edges of
-    ~1, and the levels learnt nothing in the quick start's budget (see CHANGELOG 0.x). The gain
-    is a buffer of the state dict (only when set), so weights trained with one unit never load
-    silently into a model of another; ``fold_gain`` moves it into the weights for export.
+    ~1, and the levels learnt nothing in the quick start's budget (README, "The model"). The
+    gain is a buffer of the state dict (only when set) and weights of another unit are converted
+    exactly on load (no gain: the original unit), so any checkpoint loads into any unit;
+    ``fold_gain`` moves the gain into the weights for export.
     """
 
     class Params(BaseModel):
@@ -88,14 +100,28 @@ class EdgeAwareRefinement(nn.Module):
         in the graph (exact in train and eval mode: BN follows both convolutions)."""
         if not self.scaled:
             return
-        gain = float(self.gain)
         for level in self.levels:
-            level.stem[0].weight[:, :1] *= gain  # the disparity channel
             bn = level.offset[1]
-            bn.weight /= gain
-            bn.bias /= gain
-        self.gain.fill_(1.0)
+            _rescale(level.stem[0].weight, bn.weight, bn.bias, float(self.gain))
+        del self._buffers["gain"]
         self.scaled = False
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object) -> None:
+        """Weights saved in another unit (or none: gain 1) are rescaled to this model's."""
+        key = prefix + "gain"
+        saved = float(state_dict.pop(key)) if key in state_dict else 1.0
+        mine = float(self.gain) if self.scaled else 1.0
+        if self.scaled:
+            state_dict[key] = self.gain.detach().clone()
+        if saved != mine:
+            for i in range(len(self.levels)):
+                names = [f"{prefix}levels.{i}.{n}" for n in
+                         ("stem.0.weight", "offset.1.weight", "offset.1.bias")]
+                if all(n in state_dict for n in names):
+                    tensors = [state_dict[n].clone() for n in names]
+                    _rescale(*tensors, saved / mine)
+                    state_dict.update(zip(names, tensors, strict=True))
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def forward(self, coarse: Tensor, left: Tensor) -> list[Tensor]:
         """Coarse (B, 1, H/2^L, W/2^L) -> refined disparities; the last entry is an offset.
