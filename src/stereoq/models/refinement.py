@@ -85,13 +85,15 @@ class EdgeAwareRefinement(nn.Module):
         levels: int,
         channels: int,
         num_blocks: int,
-        maxdisp: int = 1,
+        maxdisp: int | None = None,
         disparity_unit_px: float | None = None,
     ) -> None:
         super().__init__()
         self.levels = nn.ModuleList(RefinementLevel(channels, num_blocks) for _ in range(levels))
         self.scaled = disparity_unit_px is not None
         if self.scaled:
+            if maxdisp is None:
+                raise ValueError("disparity_unit_px needs the network's maxdisp")
             self.register_buffer("gain", torch.tensor(maxdisp / disparity_unit_px))
 
     @torch.no_grad()
