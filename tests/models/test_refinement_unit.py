@@ -97,3 +97,19 @@ def test_the_exported_graph_has_no_multiply_for_the_gain() -> None:
     unfolded = torch.export.export(scaled, (torch.zeros(1, 6, 64, 128),)).graph
     assert sum(1 for n in unfolded.nodes if "mul" in str(n.target)) > muls(_config(None))
     assert muls(_config(12.0)) == muls(_config(None))
+
+
+def test_the_shipped_weights_load_into_the_quick_start_config() -> None:
+    """`train --init-from light-scenes` with the default config (a 12 px unit): the weights,
+    trained in the original unit, keep their function."""
+    from stereoq import weights
+
+    shipped = weights.eval_model(weights.DEFAULT)
+    cfg = load_config(None)
+    assert cfg.model.refinement.params().get("disparity_unit_px") is not None
+    model = build_model(cfg.model)
+    model.load_state_dict(weights.state_dict(weights.DEFAULT))
+    model.eval()
+    x = torch.randn(1, 6, 64, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), shipped(x), rtol=1e-4, atol=1e-3)
