@@ -113,3 +113,22 @@ def test_the_shipped_weights_load_into_the_quick_start_config() -> None:
     x = torch.randn(1, 6, 64, 128)
     with torch.no_grad():
         torch.testing.assert_close(model(x), shipped(x), rtol=1e-4, atol=1e-3)
+
+
+def test_the_levels_diagnostic_ends_at_the_models_disparity() -> None:
+    """`bench/refinement_levels.py`: five full-size outputs, the last the disparity the model
+    predicts (odd sizes padded and cropped back the same way)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "refinement_levels.py"
+    spec = importlib.util.spec_from_file_location("refinement_levels", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    torch.manual_seed(0)
+    model = _perturbed(build_model(_config(12.0).model)).eval()
+    x = torch.randn(1, 6, 50, 140)
+    outputs = bench.level_disparities(model, x)
+    assert len(outputs) == 5 and all(o.shape == (1, 1, 50, 140) for o in outputs)
+    with torch.no_grad():
+        torch.testing.assert_close(outputs[-1], model(x), rtol=1e-5, atol=1e-5)
