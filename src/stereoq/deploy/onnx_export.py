@@ -431,8 +431,11 @@ def stamp(
     """Describe an exported ``model`` of ``stage`` (float, or int8 Q/DQ when it quantizes) and
     write the description into it (metadata properties, doc string); returns it."""
     quantized = any(n.op_type == "QuantizeLinear" for n in model.graph.node)
-    graph, scopes = QdqGraph(model), node_scopes(model)
-    convs = [scopes.get(n, n).removeprefix("model.") for n in graph.float_convs()]
+    graph = QdqGraph(model)
+    convs = graph.float_convs()
+    if convs:  # module names only where there is something to name
+        scopes = node_scopes(model)
+        convs = [scopes.get(n, n).removeprefix("model.") for n in convs]
     metadata = describe(cfg, stage, "int8-qdq" if quantized else "float32", opset, height, width,
                         graph.output_quant(), convs)
     for key, value in metadata.onnx_props().items():

@@ -90,11 +90,15 @@ class EdgeAwareRefinement(nn.Module):
     ) -> None:
         super().__init__()
         self.levels = nn.ModuleList(RefinementLevel(channels, num_blocks) for _ in range(levels))
-        self.scaled = disparity_unit_px is not None
-        if self.scaled:
+        if disparity_unit_px is not None:
             if maxdisp is None:
                 raise ValueError("disparity_unit_px needs the network's maxdisp")
             self.register_buffer("gain", torch.tensor(maxdisp / disparity_unit_px))
+
+    @property
+    def scaled(self) -> bool:
+        """Whether the levels work in a unit of their own (the gain is not folded away)."""
+        return "gain" in self._buffers
 
     @torch.no_grad()
     def fold_gain(self) -> None:
@@ -106,7 +110,6 @@ class EdgeAwareRefinement(nn.Module):
             bn = level.offset[1]
             _rescale(level.stem[0].weight, bn.weight, bn.bias, float(self.gain))
         del self._buffers["gain"]
-        self.scaled = False
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object) -> None:
         """Weights saved in another unit (or none: gain 1) are rescaled to this model's."""
