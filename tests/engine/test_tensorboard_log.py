@@ -4,6 +4,7 @@ tensorboard's own reader, hidden again where --resume drops their epochs."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -42,16 +43,34 @@ def test_switched_off_writes_nothing(tiny_config) -> None:
     assert not list((cfg.run_dir / "float").glob("events.out.tfevents.*"))
 
 
-def test_resumed_and_fresh_runs_hide_the_epochs_they_repeat(tmp_path) -> None:
+def next_second() -> None:
+    """Wait for the clock's next second: event files are named, and read in order, by the second
+    they were opened, then by a per-process counter that does not sort as a number (9 > 10)."""
+    start = int(time.time())
+    while int(time.time()) == start:
+        time.sleep(0.02)
+
+
+def test_a_resumed_run_hides_the_epochs_it_repeats(tmp_path) -> None:
     with TensorBoardLog(tmp_path) as first:  # a run interrupted after epoch 3's events
         for epoch in (1, 2, 3):
             first.add({"epoch": epoch, "train_loss": 10.0 * epoch})
+    next_second()  # a resume is a later process
     with TensorBoardLog(tmp_path, epochs_done=2) as resumed:  # last.pt was epoch 2's
         resumed.add({"epoch": 3, "train_loss": 3.5})
     assert scalars(tmp_path)["train/loss"] == [(1, 10.0), (2, 20.0), (3, 3.5)]
-    with TensorBoardLog(tmp_path) as fresh:  # a fresh run in the same folder
+
+
+def test_a_fresh_run_replaces_the_previous_runs_events(tmp_path) -> None:
+    with TensorBoardLog(tmp_path) as first:
+        for epoch in (1, 2, 3):
+            first.add({"epoch": epoch, "train_loss": 10.0 * epoch})
+    (tmp_path / "log.jsonl").write_text("{}\n")  # not an event file: stays
+    with TensorBoardLog(tmp_path) as fresh:  # the same second: ordering by name cannot help
         fresh.add({"epoch": 1, "train_loss": 7.0})
     assert scalars(tmp_path)["train/loss"] == [(1, 7.0)]
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 1
+    assert (tmp_path / "log.jsonl").exists()
 
 
 def test_tags_group_by_split() -> None:

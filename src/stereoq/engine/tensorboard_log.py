@@ -25,8 +25,12 @@ class TensorBoardLog:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             return
-        # TensorBoard hides earlier events from this step on: those of the epochs after the
-        # resumed checkpoint, or all of a previous run's, as keep_log drops their lines.
+        if epochs_done == 0:  # a fresh run: a previous run's events go, as its log lines do
+            for old in Path(log_dir).glob("events.out.tfevents.*"):
+                old.unlink()
+        # A resumed run: TensorBoard hides the earlier events from this step on, those of the
+        # epochs after the checkpoint, as keep_log drops their lines. It reads event files in
+        # name order, which starts with the second the file was opened.
         self.writer = SummaryWriter(str(log_dir), purge_step=epochs_done + 1)
 
     def add(self, record: dict[str, Any]) -> None:
