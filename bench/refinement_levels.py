@@ -1,10 +1,11 @@
-"""What each refinement level buys: a float model's five outputs, each upsampled (bilinear) to
+"""What each refinement level buys: a float model's outputs, each upsampled (bilinear) to
 full size and scored against the ground truth, on validation scenes and on the Middlebury
 motorcycle pair (741x500, when scikit-image is installed).
 
-The first row is the 1/16 cost-volume estimate, the last the final disparity; a level whose row
-is no better than the one above it learnt nothing. This is how the refinement's disparity unit
-(``model.refinement.disparity_unit_px``, README "The model") was found and measured.
+The first row is the cost-volume estimate (at 1/stride of the neck), the last the final
+disparity; a level whose row is no better than the one above it learnt nothing. This is how the
+refinement's disparity unit (``model.refinement.disparity_unit_px``, README "The model") was
+found and measured.
 
     python bench/refinement_levels.py                                  # the quick start's run
     python bench/refinement_levels.py --checkpoint runs/x/float/best.pt --frames 16 \\
@@ -34,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
 
 def level_disparities(model: torch.nn.Module, x: Tensor) -> list[Tensor]:
-    """(1, 6, H, W) -> the five outputs in px, each upsampled to (1, 1, H, W)."""
+    """(1, 6, H, W) -> the outputs in px (refine_levels + 1), each upsampled to (1, 1, H, W)."""
     height, width = x.shape[-2:]
     size = padded_size(height, width, model.size_multiple, model.min_size)
     with torch.no_grad():
@@ -46,7 +47,7 @@ def level_disparities(model: torch.nn.Module, x: Tensor) -> list[Tensor]:
 def score(model: torch.nn.Module, pairs: list[tuple[Tensor, Tensor]], maxdisp: float
           ) -> list[dict[str, float]]:
     """Per output level: EPE and bad-k over ``pairs`` of ((1, 6, H, W), (1, 1, H, W) gt)."""
-    metrics = [DisparityMetrics(maxdisp) for _ in range(5)]
+    metrics = [DisparityMetrics(maxdisp) for _ in range(len(model.refinement.levels) + 1)]
     for x, gt in pairs:
         for m, disp in zip(metrics, level_disparities(model, x), strict=True):
             m.update(disp, gt)
@@ -82,7 +83,8 @@ def main() -> None:
         sets["motorcycle"] = [(x, torch.from_numpy(gt)[None, None])]
     except StereoqError as err:
         print(f"motorcycle pair skipped: {err}")
-    names = ["1/16 (cost volume)"] + [f"level {i + 1}" for i in range(4)]
+    names = [f"1/{cfg.model.size_multiple} (cost volume)"] + [
+        f"level {i + 1}" for i in range(cfg.model.refine_levels)]
     results = {key: score(model, pairs, cfg.model.maxdisp) for key, pairs in sets.items()}
     rows = [[name] + [f"{results[k][i]['epe']:.3f} / {results[k][i]['bad2']:.1f}"
                       for k in results] for i, name in enumerate(names)]

@@ -1,6 +1,7 @@
 """The size multiple comes from the network: a neck of stride 8 (refine_levels 3) flows through
 the model's padding, export's size check and metadata, the exported graph's shapes and the
-padded predictor that infer runs."""
+padded predictor that infer runs; a registered neck may declare its stride as a class
+attribute instead of a parameter."""
 
 from __future__ import annotations
 
@@ -10,45 +11,83 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from pydantic import BaseModel
+from torch import nn
 
 from stereoq.deploy.metadata import describe
 from stereoq.deploy.onnx_export import check_size
 from stereoq.engine.predictor import PaddedGraph
 from stereoq.errors import StereoqError
-from stereoq.models.blocks import make_stage
 from stereoq.models.build import build_model
 from stereoq.models.neck import StereoNetNeck
 from stereoq.registry import NECKS
 from stereoq.settings import load_config
 from stereoq.settings.config import ExperimentConfig
 
-NECK = "stride8_neck_for_tests"
+NECK = "class_stride8_neck_for_tests"
 
 
 @NECKS.register(NECK)
-class Stride8Neck(StereoNetNeck):
-    """StereoNet's neck with its third stage at stride 1: features at 1/8."""
+class ClassStride8Neck(nn.Module):
+    """A neck of another author's: features at 1/8, the stride a class attribute."""
 
     stride = 8
 
+    class Params(BaseModel):
+        out_channels: list[int]
+        num_blocks: list[int]
+
     def __init__(self, out_channels: list[int], num_blocks: list[int]) -> None:
-        super().__init__(out_channels, num_blocks)
-        self.stage3 = make_stage(out_channels[2], out_channels[3], num_blocks[2], 1)
+        super().__init__()
+        self.inner = StereoNetNeck(out_channels, num_blocks, stride=8)
+        self.gwc_channels = self.inner.gwc_channels
+        self.concat_channels = self.inner.concat_channels
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inner(x)
+
+
+def with_stride8(tiny_config: Path, neck: dict) -> ExperimentConfig:
+    data = yaml.safe_load(tiny_config.read_text())
+    data["model"].update(refine_levels=3, loss={"weights": [0.3, 0.5, 0.5, 1.0]})
+    data["model"]["neck"].update(neck)
+    tiny_config.write_text(yaml.safe_dump(data))
+    return load_config(str(tiny_config))
 
 
 @pytest.fixture
 def stride8(tiny_config: Path) -> ExperimentConfig:
-    data = yaml.safe_load(tiny_config.read_text())
-    data["model"].update(refine_levels=3, loss={"weights": [0.3, 0.5, 0.5, 1.0]})
-    data["model"]["neck"]["type"] = NECK
-    tiny_config.write_text(yaml.safe_dump(data))
-    return load_config(str(tiny_config))
+    return with_stride8(tiny_config, {"stride": 8})
 
 
 def test_the_config_asks_the_neck(stride8: ExperimentConfig) -> None:
     assert stride8.model.size_multiple == 8
     assert stride8.model.num_candidates == 64 // 8
     assert load_config("stereonet_sceneflow").model.size_multiple == 16
+
+
+def test_a_neck_may_declare_its_stride_on_its_class(tiny_config: Path) -> None:
+    cfg = with_stride8(tiny_config, {"type": NECK})
+    assert cfg.model.size_multiple == 8
+    model = build_model(cfg.model).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 6, 24, 96)).shape == (1, 1, 24, 96)
+
+
+def test_stride8_features_are_at_one_eighth() -> None:
+    neck = StereoNetNeck([8, 8, 8, 8, 8, 4], [1, 1, 1, 1], stride=8)
+    gwc, cat = neck(torch.randn(2, 3, 32, 64))
+    assert gwc.shape == (2, 16, 4, 8) and cat.shape == (2, 4, 4, 8)
+    gwc16, _ = StereoNetNeck([8, 8, 8, 8, 8, 4], [1, 1, 1, 1])(torch.randn(2, 3, 32, 64))
+    assert gwc16.shape == (2, 16, 2, 4)
+
+
+def test_a_stride_that_does_not_match_the_levels_is_refused(tiny_config: Path) -> None:
+    data = yaml.safe_load(tiny_config.read_text())
+    data["model"]["neck"]["stride"] = 8  # refine_levels stays 4
+    tiny_config.write_text(yaml.safe_dump(data))
+    with pytest.raises(StereoqError, match="refine_levels 4 does not match the neck's stride 8"):
+        load_config(str(tiny_config))
 
 
 def test_model_pads_to_its_multiple(stride8: ExperimentConfig) -> None:

@@ -11,8 +11,11 @@ import torch
 from stereoq.settings import load_config
 from stereoq.settings.config import ExperimentConfig
 
-TINY_MODEL = [
+TINY_MODEL = [  # the quick start's network, narrower, with the reference's 1/16 and 4 levels
     "model.maxdisp=64",
+    "model.neck.stride=16",
+    "model.refine_levels=4",
+    "model.loss.weights=[0.3,0.3,0.5,0.5,1.0]",
     "model.neck.out_channels=[8,8,8,16,16,8]",
     "model.neck.num_blocks=[1,1,1,1]",
     "model.head.num_groups=4",

@@ -15,11 +15,13 @@ from stereoq.cli.stages import LAST_STAGE, StageName, stage_help
 StageOpt = Annotated[str, typer.Option(help=stage_help("Stage whose model to deploy"))]
 HeightOpt = Annotated[
     int | None,
-    typer.Option(help="Input height in px, a multiple of 16. Default: validation frames'."),
+    typer.Option(help="Input height in px, a multiple of the model's size multiple (its neck's "
+                 "stride: 16, or 8). Default: validation frames'."),
 ]
 WidthOpt = Annotated[
     int | None,
-    typer.Option(help="Input width in px, a multiple of 16. Default: validation frames'."),
+    typer.Option(help="Input width in px, a multiple of the model's size multiple. "
+                 "Default: validation frames'."),
 ]
 BackendOpt = Annotated[str, typer.Option(
     help="Deployment backend (ort: ONNX Runtime CPU; inductor: AOTInductor package, oneDNN "

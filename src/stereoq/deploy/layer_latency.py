@@ -85,7 +85,7 @@ def graph_timing(
     warmup: int = 3,
     profile_runs: int = 10,
 ) -> Timing:
-    """Latency of ``fake_quant`` (five outputs, ranges frozen) deployed on ``backend_name`` at
+    """Latency of ``fake_quant`` (all outputs, ranges frozen) deployed on ``backend_name`` at
     ``example``'s size (padded to the model's multiple, as deployment pads), and the time of
     each layer of ``names``."""
     from stereoq.quant.prepare import LastTwo, convert

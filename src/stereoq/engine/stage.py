@@ -13,7 +13,7 @@ interface, never a stage by name:
 - ``data(split, crop)``: the stage's training ("train", random crops when ``crop``) or
   full-size validation ("val") samples; default: the config's ``data`` source;
 - ``outputs(model, x)``: the five disparities in px, coarse to full resolution, for the loss;
-- ``criterion()``: the training loss, (five outputs, batch on the device) -> scalar; default:
+- ``criterion()``: the training loss, (all outputs, batch on the device) -> scalar; default:
   the model config's loss against the batch's ground truth ``disp``;
 - ``val_loss(pred, batch)``: a label-free validation figure of the (B, 1, H, W) px prediction,
   logged as ``val_loss``; default: none;
@@ -119,7 +119,7 @@ class Stage:
         return model(x)
 
     def criterion(self) -> Callable[[list[Tensor], dict[str, Any]], Tensor]:
-        """The training loss of (five outputs, the batch with its tensors on the device)."""
+        """The training loss of (all outputs, the batch with its tensors on the device)."""
         from stereoq.models.build import build_loss
 
         loss = build_loss(self.cfg.model)

@@ -18,7 +18,7 @@ class LabelFreeLoss(nn.Module):
     ``"proxy"`` (B, 1, H, W) px, 0 = no label, ``"proxy_fill"`` the unlabelled pixels' nearest
     label to the left, 0 elsewhere (``stereoq.stages.unlabeled``).
 
-    ``proxy_loss``: the model's ground-truth loss (five outputs), here against the proxy labels
+    ``proxy_loss``: the model's ground-truth loss (all outputs), here against the proxy labels
     and, weighted by ``proxy_fill``, against the filled ones: occluded and textureless pixels
     lean to the background side, as SGBM's own hole filling does, where the photometric term
     is silent (occlusions) or flat (no texture). The photometric and smoothness terms see the

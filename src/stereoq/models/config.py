@@ -122,10 +122,11 @@ class ModelConfig(Section):
 
     @property
     def size_multiple(self) -> int:
-        """What input height and width must be multiples of: the neck's total stride, which
-        the refinement levels undo one halving each (checked above); 2**refine_levels for a
-        neck that does not declare one."""
-        return int(getattr(self.neck.registry.get(self.neck.type), "stride", 2**self.refine_levels))
+        """What input height and width must be multiples of: the neck's total stride (its
+        ``stride`` parameter, else its class's), which the refinement levels undo one halving
+        each (checked above); 2**refine_levels for a neck that declares neither."""
+        default = getattr(self.neck.registry.get(self.neck.type), "stride", 2**self.refine_levels)
+        return int(self.neck.params().get("stride", default))
 
     @property
     def num_candidates(self) -> int:

@@ -70,7 +70,7 @@ class StereoNetHead(nn.Module):
         self.regression = DisparityRegression(num_candidates)
 
     def forward(self, gwc_l: Tensor, gwc_r: Tensor, cat_l: Tensor, cat_r: Tensor) -> Tensor:
-        """Features at 1/16 -> (B, 1, H/16, W/16) normalised disparity (pixels / maxdisp)."""
+        """Features at 1/s -> (B, 1, H/s, W/s) normalised disparity (pixels / maxdisp)."""
         volume = torch.cat(
             [
                 groupwise_correlation(gwc_l, gwc_r, self.num_candidates, self.num_groups),

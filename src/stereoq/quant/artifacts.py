@@ -53,7 +53,7 @@ _FRESH: dict[tuple, GraphModule] = {}
 
 
 def load_fake_quant(cfg: ExperimentConfig, path: Path, hint: str = "") -> GraphModule:
-    """A calibration or QAT graph (five outputs) from its checkpoint, eval mode, ranges frozen;
+    """A calibration or QAT graph (all outputs) from its checkpoint, eval mode, ranges frozen;
     a missing file or another model's state is a one-line error (``hint``: how to make it)."""
     from stereoq.quant.prepare import set_observers
 

@@ -166,7 +166,7 @@ class LabelFreeLossConfig(Section):
     EPE 2.92 -> 2.82 px; proxy_fill 0 -> 0.3: 2.41 -> 2.33 px; one seed each)."""
 
     proxy: NonNegativeFloat = Field(
-        default=1.0, description="SmoothL1 to the proxy labels, over the five outputs with "
+        default=1.0, description="SmoothL1 to the proxy labels, over all outputs with "
         "model.loss's weights"
     )
     proxy_fill: NonNegativeFloat = Field(
@@ -287,7 +287,7 @@ class QatRecipe(TrainRecipe):
 
     targets: Literal["ground_truth", "distill"] = Field(
         default="ground_truth", description="ground_truth: the data's disparity; distill: the "
-        "float model's own five outputs (calibration.source), no ground truth read, best.pt "
+        "float model's own outputs (calibration.source), no ground truth read, best.pt "
         "chosen by the distillation loss on the validation pairs"
     )
 

@@ -80,7 +80,7 @@ class FakeQuantStage(QuantizedStage):
     """A stage that saves the fake-quantized graph's state (ranges and weights)."""
 
     def fake_quant(self) -> GraphModule:
-        """The fake-quant graph (five outputs), eval mode, ranges frozen."""
+        """The fake-quant graph (all outputs), eval mode, ranges frozen."""
         from stereoq.quant.artifacts import load_fake_quant
 
         return load_fake_quant(self.cfg, self.artifact(), self.hint)
