@@ -189,11 +189,12 @@ def test_texture_dir_without_a_readable_image_is_one_line_error(
 
 
 def test_config_selects_and_validates_the_generator() -> None:
-    assert load_config().data.synthetic.kind == "planes"
-    cfg = load_config(sets=["data.synthetic.kind=scenes"])
-    assert cfg.data.synthetic.kind == "scenes"
+    assert load_config().data.synthetic.kind == "scenes"  # the quick start's default (#14)
+    cfg = load_config(sets=["data.synthetic.kind=planes"])
+    assert cfg.data.synthetic.kind == "planes"
     for bad in (["data.synthetic.kind=cubes"],
-                ["data.synthetic.texture_dir=/tmp"]):  # photos need kind scenes
+                ["data.synthetic.kind=planes", "data.synthetic.texture_dir=/tmp"]):  # photos
+        # need kind scenes
         with pytest.raises(StereoqError):
             load_config(sets=bad)
     literal = SyntheticConfig.model_fields["kind"].annotation.__args__
