@@ -7,15 +7,17 @@
 #   FAST=1 bash examples/quickstart.sh     # a smoke run of the same chain in a few minutes
 #   SEED=1 bash examples/quickstart.sh     # another training seed, in runs/stereonet_synthetic_seed1
 #
-# Everything goes under runs/stereonet_synthetic/ (RUN_DIR) and data/synthetic_lmdb/ (FAST:
-# runs/stereonet_synthetic_fast/ and data/synthetic_lmdb_fast/).
+# Everything goes under runs/stereonet_synthetic/ (RUN_DIR) and data/scenes_lmdb/ (FAST:
+# runs/stereonet_synthetic_fast/ and data/scenes_lmdb_fast/).
 set -euo pipefail
 
 # OpenMP threads that spin while waiting slow training down badly on a busy 2-core machine.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 
-# FAST packs fewer scenes: its own data folder, so a later full run never trains on them.
-DATA=${DATA:-data/synthetic_lmdb${FAST:+_fast}}
+# FAST packs fewer scenes: its own data folder, so a later full run never trains on them. The
+# folder is named by the generator (data.synthetic.kind: scenes), so data packed by an earlier
+# quick start from the planes generator (data/synthetic_lmdb) is never taken for it.
+DATA=${DATA:-data/scenes_lmdb${FAST:+_fast}}
 NAME=stereonet_synthetic
 SETS=(--set "data.source=lmdb" --set "data.lmdb_dir=$DATA")
 if [[ -n "${SEED:-}" ]]; then
