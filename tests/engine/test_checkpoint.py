@@ -63,6 +63,9 @@ def test_rng_state_restores_every_generator(tmp_path) -> None:
         ({"0.weight": torch.zeros(2, 3)}, "0.bias is missing from the checkpoint"),
         ({"0.weight": torch.zeros(2, 3), "0.bias": torch.zeros(2), "1.weight": torch.zeros(1)},
          "1.weight is not in the model"),
+        # A shape leads even after a missing entry: a checkpoint of another size of network
+        ({"0.bias": torch.zeros(5), "1.weight": torch.zeros(1)},
+         "0.bias is 5 in the checkpoint but 2 in the model (2 more differences)"),
     ],
 )
 def test_another_models_state_is_one_line_naming_the_first_difference(

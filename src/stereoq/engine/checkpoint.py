@@ -62,7 +62,9 @@ def load_model_state(model: nn.Module, saved: Mapping[str, Any], path: Path, hin
 
 
 def state_mismatch(expected: Mapping[str, Any], saved: Mapping[str, Any], error: str) -> str:
-    """The first entry (in the model's order) where ``saved`` differs from ``expected``.
+    """The first difference between ``saved`` and ``expected``, in the model's order: a shape
+    first (it tells most about which model the checkpoint holds), else a missing entry, else an
+    extra one.
 
     Shapes count only where ``error`` (load_state_dict's message) names them: some modules
     (fake quants) resize their own buffers on load.
@@ -70,14 +72,12 @@ def state_mismatch(expected: Mapping[str, Any], saved: Mapping[str, Any], error:
     def shape(value: Any) -> str:
         return "x".join(str(d) for d in getattr(value, "shape", ())) or "scalar"
 
-    found = []
-    for key, value in expected.items():
-        if key not in saved:
-            found.append(f"{key} is missing from the checkpoint")
-        elif f"size mismatch for {key}:" in error:
-            found.append(f"{key} is {shape(saved[key])} in the checkpoint but "
-                         f"{shape(value)} in the model")
-    found += [f"{key} is not in the model" for key in saved if key not in expected]
+    shapes = [f"{key} is {shape(saved[key])} in the checkpoint but {shape(value)} in the model"
+              for key, value in expected.items()
+              if key in saved and f"size mismatch for {key}:" in error]
+    missing = [f"{key} is missing from the checkpoint" for key in expected if key not in saved]
+    extra = [f"{key} is not in the model" for key in saved if key not in expected]
+    found = shapes + missing + extra
     if not found:
         lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
         return (lines[1] if len(lines) > 1 else lines[0] if lines else "unknown").rstrip(".")
