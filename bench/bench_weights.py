@@ -6,7 +6,8 @@ latency over ``--runs`` calls at ``--threads`` threads, batch 1, of the float mo
 (pair -> (1/2 disparity, offset)) float and int8 on ONNX Runtime; EPE (per-image average, as
 `stereoq predict`) on ``--val`` generated validation scenes of the model's own config (float,
 int8 and OpenCV SGBM); and the Middlebury 2014 motorcycle pair (741x500, scikit-image, scored
-against its ground truth as examples/motorcycle.py does) for float, int8 and SGBM.
+against its ground truth as examples/motorcycle.py does) for float, int8 and SGBM, overall
+and by region (occluded, depth edges, surfaces: ``stereoq.engine.regions``).
 
 The int8 model is the calibration stage's: BN folded, percentile observers over the stage's
 calibration batches of the model's training data (``stages.calibration``), converted; accuracy
@@ -43,6 +44,7 @@ from stereoq.cli.output import print_table, write_json
 from stereoq.cli.progress import RichReporter
 from stereoq.data.transforms import prepare_pair
 from stereoq.engine.evaluate import evaluate_model, evaluate_sgbm
+from stereoq.engine.regions import region_rows, region_scores
 from stereoq.infer.run import estimate
 from stereoq.models.stereonet import DeployGraph
 from stereoq.quant.runtime_eval import runtime_eval
@@ -53,6 +55,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 import motorcycle  # noqa: E402
 
 METRIC_KEYS = ("epe", "bad2", "d1")
+REGIONS_NOTE = ("stereoq.engine.regions from the ground truth: occluded = left pixels the right "
+                "camera cannot see; visible = depth edges (within 3 px of a ground-truth step "
+                "over 1 px) + surfaces (the rest); share = % of the scored pixels")
 
 
 def pair_estimator(cfg, predictor):
@@ -83,11 +88,13 @@ def motorcycle_scores(cfg, predictors: dict) -> dict:
     left, right, gt, scale = motorcycle.fit_to_maxdisp(*motorcycle.load_motorcycle(),
                                                        cfg.model.maxdisp)
     out = {"size": f"{gt.shape[1]}x{gt.shape[0]}", "downscale": scale}
-    for label, predictor in predictors.items():
-        disp, _ = estimate(pair_estimator(cfg, predictor), left, right)
+    disparities = {label: estimate(pair_estimator(cfg, predictor), left, right)[0]
+                   for label, predictor in predictors.items()}
+    disparities["sgbm"] = sgbm_disparity(left, right, SgbmParams.covering(cfg.model.maxdisp))
+    for label, disp in disparities.items():
         out[label] = motorcycle.score(disp, gt, cfg.model.maxdisp)
-    sgbm = sgbm_disparity(left, right, SgbmParams.covering(cfg.model.maxdisp))
-    out["sgbm"] = motorcycle.score(sgbm, gt, cfg.model.maxdisp)
+    out["regions"] = {label: region_scores(disp, gt, cfg.model.maxdisp)
+                      for label, disp in disparities.items()}
     return out
 
 
@@ -134,6 +141,15 @@ def card_measurements(result: dict, args, command: str) -> dict:
     def metrics(m: dict) -> dict:
         return {k: round(m[k], 3) for k in METRIC_KEYS}
 
+    def regions(by_method: dict) -> dict:
+        """Region -> share % and each method's EPE / bad-2 there (stereoq.engine.regions)."""
+        first = next(iter(by_method.values()))
+        return {"note": REGIONS_NOTE, **{
+            region: {"share": round(first[region]["share"], 1), **{
+                method: {k: None if r[region][k] is None else round(r[region][k], 3)
+                         for k in ("epe", "bad2")} for method, r in by_method.items()}}
+            for region in first}}
+
     return {
         "command": command,
         "date": time.strftime("%Y-%m-%d"),
@@ -155,7 +171,8 @@ def card_measurements(result: dict, args, command: str) -> dict:
         "motorcycle": {
             "pair": "Middlebury 2014 motorcycle via skimage.data.stereo_motorcycle, "
             f"{result['motorcycle']['size']}, against its ground truth (0 < gt < maxdisp)",
-            **{k: metrics(result["motorcycle"][k]) for k in ("float", "int8", "sgbm")}},
+            **{k: metrics(result["motorcycle"][k]) for k in ("float", "int8", "sgbm")},
+            "regions": regions(result["motorcycle"]["regions"])},
     }
 
 
@@ -204,6 +221,10 @@ def main() -> None:
                     [(k, *(f"{d[k]['epe']:.2f} / {d[k]['bad2']:.1f}"
                            for d in (r["val"], r["motorcycle"])))
                      for k in ("float", "int8", "sgbm")])
+        by_region = r["motorcycle"]["regions"]
+        print_table(f"{name}: motorcycle by region, EPE px / bad-2 %",
+                    ["region", "share %", *by_region],
+                    region_rows(by_region))
     path = write_json(args.out / "bench_weights.json", {"command": command, "models": results})
     print(f"saved {path}")
 

@@ -12,7 +12,9 @@ Runs the chosen stage through the same code as ``stereoq infer`` (all its output
 ``OUT/infer/``), runs ``stereoq.baselines.sgbm`` on the same pair, and scores both against the
 ground truth over valid pixels (finite and 0 < gt < maxdisp): EPE (mean absolute error, px) and
 bad-2 (% of pixels with error > 2 px). SGBM's holes are filled from the left neighbour (see
-``stereoq.baselines.sgbm``) so both methods are scored on every valid pixel. Writes
+``stereoq.baselines.sgbm``) so both methods are scored on every valid pixel. Both are also
+scored by region (``stereoq.engine.regions``): the pixels the right camera cannot see
+(occluded), and the visible ones near depth edges and elsewhere. Writes
 ``OUT/motorcycle.json`` and ``OUT/comparison.png``.
 
 If the ground truth's largest disparity does not fit the model's ``maxdisp``, the pair, the
@@ -37,6 +39,7 @@ from stereoq.data.images import write_png
 from stereoq.data.pairs import Pair
 from stereoq.data.pfm import read_pfm
 from stereoq.engine.metrics import DisparityMetrics
+from stereoq.engine.regions import region_rows, region_scores
 from stereoq.errors import StereoqError
 from stereoq.infer import colormap, overview
 from stereoq.infer.run import Camera, InferSettings, run_pairs
@@ -157,17 +160,15 @@ def main(argv: list[str] | None = None) -> int:
         sgbm_params = SgbmParams.covering(maxdisp)
         sgbm_disp = sgbm_disparity(left, right, sgbm_params)
         model_label = f"stereoq {args.stage}"
-        results = {
-            model_label: score(model_disp, gt, maxdisp),
-            "OpenCV SGBM": score(sgbm_disp, gt, maxdisp),
-        }
+        disparities = {model_label: model_disp, "OpenCV SGBM": sgbm_disp}
+        results = {name: score(d, gt, maxdisp) for name, d in disparities.items()}
+        regions = {name: region_scores(d, gt, maxdisp) for name, d in disparities.items()}
     except StereoqError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
 
     picture = comparison_picture(
-        left, gt, [(name, d, results[name])
-                   for name, d in ((model_label, model_disp), ("OpenCV SGBM", sgbm_disp))]
+        left, gt, [(name, d, results[name]) for name, d in disparities.items()]
     )
     write_png(out / "comparison.png", picture)
     report = {
@@ -184,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
                  "block_size": sgbm_params.block_size, "holes": "filled from the left"},
         "inference_s": summary["pairs"][0]["timings_s"]["inference"],
         "metrics": results,
+        "regions": regions,
+        "regions_note": "stereoq.engine.regions: occluded = left pixels the right camera cannot "
+        "see; visible = depth edges (within 3 px of a ground-truth step over 1 px) + surfaces; "
+        "share = % of the scored pixels",
         "doffs_px": DOFFS_PX * scale,
     }
     write_json(out / "motorcycle.json", report)
@@ -193,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
         + f", {cfg.name}",
         ["method", "EPE px", "bad-1 %", "bad-2 %", "bad-3 %", "D1 %"],
         [(k, v["epe"], v["bad1"], v["bad2"], v["bad3"], v["d1"]) for k, v in results.items()],
+    )
+    print_table(
+        "by region (occluded: the right camera cannot see them), EPE px / bad-2 %",
+        ["region", "share %", *regions],
+        region_rows(regions),
     )
     print(f"saved {out}/motorcycle.json, {out}/comparison.png and {out}/infer/")
     return 0

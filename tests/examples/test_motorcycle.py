@@ -44,3 +44,12 @@ def test_motorcycle_example_scores_model_and_sgbm(tiny_config: Path, tmp_path: P
     assert sgbm["epe"] < 3.0 and sgbm["bad2"] < 20.0
     assert model["pixels"] == sgbm["pixels"] > 300_000 * report["downscale"] ** 2
     assert (out / "comparison.png").is_file() and (out / "infer" / "disparity.pfm").is_file()
+    # By region: the same pixels as the overall score, split; the motorcycle hides about a tenth
+    # of its pixels from the right camera (11 % at full size), where SGBM only guesses.
+    regions = report["regions"]["OpenCV SGBM"]
+    assert regions["all"]["pixels"] == sgbm["pixels"]
+    assert regions["all"]["epe"] == pytest.approx(sgbm["epe"], rel=1e-4)
+    assert 5.0 < regions["occluded"]["share"] < 20.0
+    assert regions["occluded"]["epe"] > 2 * regions["visible"]["epe"]
+    assert (regions["depth edges"]["pixels"] + regions["surfaces"]["pixels"]
+            == regions["visible"]["pixels"])

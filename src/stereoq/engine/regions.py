@@ -1,0 +1,109 @@
+"""Where a disparity map's errors are: scores over regions that ground truth alone defines.
+
+A single EPE mixes pixels of very different difficulty. From the left view's ground truth:
+
+- **occluded**: left pixels the right camera cannot see, because their match falls outside the
+  right image or a nearer surface covers it there (no method can match them: they are filled
+  by guessing);
+- **depth edges**: visible pixels within a few px of a jump in ground-truth disparity, where
+  windows and cost volumes straddle two surfaces;
+- **surfaces**: the remaining visible pixels.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+EDGE_JUMP_PX = 1.0
+"""A ground-truth disparity step larger than this between neighbours is a depth edge."""
+EDGE_RADIUS_PX = 3
+"""Visible pixels this close (Chebyshev distance) to a depth edge count as "depth edges"."""
+
+
+def occlusion_mask(disp: np.ndarray, tol_px: float = EDGE_JUMP_PX) -> np.ndarray:
+    """Left pixels the right view cannot see, from the left view's (H, W) disparity ``disp``
+    (px; non-finite or non-positive: unknown, never occluded and never occluding).
+
+    Left pixel ``x`` lands at ``x - d`` in the right view. The right view is rendered with a
+    z-buffer: every known left pixel writes its disparity to the two right pixels either side of
+    where it lands, and each right pixel keeps the largest (the nearest surface). A left pixel
+    is hidden when it lands left of the image, or when both right pixels either side of it hold
+    a disparity more than ``tol_px`` above its own (a nearer surface covers it).
+    """
+    disp = np.asarray(disp, dtype=np.float64)
+    height, width = disp.shape
+    known = np.isfinite(disp) & (disp > 0)
+    d = np.where(known, disp, 0.0)
+    landing = np.arange(width, dtype=np.float64)[None] - d
+    lo = np.floor(landing).astype(np.int64)
+    inside = known & (lo >= 0)
+    lo_c = np.clip(lo, 0, width - 1)
+    hi_c = np.clip(lo + 1, 0, width - 1)
+    rows = np.broadcast_to(np.arange(height)[:, None] * width, (height, width))
+    nearest = np.zeros(height * width)
+    for column in (lo_c, hi_c):
+        np.maximum.at(nearest, (rows + column)[inside], d[inside])
+    nearest = nearest.reshape(height, width)
+    row_index = np.arange(height)[:, None]
+    covered = np.minimum(nearest[row_index, lo_c], nearest[row_index, hi_c]) > d + tol_px
+    return known & ((lo < 0) | covered)
+
+
+def depth_edge_mask(disp: np.ndarray, jump_px: float = EDGE_JUMP_PX,
+                    radius_px: int = EDGE_RADIUS_PX) -> np.ndarray:
+    """Pixels within ``radius_px`` of a step of more than ``jump_px`` between 4-neighbours of
+    ``disp`` (only steps between two known pixels count)."""
+    disp = np.asarray(disp, dtype=np.float64)
+    known = np.isfinite(disp) & (disp > 0)
+    step = np.zeros(disp.shape, dtype=bool)
+    for axis in (0, 1):
+        both = np.logical_and(np.take(known, range(1, disp.shape[axis]), axis),
+                              np.take(known, range(disp.shape[axis] - 1), axis))
+        jump = both & (np.abs(np.diff(np.where(known, disp, 0.0), axis=axis)) > jump_px)
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (0, 1)
+        step |= np.pad(jump, pad)  # the pixel before the step
+        pad[axis] = (1, 0)
+        step |= np.pad(jump, pad)  # and the pixel after it
+    size = 2 * radius_px + 1
+    return cv2.dilate(step.astype(np.uint8), np.ones((size, size), np.uint8)).astype(bool)
+
+
+def region_masks(gt: np.ndarray, maxdisp: float) -> dict[str, np.ndarray]:
+    """The scored pixels (finite ``gt`` with 0 < gt < maxdisp, as EPE counts them) split into
+    ``visible`` = ``depth edges`` + ``surfaces``, and ``occluded``; ``all`` is their union."""
+    gt = np.asarray(gt, dtype=np.float64)
+    valid = np.isfinite(gt) & (gt > 0) & (gt < maxdisp)
+    occluded = valid & occlusion_mask(gt)
+    visible = valid & ~occluded
+    edges = visible & depth_edge_mask(gt)
+    return {"all": valid, "visible": visible, "occluded": occluded, "depth edges": edges,
+            "surfaces": visible & ~edges}
+
+
+def region_scores(pred: np.ndarray, gt: np.ndarray, maxdisp: float) -> dict[str, dict]:
+    """Per region of :func:`region_masks`: its share of the scored pixels (%), EPE (px, mean
+    over its pixels) and bad-2 (% of its pixels off by more than 2 px); a region without pixels
+    scores None."""
+    masks = region_masks(gt, maxdisp)
+    error = np.abs(np.asarray(pred, dtype=np.float64) - np.where(masks["all"], gt, 0.0))
+    total = max(int(masks["all"].sum()), 1)
+    out: dict[str, dict] = {}
+    for name, mask in masks.items():
+        count = int(mask.sum())
+        e = error[mask]
+        out[name] = {"share": 100.0 * count / total, "pixels": count,
+                     "epe": float(e.mean()) if count else None,
+                     "bad2": float(100.0 * (e > 2.0).mean()) if count else None}
+    return out
+
+
+def region_rows(by_method: dict[str, dict[str, dict]]) -> list[tuple[str, ...]]:
+    """Table rows of :func:`region_scores` results of several methods on one ground truth:
+    region, its share %, then "EPE / bad-2" per method ("-" where the region has no pixels)."""
+    first = next(iter(by_method.values()))
+    return [(region, f"{first[region]['share']:.1f}",
+             *(f"{r[region]['epe']:.2f} / {r[region]['bad2']:.1f}" if r[region]["pixels"]
+               else "-" for r in by_method.values()))
+            for region in first]
