@@ -44,6 +44,7 @@ from stereoq.cli.output import print_table, write_json
 from stereoq.cli.progress import RichReporter
 from stereoq.data.transforms import prepare_pair
 from stereoq.engine.evaluate import evaluate_model, evaluate_sgbm
+from stereoq.engine.regions import NOTE as REGIONS_NOTE
 from stereoq.engine.regions import region_rows, region_scores
 from stereoq.infer.run import estimate
 from stereoq.models.stereonet import DeployGraph
@@ -55,9 +56,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 import motorcycle  # noqa: E402
 
 METRIC_KEYS = ("epe", "bad2", "d1")
-REGIONS_NOTE = ("stereoq.engine.regions from the ground truth: occluded = left pixels the right "
-                "camera cannot see; visible = depth edges (within 3 px of a ground-truth step "
-                "over 1 px) + surfaces (the rest); share = % of the scored pixels")
 
 
 def pair_estimator(cfg, predictor):

@@ -39,6 +39,7 @@ from stereoq.data.images import write_png
 from stereoq.data.pairs import Pair
 from stereoq.data.pfm import read_pfm
 from stereoq.engine.metrics import DisparityMetrics
+from stereoq.engine.regions import NOTE as REGIONS_NOTE
 from stereoq.engine.regions import region_rows, region_scores
 from stereoq.errors import StereoqError
 from stereoq.infer import colormap, overview
@@ -186,9 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         "inference_s": summary["pairs"][0]["timings_s"]["inference"],
         "metrics": results,
         "regions": regions,
-        "regions_note": "stereoq.engine.regions: occluded = left pixels the right camera cannot "
-        "see; visible = depth edges (within 3 px of a ground-truth step over 1 px) + surfaces; "
-        "share = % of the scored pixels",
+        "regions_note": REGIONS_NOTE,
         "doffs_px": DOFFS_PX * scale,
     }
     write_json(out / "motorcycle.json", report)

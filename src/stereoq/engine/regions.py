@@ -19,6 +19,10 @@ EDGE_JUMP_PX = 1.0
 """A ground-truth disparity step larger than this between neighbours is a depth edge."""
 EDGE_RADIUS_PX = 3
 """Visible pixels this close (Chebyshev distance) to a depth edge count as "depth edges"."""
+NOTE = ("stereoq.engine.regions from the ground truth: occluded = left pixels the right camera "
+        f"cannot see; visible = depth edges (within {EDGE_RADIUS_PX} px of a ground-truth step "
+        f"over {EDGE_JUMP_PX:g} px) + surfaces (the rest); share = % of the scored pixels")
+"""What the regions are, in one line, for reports that save :func:`region_scores`."""
 
 
 def occlusion_mask(disp: np.ndarray, tol_px: float = EDGE_JUMP_PX) -> np.ndarray:
