@@ -7,6 +7,7 @@ that size). Install it with ``pip install 'stereoq[examples]'``.
     python examples/motorcycle.py                       # float model of the default config
     python examples/motorcycle.py --config stereonet_sceneflow --stage int_infer
     python examples/motorcycle.py --stage adapt --set stages.adapt.pairs=moto/   # see README
+    python examples/motorcycle.py --weights light-scenes   # a shipped model, no run needed
 
 Runs the chosen stage through the same code as ``stereoq infer`` (all its outputs land in
 ``OUT/infer/``), runs ``stereoq.baselines.sgbm`` on the same pair, and scores both against the
@@ -33,6 +34,7 @@ import cv2
 import numpy as np
 import torch
 
+from stereoq import weights
 from stereoq.baselines.sgbm import SgbmParams, sgbm_disparity
 from stereoq.cli.output import print_table, write_json
 from stereoq.data.images import write_png
@@ -133,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
                         "int_infer | deployed")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="float checkpoint (default: <run_dir>/float/best.pt)")
+    parser.add_argument("--weights", default=None,
+                        help="a shipped model (stereoq.weights) instead of a stage's")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: <run_dir>/examples/motorcycle)")
     parser.add_argument("--set", dest="sets", action="append", default=[],
@@ -140,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, sets=args.sets)
+        if args.weights is not None:
+            if args.stage != "float" or args.checkpoint is not None:
+                raise StereoqError("--weights runs a shipped model: no --stage or --checkpoint",
+                                   exit_code=2)
+            cfg = weights.configure(cfg, args.weights)  # its maxdisp decides the downscale
         out = args.out or cfg.run_dir / "examples" / "motorcycle"
         maxdisp = cfg.model.maxdisp
         left, right, gt, scale = fit_to_maxdisp(*load_motorcycle(), maxdisp)
@@ -150,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         camera = Camera(
             BASELINE_M, FOCAL_PX * scale, CX_PX * scale, CY_PX * scale, DOFFS_PX * scale
         )
-        settings = InferSettings(stage=args.stage, ply=True, checkpoint=args.checkpoint)
+        settings = InferSettings(stage=args.stage, ply=True, checkpoint=args.checkpoint,
+                                 weights=args.weights)
         summary = run_pairs(
             cfg, [Pair("motorcycle", inputs / "im0.png", inputs / "im1.png")], camera,
             out / "infer", settings,
@@ -160,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
 
         sgbm_params = SgbmParams.covering(maxdisp)
         sgbm_disp = sgbm_disparity(left, right, sgbm_params)
-        model_label = f"stereoq {args.stage}"
+        model_label = f"stereoq {args.weights or args.stage}"
         disparities = {model_label: model_disp, "OpenCV SGBM": sgbm_disp}
         results = {name: score(d, gt, maxdisp) for name, d in disparities.items()}
         regions = {name: region_scores(d, gt, maxdisp) for name, d in disparities.items()}
@@ -175,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "pair": "Middlebury 2014 motorcycle via skimage.data.stereo_motorcycle (741x500)",
         "config": cfg.name,
-        "stage": args.stage,
+        "stage": None if args.weights else args.stage,
+        "weights": args.weights,
         "artifact": summary["artifact"],
         "downscale": scale,
         "size": list(gt.shape),

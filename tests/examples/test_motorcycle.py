@@ -1,4 +1,5 @@
-"""examples/motorcycle.py end to end with a tiny untrained model (the scoring, not the model)."""
+"""examples/motorcycle.py end to end: with a tiny untrained model (the scoring, not the model),
+and with a shipped model (its card's figures)."""
 
 import importlib.util
 import json
@@ -8,12 +9,20 @@ import pytest
 import torch
 import yaml
 
+from stereoq import weights
 from stereoq.engine.checkpoint import save_checkpoint
 from stereoq.models.build import build_model
 from stereoq.settings import load_config
 from stereoq.stages import get_stage
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "motorcycle.py"
+
+
+def example():
+    spec = importlib.util.spec_from_file_location("motorcycle_example", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.mark.slow
@@ -27,12 +36,8 @@ def test_motorcycle_example_scores_model_and_sgbm(tiny_config: Path, tmp_path: P
     torch.manual_seed(0)
     state = {"model": build_model(cfg.model).state_dict()}
     save_checkpoint(get_stage(cfg, "float").artifact(), state)
-    spec = importlib.util.spec_from_file_location("motorcycle_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-
     out = tmp_path / "moto"
-    assert module.main(["--config", str(tiny_config), "--out", str(out)]) == 0
+    assert example().main(["--config", str(tiny_config), "--out", str(out)]) == 0
     report = json.loads((out / "motorcycle.json").read_text())
     # 0.95 * 48 / 59.9 px: the ground truth's largest disparity lands inside maxdisp.
     assert report["downscale"] == pytest.approx(0.761, abs=0.005)
@@ -53,3 +58,35 @@ def test_motorcycle_example_scores_model_and_sgbm(tiny_config: Path, tmp_path: P
     assert regions["occluded"]["epe"] > 2 * regions["visible"]["epe"]
     assert (regions["depth edges"]["pixels"] + regions["surfaces"]["pixels"]
             == regions["visible"]["pixels"])
+
+
+@pytest.mark.slow
+def test_a_shipped_model_scores_its_cards_figures(tmp_path: Path) -> None:
+    """`--weights NAME` runs the shipped model as `stereoq infer --weights` does; its scores are
+    the ones bench_weights.py wrote in its card (same pair, model and scoring)."""
+    pytest.importorskip("skimage")
+    name = weights.DEFAULT
+    out = tmp_path / "moto"
+    assert example().main(["--weights", name, "--out", str(out)]) == 0
+    report = json.loads((out / "motorcycle.json").read_text())
+    assert report["weights"] == name and report["stage"] is None
+    got = report["metrics"][f"stereoq {name}"]
+    card = weights.card(name)["measured"]["motorcycle"]
+    assert got["epe"] == pytest.approx(card["float"]["epe"], abs=0.01)
+    assert got["bad2"] == pytest.approx(card["float"]["bad2"], abs=0.2)
+    for region in ("visible", "occluded"):
+        assert report["regions"][f"stereoq {name}"][region]["epe"] == pytest.approx(
+            card["regions"][region]["float"]["epe"], abs=0.01)
+
+
+@pytest.mark.parametrize("extra", [["--stage", "qat"], ["--checkpoint", "x.pt"]])
+def test_weights_with_a_stage_or_checkpoint_is_a_one_line_error(extra, capsys) -> None:
+    assert example().main(["--weights", weights.DEFAULT, *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "error: --weights runs a shipped model: no --stage or --checkpoint"
+
+
+def test_an_unknown_shipped_model_is_a_one_line_error(capsys) -> None:
+    assert example().main(["--weights", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("error: unknown shipped model 'nope'")
