@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import torch
+
+from stereoq.models.loss import valid_mask
 
 EDGE_JUMP_PX = 1.0
 """A ground-truth disparity step larger than this between neighbours is a depth edge."""
@@ -23,6 +26,11 @@ NOTE = ("stereoq.engine.regions from the ground truth: occluded = left pixels th
         f"cannot see; visible = depth edges (within {EDGE_RADIUS_PX} px of a ground-truth step "
         f"over {EDGE_JUMP_PX:g} px) + surfaces (the rest); share = % of the scored pixels")
 """What the regions are, in one line, for reports that save :func:`region_scores`."""
+
+
+def _known(disp: np.ndarray) -> np.ndarray:
+    """Pixels with a disparity: finite and positive."""
+    return np.isfinite(disp) & (disp > 0)
 
 
 def occlusion_mask(disp: np.ndarray, tol_px: float = EDGE_JUMP_PX) -> np.ndarray:
@@ -37,7 +45,7 @@ def occlusion_mask(disp: np.ndarray, tol_px: float = EDGE_JUMP_PX) -> np.ndarray
     """
     disp = np.asarray(disp, dtype=np.float64)
     height, width = disp.shape
-    known = np.isfinite(disp) & (disp > 0)
+    known = _known(disp)
     d = np.where(known, disp, 0.0)
     landing = np.arange(width, dtype=np.float64)[None] - d
     lo = np.floor(landing).astype(np.int64)
@@ -59,7 +67,7 @@ def depth_edge_mask(disp: np.ndarray, jump_px: float = EDGE_JUMP_PX,
     """Pixels within ``radius_px`` of a step of more than ``jump_px`` between 4-neighbours of
     ``disp`` (only steps between two known pixels count)."""
     disp = np.asarray(disp, dtype=np.float64)
-    known = np.isfinite(disp) & (disp > 0)
+    known = _known(disp)
     step = np.zeros(disp.shape, dtype=bool)
     for axis in (0, 1):
         both = np.logical_and(np.take(known, range(1, disp.shape[axis]), axis),
@@ -78,7 +86,7 @@ def region_masks(gt: np.ndarray, maxdisp: float) -> dict[str, np.ndarray]:
     """The scored pixels (finite ``gt`` with 0 < gt < maxdisp, as EPE counts them) split into
     ``visible`` = ``depth edges`` + ``surfaces``, and ``occluded``; ``all`` is their union."""
     gt = np.asarray(gt, dtype=np.float64)
-    valid = np.isfinite(gt) & (gt > 0) & (gt < maxdisp)
+    valid = valid_mask(torch.from_numpy(gt), maxdisp).numpy()
     occluded = valid & occlusion_mask(gt)
     visible = valid & ~occluded
     edges = visible & depth_edge_mask(gt)
