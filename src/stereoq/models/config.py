@@ -118,6 +118,13 @@ class ModelConfig(Section):
                 f"loss.weights has {len(weights)} entries; the model has "
                 f"{self.refine_levels + 1} outputs (refine_levels + 1)"
             )
+        for key, value in self.refinement.params().items():
+            if key in ("channels", "num_blocks") and isinstance(value, list) \
+                    and len(value) != self.refine_levels:
+                raise ValueError(
+                    f"refinement.{key} has {len(value)} entries; the model has "
+                    f"{self.refine_levels} refinement levels (refine_levels)"
+                )
         return self
 
     @property

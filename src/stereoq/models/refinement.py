@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt
+from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import Tensor, nn
 
 from stereoq.models.blocks import BasicBlock, conv_bn_relu
@@ -47,6 +47,16 @@ class RefinementLevel(nn.Module):
         return self.offset(self.blocks(self.stem(torch.cat([disp, image], dim=1))))
 
 
+def per_level(value: int | list[int], levels: int, name: str) -> list[int]:
+    """One value for every level, or a list that must have one per level."""
+    if isinstance(value, int):
+        return [value] * levels
+    if len(value) != levels:
+        raise ValueError(f"refinement.{name} has {len(value)} entries; the model has {levels} "
+                         "refinement levels (refine_levels)")
+    return list(value)
+
+
 def _rescale(
     stem_weight: Tensor, offset_weight: Tensor, offset_bias: Tensor, factor: float
 ) -> None:
@@ -75,21 +85,27 @@ class EdgeAwareRefinement(nn.Module):
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        channels: PositiveInt = 32
-        num_blocks: PositiveInt = 6
+        channels: PositiveInt | list[PositiveInt] = 32
+        """Feature channels of every level, or a list: one per level, coarse to fine."""
+        num_blocks: NonNegativeInt | list[NonNegativeInt] = 6
+        """Residual blocks of every level, or a list: one per level, coarse to fine."""
         disparity_unit_px: PositiveFloat | None = None
         """Pixels per unit of the disparity the levels see; None: maxdisp (the original)."""
 
     def __init__(
         self,
         levels: int,
-        channels: int,
-        num_blocks: int,
+        channels: int | list[int],
+        num_blocks: int | list[int],
         maxdisp: int | None = None,
         disparity_unit_px: float | None = None,
     ) -> None:
         super().__init__()
-        self.levels = nn.ModuleList(RefinementLevel(channels, num_blocks) for _ in range(levels))
+        widths = per_level(channels, levels, "channels")
+        depths = per_level(num_blocks, levels, "num_blocks")
+        self.levels = nn.ModuleList(
+            RefinementLevel(c, b) for c, b in zip(widths, depths, strict=True)
+        )
         if disparity_unit_px is not None:
             if maxdisp is None:
                 raise ValueError("disparity_unit_px needs the network's maxdisp")
