@@ -130,14 +130,14 @@ def test_train_init_from_a_shipped_model(tmp_path, monkeypatch, capsys) -> None:
              "--set", "data.train_crop=[64,128]", "--set", "data.num_workers=0",
              "--set", "stages.float.scheduler.warmup_epochs=0",
              "--set", "stages.float.val_batch_size=1"]
-    code, out, err = invoke(monkeypatch, capsys, "train", "--init-from", NAME, "--epochs", "1",
-                          "--batch-size", "2", "--lr", "1e-12", *small)
+    code, out, err = invoke(monkeypatch, capsys, "train", "-c", NAME, "--init-from", NAME,
+                            "--epochs", "1", "--batch-size", "2", "--lr", "1e-12", *small)
     assert code == 0, err
     assert f"initialised the weights from the shipped model {NAME}" in out
     last = load_checkpoint(tmp_path / "ft" / "float" / "last.pt")
     assert last["epoch"] == 1
-    # the shipped weights as the run's config holds them (its refinement unit may differ)
-    model = build_model(load_config(None).model)
+    # the shipped weights as the run's config (the model's own) holds them
+    model = build_model(load_config(NAME).model)
     model.load_state_dict(weights.state_dict(NAME))
     shipped = model.state_dict()
     convs = [k for k, v in shipped.items() if k.endswith("weight") and v.dim() == 4]
@@ -160,6 +160,7 @@ def test_train_init_from_errors_name_both_kinds(tiny_config, tmp_path, monkeypat
                           NAME)
     assert code == 1
     assert "holds another model than this config's" in one_line(err)
+    assert f"with its own config: --config {NAME} --init-from {NAME}" in one_line(err)
 
 
 @pytest.mark.parametrize("command", ["infer", "predict"])

@@ -99,14 +99,16 @@ def test_the_exported_graph_has_no_multiply_for_the_gain() -> None:
     assert muls(_config(12.0)) == muls(_config(None))
 
 
-def test_the_shipped_weights_load_into_the_quick_start_config() -> None:
-    """`train --init-from light-scenes` with the default config (a 12 px unit): the weights,
-    trained in the original unit, keep their function."""
+@pytest.mark.parametrize("unit", ["6", "null"])
+def test_the_shipped_weights_load_into_another_unit(unit: str) -> None:
+    """The shipped model's weights (saved in 12 px units) loaded into its config with another
+    unit, or none, keep their function."""
     from stereoq import weights
 
     shipped = weights.eval_model(weights.DEFAULT)
-    cfg = load_config(None)
-    assert cfg.model.refinement.params().get("disparity_unit_px") is not None
+    cfg = weights.config(weights.DEFAULT, sets=[f"model.refinement.disparity_unit_px={unit}"])
+    assert cfg.model.refinement.params()["disparity_unit_px"] != \
+        weights.config(weights.DEFAULT).model.refinement.params()["disparity_unit_px"]
     model = build_model(cfg.model)
     model.load_state_dict(weights.state_dict(weights.DEFAULT))
     model.eval()

@@ -18,7 +18,8 @@ ConfigOpt = Annotated[
         "--config",
         "-c",
         metavar="<file|name>",
-        help="Config file (YAML) or shipped config name. Default: stereonet_synthetic.",
+        help="Config file (YAML), shipped config name, or shipped model name (its own config). "
+        "Default: stereonet_synthetic.",
     ),
 ]
 SetOpt = Annotated[

@@ -111,7 +111,8 @@ def train(
             metavar="<file|name>",
             help="Start from this checkpoint's weights only (e.g. a SceneFlow model to fine-tune "
             f"on KITTI), or a shipped model's: {or_names(weights.names())} (a file of that name "
-            "wins); the optimizer, schedule and epochs start afresh. Stage "
+            "wins; train it with its own config: --config NAME); the optimizer, schedule and "
+            "epochs start afresh. Stage "
             f"{or_names(init_takers())} only."
         ),
     ] = None,

@@ -81,6 +81,14 @@ def init_source(init_from: Path | str) -> Path | str:
     )
 
 
+def init_hint(init_from: Path | str) -> str:
+    """What to do when --init-from's weights do not fit the configured model."""
+    if isinstance(init_source(init_from), str):
+        return (f"train the shipped model with its own config: --config {init_from} "
+                f"--init-from {init_from}")
+    return "--init-from takes a checkpoint (or a shipped model) of the model this config builds"
+
+
 def initial_state(init_from: Path | str) -> tuple[dict[str, Any], Path, str]:
     """--init-from's weights: (state dict, the file, how to name it in messages)."""
     source = init_source(init_from)
@@ -228,12 +236,7 @@ def _setup(
     if init_from is not None:
         # Weights only: the optimizer, schedule and epoch count start afresh (fine-tuning).
         state, path, label = initial_state(init_from)
-        load_model_state(
-            model,
-            state,
-            path,
-            "--init-from takes a checkpoint (or a shipped model) of the model this config builds",
-        )
+        load_model_state(model, state, path, init_hint(init_from))
         report.note(f"initialised the weights from {label} (new optimizer and schedule)")
     model = model.to(ctx.device)
     if ctx.distributed and ctx.device.type == "cuda":

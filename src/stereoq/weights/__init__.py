@@ -75,6 +75,11 @@ def model_file(name: str) -> Path:
     return Path(str(_folder(name) / MODEL_FILE))
 
 
+def config_text(name: str) -> str:
+    """The model's ``config.yaml`` as text (``--config NAME`` reads it)."""
+    return (_folder(name) / CONFIG_FILE).read_text("utf-8")
+
+
 def config(name: str, sets: list[str] | None = None) -> ExperimentConfig:
     """The model's own config: its model section and input normalisation, the data it was
     trained on, defaults elsewhere; ``sets``: ``KEY.PATH=VALUE`` overrides."""
