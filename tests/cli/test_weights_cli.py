@@ -137,7 +137,7 @@ def test_train_init_from_a_shipped_model(tmp_path, monkeypatch, capsys) -> None:
     last = load_checkpoint(tmp_path / "ft" / "float" / "last.pt")
     assert last["epoch"] == 1
     # the shipped weights as the run's config (the model's own) holds them
-    model = build_model(load_config(NAME).model)
+    model = build_model(weights.config(NAME).model)
     model.load_state_dict(weights.state_dict(NAME))
     shipped = model.state_dict()
     convs = [k for k, v in shipped.items() if k.endswith("weight") and v.dim() == 4]

@@ -131,15 +131,19 @@ def test_config_option_takes_a_shipped_models_name(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """``--config NAME`` reads the model's own config.yaml (a file of that name wins); an
     unknown name's error lists shipped configs and models."""
+    from stereoq.cli.common import resolve_config
+
     monkeypatch.chdir(tmp_path)
-    assert load_config(weights.DEFAULT) == weights.config(weights.DEFAULT)
-    assert load_config(weights.DEFAULT).model != load_config(None).model
+    assert load_config(resolve_config(weights.DEFAULT)) == weights.config(weights.DEFAULT)
+    assert load_config(resolve_config(weights.DEFAULT)).model != load_config(None).model
+    assert resolve_config(None) is None
+    assert resolve_config("stereonet_sceneflow") == "stereonet_sceneflow"
     with pytest.raises(StereoqError, match=r"not a shipped config \(.*stereonet_synthetic.*\) "
                        r"or shipped model \(.*" + weights.DEFAULT) as err:
-        load_config("nope")
+        resolve_config("nope")
     assert err.value.exit_code == 2
     Path(weights.DEFAULT).write_text("name: mine\n")
-    assert load_config(weights.DEFAULT).name == "mine"
+    assert load_config(resolve_config(weights.DEFAULT)).name == "mine"
 
 
 def test_configure_takes_the_model_and_its_normalisation(tiny_config: Path) -> None:

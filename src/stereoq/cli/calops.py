@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from pydantic import BaseModel, ConfigDict, Field
 
-from stereoq.cli.common import ConfigOpt, SetOpt, validate_options
+from stereoq.cli.common import ConfigOpt, SetOpt, resolve_config, validate_options
 from stereoq.cli.output import console, print_table, write_json
 
 
@@ -45,7 +45,7 @@ def calops(
     from stereoq.models.build import build_model
     from stereoq.settings import load_config
 
-    cfg = load_config(opts.config, sets=opts.sets)
+    cfg = load_config(resolve_config(opts.config), sets=opts.sets)
     model = build_model(cfg.model)
     result = core.summary(core.count(model, torch.zeros(1, 6, opts.height, opts.width)))
     result.update(config=cfg.name, height=opts.height, width=opts.width)

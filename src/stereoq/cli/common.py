@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
 
+from stereoq import weights
 from stereoq.errors import StereoqError
 
 M = TypeVar("M", bound=BaseModel)
@@ -48,3 +50,19 @@ def validate_options(model: type[M], **values: Any) -> M:
         raise StereoqError(
             f"option {name}: {first['msg'].removeprefix('Value error, ')}", exit_code=2
         ) from None
+
+
+def resolve_config(config: str | None) -> str | None:
+    """``--config`` as ``load_config`` takes it: a shipped model's name becomes its own
+    ``config.yaml`` (a file, or a shipped config, of that name wins)."""
+    from stereoq.settings.config import shipped_configs  # the config machinery loads torch
+
+    if config is None or Path(config).exists() or config in shipped_configs():
+        return config
+    if config in weights.names():
+        return str(weights.config_file(config))
+    raise StereoqError(
+        f"config {config!r}: no such file, and not a shipped config "
+        f"({', '.join(shipped_configs())}) or shipped model ({', '.join(weights.names())})",
+        exit_code=2,
+    )

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from pydantic import BaseModel, ConfigDict, Field
 
-from stereoq.cli.common import ConfigOpt, SetOpt, validate_options
+from stereoq.cli.common import ConfigOpt, SetOpt, resolve_config, validate_options
 from stereoq.cli.output import console, print_table, write_json
 from stereoq.cli.stages import LAST_STAGE, StageName, stage_help
 
@@ -68,7 +68,7 @@ def load_for(opts: DeployOptions):  # noqa: ANN201  (returns (config, height, wi
     from stereoq.deploy.onnx_export import check_size, default_size
     from stereoq.settings import load_config
 
-    cfg = load_config(opts.config, sets=opts.sets)
+    cfg = load_config(resolve_config(opts.config), sets=opts.sets)
     dh, dw = default_size(cfg)
     height, width = opts.height or dh, opts.width or dw
     check_size(cfg, height, width)

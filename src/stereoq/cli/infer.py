@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import BaseModel, ConfigDict, Field
 
-from stereoq.cli.common import ConfigOpt, SetOpt, validate_options
+from stereoq.cli.common import ConfigOpt, SetOpt, resolve_config, validate_options
 from stereoq.cli.export import BackendOpt
 from stereoq.cli.output import console, print_note, print_table, write_json
 from stereoq.cli.shipped import ShippedName, WeightsOpt, check_weights
@@ -196,7 +196,7 @@ def infer(
     from stereoq.infer.run import SUMMARY_FILE, Camera, InferSettings, run_pairs
     from stereoq.settings import load_config
 
-    cfg = load_config(opts.config, sets=opts.sets)
+    cfg = load_config(resolve_config(opts.config), sets=opts.sets)
     pairs = resolve_pairs(opts.imgl, opts.imgr)
     model_weights = opts.weights
     if model_weights is None and untrained(cfg, opts):

@@ -29,7 +29,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from stereoq.cli.common import ConfigOpt, SetOpt, validate_options
+from stereoq.cli.common import ConfigOpt, SetOpt, resolve_config, validate_options
 from stereoq.cli.output import console, print_table, write_json
 
 
@@ -238,7 +238,7 @@ def _source(opts: PackOptions):  # noqa: ANN202  (a stereoq.data.pack source)
     from stereoq.data.pack import SyntheticOverrides, make_source
     from stereoq.settings import load_config
 
-    data = load_config(opts.config, sets=opts.sets).data
+    data = load_config(resolve_config(opts.config), sets=opts.sets).data
     synthetic = SyntheticOverrides(opts.count, opts.height, opts.width, opts.max_disp, opts.seed)
     return make_source(opts.source, opts.split_name, data, opts.src_data_dir, opts.list_file,
                        opts.num_samples, synthetic)

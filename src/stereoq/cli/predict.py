@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 import typer
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
-from stereoq.cli.common import ConfigOpt, SetOpt, validate_options
+from stereoq.cli.common import ConfigOpt, SetOpt, resolve_config, validate_options
 from stereoq.cli.output import console, print_table, write_json
 from stereoq.cli.shipped import ShippedName, WeightsOpt, check_weights
 from stereoq.cli.stages import FIRST_STAGE, StageName, check_checkpoint, stage_help
@@ -83,7 +83,7 @@ def predict(
     from stereoq.settings import load_config
     from stereoq.stages import get_stage
 
-    cfg = load_config(opts.config, sets=opts.sets)
+    cfg = load_config(resolve_config(opts.config), sets=opts.sets)
     reporter = RichReporter()
     if opts.sensitivity is not None:
         print_sensitivity(layer_sensitivity(cfg, opts, reporter))

@@ -8,7 +8,7 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 
 from stereoq import weights
-from stereoq.cli.common import ConfigOpt, SetOpt, validate_options
+from stereoq.cli.common import ConfigOpt, SetOpt, resolve_config, validate_options
 from stereoq.cli.output import console, print_note, print_table
 from stereoq.cli.stages import FIRST_STAGE, StageName, init_takers, or_names, train_help
 from stereoq.errors import StereoqError
@@ -132,7 +132,7 @@ def train(
     from stereoq.settings import load_config
     from stereoq.stages import get_stage, run_stage
 
-    cfg = load_config(opts.config, overrides=overrides_for(opts), sets=opts.sets)
+    cfg = load_config(resolve_config(opts.config), overrides=overrides_for(opts), sets=opts.sets)
     stage = get_stage(cfg, opts.stage)
     check_init_from(stage, opts.init_from, opts.resume)
     main = launched_rank() == 0

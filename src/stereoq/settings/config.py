@@ -9,7 +9,6 @@ from typing import Any
 import yaml
 from pydantic import Field, NonNegativeInt, ValidationError
 
-from stereoq import weights
 from stereoq.errors import StereoqError
 from stereoq.models.config import ModelConfig
 from stereoq.section import Section
@@ -65,18 +64,12 @@ def _read(source: str) -> tuple[str, dict[str, Any]]:
     elif source in shipped_configs():
         text = (resources.files("stereoq") / "configs" / f"{source}.yaml").read_text("utf-8")
         label = source
-    elif source in weights.names():
-        # A shipped model's own config: its model section, normalisation and recipe.
-        text = weights.config_text(source)
-        label = f"{source} (the shipped model's config)"
     elif path.is_dir():
         raise StereoqError(f"config {source}: is a directory, not a config file", exit_code=2)
     else:
         known = ", ".join(shipped_configs())
         raise StereoqError(
-            f"config {source!r}: no such file, and not a shipped config ({known}) or shipped "
-            f"model ({', '.join(weights.names())})",
-            exit_code=2,
+            f"config {source!r}: no such file, and not a shipped config ({known})", exit_code=2
         )
     not_yaml = f"config {label}: not YAML (a {path.suffix} file; configs are YAML mappings)"
     try:

@@ -75,9 +75,9 @@ def model_file(name: str) -> Path:
     return Path(str(_folder(name) / MODEL_FILE))
 
 
-def config_text(name: str) -> str:
-    """The model's ``config.yaml`` as text (``--config NAME`` reads it)."""
-    return (_folder(name) / CONFIG_FILE).read_text("utf-8")
+def config_file(name: str) -> Path:
+    """Where the model's ``config.yaml`` is (``--config NAME`` reads it)."""
+    return Path(str(_folder(name) / CONFIG_FILE))
 
 
 def config(name: str, sets: list[str] | None = None) -> ExperimentConfig:
@@ -85,7 +85,7 @@ def config(name: str, sets: list[str] | None = None) -> ExperimentConfig:
     trained on, defaults elsewhere; ``sets``: ``KEY.PATH=VALUE`` overrides."""
     from stereoq.settings import load_config
 
-    return load_config(str(_folder(name) / CONFIG_FILE), sets=sets)
+    return load_config(str(config_file(name)), sets=sets)
 
 
 def configure(cfg: ExperimentConfig, name: str) -> ExperimentConfig:
