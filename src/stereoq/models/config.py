@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from pydantic import ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
+from stereoq.models.refinement import per_level
 from stereoq.registry import HEADS, LOSSES, NECKS, POSTPROCESS, REFINEMENTS, Registry
 from stereoq.section import Section
 
@@ -118,13 +119,10 @@ class ModelConfig(Section):
                 f"loss.weights has {len(weights)} entries; the model has "
                 f"{self.refine_levels + 1} outputs (refine_levels + 1)"
             )
-        for key, value in self.refinement.params().items():
-            if key in ("channels", "num_blocks") and isinstance(value, list) \
-                    and len(value) != self.refine_levels:
-                raise ValueError(
-                    f"refinement.{key} has {len(value)} entries; the model has "
-                    f"{self.refine_levels} refinement levels (refine_levels)"
-                )
+        params = self.refinement.params()
+        for key in ("channels", "num_blocks"):
+            if key in params:
+                per_level(params[key], self.refine_levels, key)  # a list of another length fails
         return self
 
     @property
