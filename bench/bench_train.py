@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from stereoq.cli.common import resolve_config
 from stereoq.cli.output import print_table, write_json
 from stereoq.engine.allocator import keep_freed_memory
 from stereoq.engine.evaluate import pair_input
@@ -154,7 +155,8 @@ def data_rate(cfg, samples: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=None, help="config path or shipped name")
+    parser.add_argument("--config", default=None,
+                        help="config path, shipped config or shipped model's name")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the config's")
     parser.add_argument("--height", type=int, default=256)
     parser.add_argument("--width", type=int, default=512)
@@ -185,7 +187,10 @@ def main() -> None:
             check_precision(precision, device, "--precision")
         except StereoqError as err:
             parser.error(str(err))
-    cfg = load_config(args.config)
+    try:
+        cfg = load_config(resolve_config(args.config))
+    except StereoqError as err:
+        parser.error(str(err))
     batch = args.batch_size or cfg.stages.float_.batch_size
     times = step_times(cfg, batch, args.height, args.width, args.steps, args.warmup,
                        args.baseline, device)
