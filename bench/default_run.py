@@ -6,6 +6,7 @@ validation set: a freshly initialised model, the trained best checkpoint and Ste
 
     OMP_WAIT_POLICY=PASSIVE python bench/default_run.py            # trains (~10 min on 2 cores)
     python bench/default_run.py --skip-train                       # re-evaluate an existing run
+    python bench/default_run.py --overwrite                        # train again over it
 
 OMP_WAIT_POLICY=PASSIVE matters only on a machine shared with other CPU-heavy processes: there,
 OpenMP threads that spin while waiting made training steps up to 10x slower.
@@ -24,6 +25,7 @@ from stereoq.cli.progress import METRIC_COLUMNS, METRIC_KEYS, RichReporter
 from stereoq.engine.evaluate import accumulate, evaluate, evaluate_sgbm, val_dataset, val_loader
 from stereoq.engine.loop import seed_everything
 from stereoq.engine.metrics import AVERAGING
+from stereoq.errors import StereoqError
 from stereoq.models.build import build_model
 from stereoq.settings import load_config
 from stereoq.stages import get_stage, run_stage
@@ -34,6 +36,8 @@ def main() -> None:
     parser.add_argument("--config", default=None, help="config path or shipped name")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="KEY=VALUE")
     parser.add_argument("--skip-train", action="store_true", help="evaluate the existing run")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing float run of the config (train --overwrite)")
     parser.add_argument("--json", type=Path, default=Path("bench/results/default_run.json"))
     args = parser.parse_args()
     cfg = load_config(args.config, sets=args.sets)
@@ -42,7 +46,10 @@ def main() -> None:
     train_s = None
     if not args.skip_train:
         start = time.perf_counter()
-        run_stage(cfg, "float", reporter=reporter)
+        try:
+            run_stage(cfg, "float", reporter=reporter, overwrite=args.overwrite)
+        except StereoqError as err:
+            parser.error(str(err))
         train_s = time.perf_counter() - start
 
     seed_everything(cfg.seed)

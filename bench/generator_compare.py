@@ -55,7 +55,9 @@ def main() -> None:
         cfg = config(kind, kind)
         if not args.skip_train and not (cfg.run_dir / "float" / "best.pt").exists():
             start = time.perf_counter()
-            run_stage(cfg, "float", reporter=reporter)
+            # An interrupted run (a last.pt, no best.pt yet) continues.
+            run_stage(cfg, "float", reporter=reporter,
+                      resume=(cfg.run_dir / "float" / "last.pt").exists())
             results["train_wall_s"][kind] = time.perf_counter() - start
 
     for data_kind in KINDS:

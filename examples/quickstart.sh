@@ -69,7 +69,11 @@ VAL_PACK=()
 
 for stage in float calibration qat int_infer; do
     step "Train stage $stage"
-    stereoq train --stage "$stage" "${SETS[@]}"
+    # A rerun continues a training stage's run (an interrupted one resumes; a finished one has
+    # nothing left to do) instead of refusing to replace it.
+    RESUME=()
+    [[ -f "$RUN/$stage/last.pt" ]] && RESUME=(--resume)
+    stereoq train --stage "$stage" "${SETS[@]}" "${RESUME[@]}"
 done
 
 step "Accuracy of every stage against OpenCV SGBM"

@@ -47,6 +47,16 @@ def test_train_float_writes_run_dir_and_prints_tables(tiny_config: Path, tmp_pat
     lines = (run_dir / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
 
+    # Training again without --resume never replaces the run unless told so.
+    one_line_error(run("train", "--config", str(tiny_config)), 2,
+                   f"{run_dir} already holds a float run (last.pt after epoch 3)", "--resume",
+                   "--overwrite")
+    assert (run_dir / "log.jsonl").read_text().splitlines() == lines
+    res = run("train", "--config", str(tiny_config), "--epochs", "1", "--overwrite")
+    assert res.returncode == 0, res.stderr
+    assert [json.loads(line)["epoch"]
+            for line in (run_dir / "log.jsonl").read_text().splitlines()] == [1]
+
 
 def test_bad_options_are_one_line(tiny_config: Path) -> None:
     one_line_error(run("train", "--stage", "bogus"), 2, "--stage")
@@ -55,6 +65,8 @@ def test_bad_options_are_one_line(tiny_config: Path) -> None:
                        "--lr", "0.1"), 2, "--lr", "does not train")
     one_line_error(run("train", "--config", str(tiny_config), "--resume"), 1, "last.pt",
                    "does not exist")
+    one_line_error(run("train", "--config", str(tiny_config), "--resume", "--overwrite"), 2,
+                   "--overwrite: not with --resume")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is refused only without CUDA")

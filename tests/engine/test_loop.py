@@ -123,6 +123,40 @@ def test_fresh_run_replaces_a_log_with_a_torn_last_line(tiny_config) -> None:
     assert [json.loads(line)["epoch"] for line in log.read_text().splitlines()] == [1]
 
 
+def test_a_run_is_never_replaced_without_overwrite(tiny_config) -> None:
+    cfg = tiny(tiny_config, "data.synthetic.train_count=4", "stages.float.epochs=2")
+    with pytest.raises(Interrupt):
+        run_stage(cfg, "float", reporter=StopAfter(1))
+    folder = cfg.run_dir / "float"
+    before = {name: (folder / name).read_bytes() for name in ("last.pt", "best.pt", "log.jsonl")}
+
+    with pytest.raises(StereoqError) as err:
+        run_stage(cfg, "float")
+    assert err.value.exit_code == 2
+    assert str(err.value) == (f"{folder} already holds a float run (last.pt after epoch 1); "
+                              "continue it with --resume, or replace it with --overwrite")
+    assert {name: (folder / name).read_bytes() for name in before} == before
+    with pytest.raises(StereoqError, match="--overwrite: not with --resume"):
+        run_stage(cfg, "float", resume=True, overwrite=True)
+
+    notes = Notes()
+    summary = run_stage(cfg, "float", overwrite=True, reporter=notes)
+    assert f"replaced the earlier run in {folder} (last.pt, best.pt)" in notes.notes
+    assert [json.loads(line)["epoch"] for line in (folder / "log.jsonl").read_text().splitlines()
+            ] == [1, 2]
+    assert load_checkpoint(folder / "last.pt")["epoch"] == summary["epochs"] == 2
+
+
+def test_a_finished_run_resumes_to_nothing(tiny_config) -> None:
+    cfg = tiny(tiny_config, "data.synthetic.train_count=4")
+    first = run_stage(cfg, "float")
+    folder = cfg.run_dir / "float"
+    kept = {name: (folder / name).read_bytes() for name in ("last.pt", "best.pt", "log.jsonl")}
+    again = run_stage(cfg, "float", resume=True)
+    assert again["best"] == first["best"] and again["best_epoch"] == first["best_epoch"]
+    assert {name: (folder / name).read_bytes() for name in kept} == kept
+
+
 def test_keep_log_drops_only_a_torn_last_line_and_refuses_corruption(tmp_path) -> None:
     log = tmp_path / "log.jsonl"
     good = ['{"epoch": 1}', '{"epoch": 2}', '{"epoch": 3}']

@@ -23,6 +23,7 @@ class TrainOptions(BaseModel):
     batch_size: PositiveInt | None = None
     lr: PositiveFloat | None = None
     resume: bool = False
+    overwrite: bool = False
     init_from: str | None = Field(default=None, min_length=1)
 
 
@@ -105,6 +106,14 @@ def train(
             "recipe options given now apply from the next step. Training stages only."
         ),
     ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            help="Replace the stage's earlier run (last.pt, best.pt, metrics.json, log.jsonl): "
+            "without it (or --resume), a stage that has a last.pt refuses to start. Training "
+            "stages only."
+        ),
+    ] = False,
     init_from: Annotated[
         str | None,
         typer.Option(
@@ -123,29 +132,33 @@ def train(
     """
     opts = validate_options(
         TrainOptions, stage=stage, config=config, sets=sets or [], epochs=epochs,
-        batch_size=batch_size, lr=lr, resume=resume, init_from=init_from,
+        batch_size=batch_size, lr=lr, resume=resume, overwrite=overwrite,
+        init_from=init_from,
     )
     import stereoq.deploy.layer_latency  # noqa: F401  (installs the budget's latency timing)
     from stereoq.cli.progress import RichReporter
     from stereoq.engine.distributed import launched_rank
-    from stereoq.engine.loop import check_init_from
+    from stereoq.engine.loop import check_fresh_start, check_init_from
     from stereoq.settings import load_config
     from stereoq.stages import get_stage, run_stage
 
     cfg = load_config(resolve_config(opts.config), overrides=overrides_for(opts), sets=opts.sets)
     stage = get_stage(cfg, opts.stage)
+    check_fresh_start(stage, opts.resume, opts.overwrite)
     check_init_from(stage, opts.init_from, opts.resume)
     main = launched_rank() == 0
     if main:
         console.print(f"stage {opts.stage} of {cfg.name} -> {stage.dir}", highlight=False)
-    if main and opts.resume:
-        if not stage.trains:
-            print_note(f"--resume applies to training stages; {opts.stage} runs from the start")
-        elif (stage.dir / "last.pt").is_file():  # else the loop's error says why
-            for note in resume_notes(opts):
-                print_note(note)
+    if main and not stage.trains:
+        for flag in ("resume", "overwrite"):
+            if getattr(opts, flag):
+                print_note(f"--{flag} applies to training stages; {opts.stage} runs from the "
+                           "start and rewrites its output")
+    if main and opts.resume and stage.trains and (stage.dir / "last.pt").is_file():
+        for note in resume_notes(opts):  # (no last.pt: the loop's error says why)
+            print_note(note)
     summary = run_stage(cfg, opts.stage, resume=opts.resume, reporter=RichReporter(),
-                        init_from=opts.init_from)
+                        init_from=opts.init_from, overwrite=opts.overwrite)
     if main:
         print_summary(summary)
 

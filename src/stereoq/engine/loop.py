@@ -66,6 +66,31 @@ def check_init_from(stage: Stage, init_from: Path | str | None, resume: bool) ->
     init_source(init_from)
 
 
+def check_fresh_start(stage: Stage, resume: bool, overwrite: bool) -> None:
+    """A training stage never silently replaces a run: when its ``last.pt`` exists, the user
+    says whether to continue it (--resume) or replace it (--overwrite)."""
+    if resume and overwrite:
+        raise StereoqError("option --overwrite: not with --resume (which continues last.pt)",
+                           exit_code=2)
+    if not stage.trains or resume or overwrite:
+        return
+    last = stage.dir / "last.pt"
+    if last.is_file():
+        raise StereoqError(
+            f"{stage.dir} already holds a {stage.name} run ({last.name}{_epochs_of(last)}); "
+            "continue it with --resume, or replace it with --overwrite",
+            exit_code=2,
+        )
+
+
+def _epochs_of(last: Path) -> str:
+    """", after epoch N" from a ``last.pt``, or nothing when it cannot be read."""
+    try:
+        return f" after epoch {int(load_checkpoint(last)['epoch'])}"
+    except (StereoqError, KeyError, TypeError, ValueError):
+        return ""
+
+
 def init_source(init_from: Path | str) -> Path | str:
     """What --init-from names: a checkpoint file (a path that exists wins), else a shipped
     model (its name, a str); neither is a one-line error naming both possibilities."""
@@ -127,6 +152,10 @@ def _train(
     progress = _resume(run, ctx, report) if resume else _Progress()
     if ctx.is_main and keep_log(run.log_path, progress.epochs_done):
         report.note(f"dropped the torn last line of {run.log_path} (an interrupted write)")
+    if ctx.is_main and not resume:
+        replaced = clear_run(run)
+        if replaced:
+            report.note(f"replaced the earlier run in {run.out_dir} ({', '.join(replaced)})")
     if not resume and stage.validates_start:
         progress = _validate_start(run, progress, ctx, report)
     forward = _training_forward(run.model, run.recipe, ctx)
@@ -530,6 +559,18 @@ def check_finite(loss: Tensor, ctx: Context, epoch: int, step: int, last_path: P
         f"loss became {loss.item()} at epoch {epoch + 1} step {step + 1}: training stopped "
         f"({kept}); lower the learning rate or check the data"
     )
+
+
+def clear_run(run: _Run) -> list[str]:
+    """A fresh run's start: remove an earlier run's checkpoints and summary (``check_fresh_start``
+    let it through: --overwrite, or no ``last.pt``), so that none outlives the run that replaces
+    it; -> the names removed."""
+    removed = []
+    for path in (run.last_path, run.best_path, run.out_dir / "metrics.json"):
+        if path.is_file():
+            path.unlink()
+            removed.append(path.name)
+    return removed
 
 
 def keep_log(path: Path, epochs_done: int) -> bool:

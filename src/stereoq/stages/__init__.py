@@ -68,14 +68,17 @@ def run_stage(
     resume: bool = False,
     reporter: Reporter | None = None,
     init_from: Path | str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """``stereoq train --stage NAME``: the engine's loop for training stages, ``Stage.run``
     for one-pass ones. ``init_from``: a checkpoint, or a shipped model's name
-    (``stereoq.weights``), whose weights (only) start the stage."""
+    (``stereoq.weights``), whose weights (only) start the stage. A training stage whose
+    ``last.pt`` exists runs only with ``resume`` (continue it) or ``overwrite`` (replace it)."""
     from stereoq.engine.allocator import keep_freed_memory
-    from stereoq.engine.loop import check_init_from, train
+    from stereoq.engine.loop import check_fresh_start, check_init_from, train
 
     stage = get_stage(cfg, name)
+    check_fresh_start(stage, resume, overwrite)
     check_init_from(stage, init_from, resume)
     keep_freed_memory()
     if not stage.trains:
