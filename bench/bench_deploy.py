@@ -39,12 +39,14 @@ import onnx
 import torch
 from timing import time_torch  # bench/timing.py, beside this script
 
+from stereoq.cli.common import resolve_config
 from stereoq.cli.output import print_table, write_json
 from stereoq.deploy.backends import get_backend
 from stereoq.deploy.metadata import DeployMetadata, describe
 from stereoq.deploy.onnx_export import OPSET, compare, reference_graph, run_torch, to_onnx
 from stereoq.deploy.ort_runner import postprocess
 from stereoq.deploy.qdq_graph import QdqGraph, node_scopes
+from stereoq.errors import StereoqError
 from stereoq.models.build import build_model
 from stereoq.models.padding import fit
 from stereoq.models.stereonet import DeployGraph
@@ -288,7 +290,10 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    cfg = load_config(args.config)
+    try:
+        cfg = load_config(resolve_config(args.config))
+    except StereoqError as err:
+        parser.error(str(err))
     if args.run is not None:
         cfg = cfg.model_copy(update={"output_dir": args.run.parent, "name": args.run.name})
     if args.height is None or args.width is None:

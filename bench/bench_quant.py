@@ -23,7 +23,9 @@ from pathlib import Path
 import torch
 from timing import time_torch  # bench/timing.py, beside this script
 
+from stereoq.cli.common import resolve_config
 from stereoq.cli.output import print_table, write_json
+from stereoq.errors import StereoqError
 from stereoq.models.build import build_model
 from stereoq.models.stereonet import DeployGraph
 from stereoq.settings import load_config
@@ -138,7 +140,10 @@ def main() -> None:
     skip = set(filter(None, args.skip.split(",")))
 
     torch.set_num_threads(args.threads)
-    cfg = load_config(args.config)
+    try:
+        cfg = load_config(resolve_config(args.config))
+    except StereoqError as err:
+        parser.error(str(err))
     torch.manual_seed(0)
     model = build_model(cfg.model)
     if args.checkpoint is not None:

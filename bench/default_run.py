@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from stereoq.cli.common import resolve_config
 from stereoq.cli.output import print_table, write_json
 from stereoq.cli.progress import METRIC_COLUMNS, METRIC_KEYS, RichReporter
 from stereoq.engine.evaluate import accumulate, evaluate, evaluate_sgbm, val_dataset, val_loader
@@ -40,7 +41,10 @@ def main() -> None:
                         help="replace an existing float run of the config (train --overwrite)")
     parser.add_argument("--json", type=Path, default=Path("bench/results/default_run.json"))
     args = parser.parse_args()
-    cfg = load_config(args.config, sets=args.sets)
+    try:
+        cfg = load_config(resolve_config(args.config), sets=args.sets)
+    except StereoqError as err:
+        parser.error(str(err))
     reporter = RichReporter()
 
     train_s = None

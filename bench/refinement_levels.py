@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from stereoq.cli.common import resolve_config
 from stereoq.cli.output import print_table, write_json
 from stereoq.data.datasets import build_dataset
 from stereoq.data.transforms import prepare_pair
@@ -64,7 +65,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     try:
-        cfg = load_config(args.config, sets=args.sets)
+        config = resolve_config(args.config)
+    except StereoqError as err:
+        parser.error(str(err))
+    try:
+        cfg = load_config(config, sets=args.sets)
         checkpoint = args.checkpoint or cfg.run_dir / "float" / "best.pt"
         model = load_model(cfg.model, checkpoint, "train the float stage first").eval()
         val = build_dataset(cfg.data, "val", crop=False)

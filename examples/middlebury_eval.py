@@ -89,6 +89,7 @@ def write_scene(root: Path) -> Path:
 def evaluate(root: Path, config: str | None, sets: list[str], json_path: Path) -> int:
     """``stereoq predict --stage all --baseline sgbm`` on ``root``, through the functions the
     command calls, except that no trained model still prints the SGBM row."""
+    from stereoq.cli.common import resolve_config
     from stereoq.cli.output import console, write_json
     from stereoq.cli.predict import PredictOptions, evaluate_all, print_results, results_json
     from stereoq.cli.progress import RichReporter
@@ -96,7 +97,7 @@ def evaluate(root: Path, config: str | None, sets: list[str], json_path: Path) -
     from stereoq.settings import load_config
 
     sets = ["data.source=middlebury", f"data.root={root}", *sets]
-    cfg = load_config(config, sets=sets)
+    cfg = load_config(resolve_config(config), sets=sets)
     console.print(
         "stereoq predict --stage all --baseline sgbm "
         + (f"--config {config} " if config else "")

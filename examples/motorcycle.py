@@ -36,6 +36,7 @@ import torch
 
 from stereoq import weights
 from stereoq.baselines.sgbm import SgbmParams, sgbm_disparity
+from stereoq.cli.common import resolve_config
 from stereoq.cli.output import print_table, write_json
 from stereoq.data.images import write_png
 from stereoq.data.pairs import Pair
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="KEY.PATH=VALUE config override (as stereoq's --set)")
     args = parser.parse_args(argv)
     try:
-        cfg = load_config(args.config, sets=args.sets)
+        cfg = load_config(resolve_config(args.config), sets=args.sets)
         if args.weights is not None:
             if args.stage != "float" or args.checkpoint is not None:
                 raise StereoqError("--weights runs a shipped model: no --stage or --checkpoint",
