@@ -3,7 +3,7 @@
 # pack -> float -> calibration -> QAT -> int_infer -> predict every stage -> export/check ->
 # compile --validate -> infer on a pair -> one summary table.
 #
-#   bash examples/quickstart.sh            # ~26 min on 2 idle CPU cores (~18 of them float training)
+#   bash examples/quickstart.sh            # 11-26 min on 2 idle CPU cores (7-18 of them float)
 #   FAST=1 bash examples/quickstart.sh     # a smoke run of the same chain in a few minutes
 #   SEED=1 bash examples/quickstart.sh     # another training seed, in runs/stereonet_synthetic_seed1
 #
