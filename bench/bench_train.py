@@ -171,6 +171,8 @@ def main() -> None:
                         "in each (default: fp32,bf16 on cuda, none on cpu)")
     parser.add_argument("--compile", action="store_true",
                         help="also each precision through torch.compile")
+    parser.add_argument("--set", dest="sets", action="append", default=[],
+                        help="KEY.PATH=VALUE config override (as stereoq's --set)")
     parser.add_argument("--json", type=Path, default=Path("bench/results/train.json"))
     args = parser.parse_args()
     if args.threads:
@@ -188,7 +190,10 @@ def main() -> None:
         except StereoqError as err:
             parser.error(str(err))
     try:
-        cfg = load_config(resolve_config(args.config))
+        cfg = load_config(resolve_config(args.config), sets=args.sets)
+        from stereoq.data import build_dataset
+
+        build_dataset(cfg.data, "train", crop=True)[0]  # the data reads, before any timing
     except StereoqError as err:
         parser.error(str(err))
     batch = args.batch_size or cfg.stages.float_.batch_size

@@ -32,3 +32,12 @@ def test_an_unknown_config_is_a_one_line_error(tmp_path: Path) -> None:
     last = done.stderr.strip().splitlines()[-1]
     assert "'no-such-model'" in last and weights.DEFAULT in last
     assert not (tmp_path / "x.json").exists()
+
+
+def test_data_that_cannot_be_read_is_a_one_line_error_before_timing(tmp_path: Path) -> None:
+    done = _run("--config", weights.DEFAULT, "--set", "data.train_crop=[1024,2048]",
+                "--json", str(tmp_path / "x.json"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "smaller than the crop 1024x2048 (data.train_crop)" in last
+    assert not (tmp_path / "x.json").exists()
