@@ -28,12 +28,11 @@ import onnx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "deploy"))
 from corruptions import CORRUPTIONS  # noqa: E402  (tests/deploy/corruptions.py)
 
-from stereoq.cli.common import resolve_config  # noqa: E402
+from stereoq.cli.common import config_argument  # noqa: E402
 from stereoq.cli.output import print_table, write_json  # noqa: E402
 from stereoq.deploy.backends import get_backend  # noqa: E402
 from stereoq.deploy.compile import compile_stage, validate  # noqa: E402
 from stereoq.deploy.onnx_export import default_size, read_metadata, stage_onnx  # noqa: E402
-from stereoq.errors import StereoqError  # noqa: E402
 from stereoq.settings import load_config  # noqa: E402
 
 
@@ -76,7 +75,7 @@ def measure(cfg, run: str, backends: list[str], max_samples: int | None) -> list
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=None)
+    parser.add_argument("--config", default=None, type=config_argument)
     parser.add_argument("--run", action="append", required=True, help="run name (repeatable)")
     parser.add_argument("--set", dest="sets", action="append", default=[])
     parser.add_argument("--backend", dest="backends", action="append", default=None,
@@ -84,13 +83,9 @@ def main() -> None:
     parser.add_argument("--max-samples", type=int, default=None)
     parser.add_argument("--json", type=Path, default=Path("bench/results/acceptance.json"))
     args = parser.parse_args()
-    try:
-        config = resolve_config(args.config)
-    except StereoqError as err:
-        parser.error(str(err))
     rows = []
     for run in args.run:
-        cfg = load_config(config, sets=[*args.sets, f"name={run}"])
+        cfg = load_config(args.config, sets=[*args.sets, f"name={run}"])
         rows += measure(cfg, run, args.backends or ["ort"], args.max_samples)
         write_json(args.json, rows)  # what is measured so far survives an interruption
     print_table(

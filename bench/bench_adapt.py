@@ -27,13 +27,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stereoq.cli.common import resolve_config
+from stereoq.cli.common import config_argument
 from stereoq.cli.output import print_table, write_json
 from stereoq.data import synthetic
 from stereoq.data.images import write_png
 from stereoq.engine.checkpoint import load_checkpoint, save_checkpoint
 from stereoq.engine.report import Reporter
-from stereoq.errors import StereoqError
 from stereoq.settings import load_config
 from stereoq.stages import get_stage, run_stage
 
@@ -66,7 +65,7 @@ def peak_rss_mb(who: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", "-c", default=None)
+    parser.add_argument("--config", "-c", default=None, type=config_argument)
     parser.add_argument("--pairs", type=int, default=20)
     parser.add_argument("--height", type=int, default=500)
     parser.add_argument("--width", type=int, default=741)
@@ -76,10 +75,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="KEY.PATH=VALUE config overrides (as stereoq --set)")
     parser.add_argument("--json", type=Path, default=RESULTS / "bench_adapt.json")
     args = parser.parse_args(argv)
-    try:
-        config = resolve_config(args.config)
-    except StereoqError as err:
-        parser.error(str(err))
 
     work = Path(tempfile.mkdtemp(prefix="bench_adapt_"))
     try:
@@ -88,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             left, right, _ = synthetic.render_pair(11, i, args.height, args.width, 64.0)
             write_png(folder / f"{i:03d}_left.png", left)
             write_png(folder / f"{i:03d}_right.png", right)
-        cfg = load_config(config, sets=[
+        cfg = load_config(args.config, sets=[
             *args.sets, f"output_dir={work / 'runs'}", f"stages.adapt.pairs={folder}",
             f"stages.adapt.epochs={args.epochs}",
         ])

@@ -39,14 +39,13 @@ import onnx
 import torch
 from timing import time_torch  # bench/timing.py, beside this script
 
-from stereoq.cli.common import resolve_config
+from stereoq.cli.common import config_argument
 from stereoq.cli.output import print_table, write_json
 from stereoq.deploy.backends import get_backend
 from stereoq.deploy.metadata import DeployMetadata, describe
 from stereoq.deploy.onnx_export import OPSET, compare, reference_graph, run_torch, to_onnx
 from stereoq.deploy.ort_runner import postprocess
 from stereoq.deploy.qdq_graph import QdqGraph, node_scopes
-from stereoq.errors import StereoqError
 from stereoq.models.build import build_model
 from stereoq.models.padding import fit
 from stereoq.models.stereonet import DeployGraph
@@ -260,7 +259,7 @@ def attempt(results: dict, failures: dict, name: str, fn, *args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="stereonet_sceneflow")
+    parser.add_argument("--config", default="stereonet_sceneflow", type=config_argument)
     parser.add_argument("--run", type=Path, default=None,
                         help="a trained run of --config (its float checkpoint, integer stage, "
                         "training and validation frames; adds EPE to every row)")
@@ -290,10 +289,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    try:
-        cfg = load_config(resolve_config(args.config))
-    except StereoqError as err:
-        parser.error(str(err))
+    cfg = load_config(args.config)
     if args.run is not None:
         cfg = cfg.model_copy(update={"output_dir": args.run.parent, "name": args.run.name})
     if args.height is None or args.width is None:

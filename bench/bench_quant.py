@@ -23,9 +23,8 @@ from pathlib import Path
 import torch
 from timing import time_torch  # bench/timing.py, beside this script
 
-from stereoq.cli.common import resolve_config
+from stereoq.cli.common import config_argument
 from stereoq.cli.output import print_table, write_json
-from stereoq.errors import StereoqError
 from stereoq.models.build import build_model
 from stereoq.models.stereonet import DeployGraph
 from stereoq.settings import load_config
@@ -125,7 +124,7 @@ def ort_session(module: torch.nn.Module, x: torch.Tensor, path: Path, threads: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="stereonet_sceneflow")
+    parser.add_argument("--config", default="stereonet_sceneflow", type=config_argument)
     parser.add_argument("--checkpoint", type=Path, default=None, help="float best.pt")
     parser.add_argument("--sizes", default="544x960,256x512")
     parser.add_argument("--threads", type=int, default=2)
@@ -140,10 +139,7 @@ def main() -> None:
     skip = set(filter(None, args.skip.split(",")))
 
     torch.set_num_threads(args.threads)
-    try:
-        cfg = load_config(resolve_config(args.config))
-    except StereoqError as err:
-        parser.error(str(err))
+    cfg = load_config(args.config)
     torch.manual_seed(0)
     model = build_model(cfg.model)
     if args.checkpoint is not None:

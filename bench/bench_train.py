@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from stereoq.cli.common import resolve_config
+from stereoq.cli.common import config_argument
 from stereoq.cli.output import print_table, write_json
 from stereoq.engine.allocator import keep_freed_memory
 from stereoq.engine.evaluate import pair_input
@@ -155,7 +155,7 @@ def data_rate(cfg, samples: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=None,
+    parser.add_argument("--config", default=None, type=config_argument,
                         help="config path, shipped config or shipped model's name")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the config's")
     parser.add_argument("--height", type=int, default=256)
@@ -190,7 +190,7 @@ def main() -> None:
         except StereoqError as err:
             parser.error(str(err))
     try:
-        cfg = load_config(resolve_config(args.config), sets=args.sets)
+        cfg = load_config(args.config, sets=args.sets)
         from stereoq.data import build_dataset
 
         build_dataset(cfg.data, "train", crop=True)[0]  # the data reads, before any timing

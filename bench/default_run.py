@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from stereoq.cli.common import resolve_config
+from stereoq.cli.common import config_argument
 from stereoq.cli.output import print_table, write_json
 from stereoq.cli.progress import METRIC_COLUMNS, METRIC_KEYS, RichReporter
 from stereoq.engine.evaluate import accumulate, evaluate, evaluate_sgbm, val_dataset, val_loader
@@ -34,17 +34,15 @@ from stereoq.stages import get_stage, run_stage
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=None, help="config path or shipped name")
+    parser.add_argument("--config", default=None, type=config_argument,
+                        help="config path or shipped name")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="KEY=VALUE")
     parser.add_argument("--skip-train", action="store_true", help="evaluate the existing run")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing float run of the config (train --overwrite)")
     parser.add_argument("--json", type=Path, default=Path("bench/results/default_run.json"))
     args = parser.parse_args()
-    try:
-        cfg = load_config(resolve_config(args.config), sets=args.sets)
-    except StereoqError as err:
-        parser.error(str(err))
+    cfg = load_config(args.config, sets=args.sets)
     reporter = RichReporter()
 
     train_s = None

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from stereoq.cli.common import resolve_config
+from stereoq.cli.common import config_argument
 from stereoq.cli.output import print_table, write_json
 from stereoq.data.datasets import build_dataset
 from stereoq.data.transforms import prepare_pair
@@ -57,7 +57,7 @@ def score(model: torch.nn.Module, pairs: list[tuple[Tensor, Tensor]], maxdisp: f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", "-c", default=None)
+    parser.add_argument("--config", "-c", default=None, type=config_argument)
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="float checkpoint (default: <run_dir>/float/best.pt)")
     parser.add_argument("--frames", type=int, default=16, help="validation scenes to score")
@@ -65,11 +65,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     try:
-        config = resolve_config(args.config)
-    except StereoqError as err:
-        parser.error(str(err))
-    try:
-        cfg = load_config(config, sets=args.sets)
+        cfg = load_config(args.config, sets=args.sets)
         checkpoint = args.checkpoint or cfg.run_dir / "float" / "best.pt"
         model = load_model(cfg.model, checkpoint, "train the float stage first").eval()
         val = build_dataset(cfg.data, "val", crop=False)

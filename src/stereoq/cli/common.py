@@ -66,3 +66,14 @@ def resolve_config(config: str | None) -> str | None:
         f"({', '.join(shipped_configs())}) or shipped model ({', '.join(weights.names())})",
         exit_code=2,
     )
+
+
+def config_argument(config: str) -> str | None:
+    """``resolve_config`` as an argparse ``type``, for the bench and example scripts: their
+    ``--config`` reads as the commands' does, an unknown name is the parser's one-line error."""
+    import argparse
+
+    try:
+        return resolve_config(config)
+    except StereoqError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
