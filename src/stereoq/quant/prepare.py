@@ -155,10 +155,19 @@ def observers(graph: nn.Module) -> dict[str, nn.Module]:
     }
 
 
-def set_observers(graph: nn.Module, enabled: bool) -> None:
-    """Let fake quants update their ranges (QAT training) or freeze them (evaluation)."""
+def set_observers(graph: nn.Module, enabled: bool, activations: bool = True) -> None:
+    """Let fake quants update their ranges (QAT training) or freeze them (evaluation).
+
+    ``activations=False`` releases only the weights' (per-channel) ranges, which follow the
+    weights as they train; the ranges of the tensors computed at run time stay as they are.
+    """
     q = pt2e()
-    graph.apply(q.enable_observer if enabled else q.disable_observer)
+    graph.apply(q.disable_observer)
+    if not enabled:
+        return
+    for mod in observers(graph).values():
+        if activations or getattr(mod, "is_per_channel", False):
+            q.enable_observer(mod)
 
 
 @torch.no_grad()

@@ -285,6 +285,12 @@ class QatRecipe(TrainRecipe):
     the aot_eager backend, an epoch took 164 s instead of 4 s and hit the recompile limit).
     """
 
+    ranges: Literal["calibrated", "moving_average"] = Field(
+        default="calibrated", description="calibrated: the activation ranges stay the ones "
+        "calibration chose (percentile-clipped) while the weights train, only the weights' "
+        "per-channel ranges follow them; moving_average: every fake quant updates its range "
+        "from the training batches (min/max, averaged), as torchao's QAT does by default"
+    )
     targets: Literal["ground_truth", "distill"] = Field(
         default="ground_truth", description="ground_truth: the data's disparity; distill: the "
         "float model's own outputs (calibration.source), no ground truth read, best.pt "

@@ -1,8 +1,12 @@
 """``qat``: quantization-aware training from the calibration model, in the engine's loop.
 
-It starts from the calibrated graph, as the reference recipe does; fake quants keep updating
-their ranges (moving average) while training and are frozen for validation. ``best.pt`` /
-``last.pt`` hold the fake-quant graph's state; ``precision.json`` is rewritten on each new best.
+It starts from the calibrated graph, as the reference recipe does. While training, the weights'
+per-channel ranges follow the weights; the activation ranges stay calibration's percentile-clipped
+ones (``stages.qat.ranges: calibrated``) or follow the batches' min/max as a moving average
+(``moving_average``, torchao's default, which on the reference network let a near-silent
+refinement offset's range grow 21x in 30 steps, see the README). Every range is frozen for
+validation. ``best.pt`` / ``last.pt`` hold the fake-quant graph's state; ``precision.json`` is
+rewritten on each new best.
 
 ``stages.qat.targets: distill`` reads no ground truth: the loss is the distance to the float
 model's own outputs (``stereoq.losses.distillation``; the teacher is calibration's source, float
@@ -54,7 +58,7 @@ class QatStage(FakeQuantStage):
         from stereoq.quant.prepare import set_observers
 
         model.train(training)
-        set_observers(model, training)
+        set_observers(model, training, self.cfg.stages.qat.ranges == "moving_average")
 
     def outputs(self, model: nn.Module, x: Tensor) -> list[Tensor]:
         return self.post(list(model(x)))
