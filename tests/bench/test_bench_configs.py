@@ -17,6 +17,7 @@ SCRIPTS = {
     "bench/bench_deploy.py": (),
     "bench/bench_quant.py": (),
     "bench/default_run.py": (),
+    "bench/qat_ranges.py": (),
     "bench/refinement_levels.py": (),
     "examples/motorcycle.py": (),
 }
