@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from torch.fx import GraphModule
 
 from stereoq.settings import load_config
 from stereoq.settings.config import ExperimentConfig
@@ -42,3 +43,20 @@ def random_pair(batch: int, height: int = 64, width: int = 128, seed: int = 0) -
     """A (B, 6, H, W) input in the network's normalised range [-1, 1)."""
     gen = torch.Generator().manual_seed(seed)
     return torch.rand(batch, 6, height, width, generator=gen) * 2 - 1
+
+
+def calibrated_fake_quant() -> GraphModule:
+    """The tiny network (seed 0) as a QAT fake-quant graph holding the ranges calibrated on one
+    random batch (every range frozen, training mode)."""
+    from stereoq.models.build import build_model
+    from stereoq.quant.prepare import calibrate, load_calibration, prepare
+    from stereoq.quant.recipes import calibration_recipe, qat_recipe
+
+    cfg = tiny_cfg()
+    torch.manual_seed(0)
+    model = build_model(cfg.model).eval()
+    observed = prepare(model, calibration_recipe(cfg))
+    calibrate(observed, [random_pair(2, seed=1)])
+    fake_quant = prepare(model, qat_recipe(cfg))
+    load_calibration(observed, fake_quant)
+    return fake_quant

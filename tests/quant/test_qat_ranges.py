@@ -10,26 +10,17 @@ import pytest
 import torch
 from torch.fx import GraphModule
 
-from stereoq.models.build import build_model
-from stereoq.quant.prepare import calibrate, load_calibration, observers, prepare
-from stereoq.quant.recipes import calibration_recipe, qat_recipe
+from stereoq.quant.prepare import observers
 from stereoq.stages.qat import QatStage
 
-from .conftest import random_pair, tiny_cfg
+from .conftest import calibrated_fake_quant, random_pair, tiny_cfg
 
 
 @pytest.fixture(scope="module")
 def calibrated() -> GraphModule:
     """The tiny network's fake-quant graph with calibration's ranges loaded (all frozen)."""
     torch.set_num_threads(1)
-    cfg = tiny_cfg()
-    torch.manual_seed(0)
-    model = build_model(cfg.model).eval()
-    observed = prepare(model, calibration_recipe(cfg))
-    calibrate(observed, [random_pair(2, seed=1)])
-    fake_quant = prepare(model, qat_recipe(cfg))
-    load_calibration(observed, fake_quant)
-    return fake_quant
+    return calibrated_fake_quant()
 
 
 def _scales(graph: GraphModule, per_channel: bool) -> dict[str, torch.Tensor]:

@@ -11,11 +11,9 @@ import pytest
 import torch
 from torch.fx import GraphModule
 
-from stereoq.models.build import build_model
 from stereoq.quant.budget import COST_FLOOR, latency_costs, search
 from stereoq.quant.latency import Timing
-from stereoq.quant.prepare import LastTwo, calibrate, load_calibration, prepare, set_observers
-from stereoq.quant.recipes import calibration_recipe, qat_recipe
+from stereoq.quant.prepare import LastTwo, set_observers
 from stereoq.quant.sensitivity import (
     Frames,
     Layer,
@@ -27,7 +25,7 @@ from stereoq.quant.sensitivity_chart import sensitivity_chart
 from stereoq.settings.stages import AccuracyBudget
 from stereoq.stages.quantized import padded_predictor
 
-from .conftest import random_pair, tiny_cfg
+from .conftest import calibrated_fake_quant, random_pair, tiny_cfg
 
 COARSE = "refinement.levels.2.offset.0"
 
@@ -36,13 +34,7 @@ COARSE = "refinement.levels.2.offset.0"
 def graph() -> GraphModule:
     """A calibrated tiny fake-quant graph (eval, frozen) whose ``COARSE`` layer is coarse."""
     torch.set_num_threads(1)
-    cfg = tiny_cfg()
-    torch.manual_seed(0)
-    model = build_model(cfg.model).eval()
-    observed = prepare(model, calibration_recipe(cfg))
-    calibrate(observed, [random_pair(2, seed=1)])
-    fake_quant = prepare(model, qat_recipe(cfg))
-    load_calibration(observed, fake_quant)
+    fake_quant = calibrated_fake_quant()
     fake_quant.eval()
     set_observers(fake_quant, False)
     (coarse,) = [layer for layer in layers(fake_quant) if layer.name == COARSE]
