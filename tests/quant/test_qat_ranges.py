@@ -4,13 +4,11 @@ ranges follow the weights either way, and nothing moves in evaluation mode."""
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from torch.fx import GraphModule
 
-from stereoq.quant.prepare import observers
+from stereoq.quant.prepare import copy_graph, observers
 from stereoq.stages.qat import QatStage
 
 from .conftest import calibrated_fake_quant, random_pair, tiny_cfg
@@ -49,7 +47,7 @@ def _train_forward(graph: GraphModule, ranges: str) -> None:
 def test_training_moves_weight_ranges_and_activation_ranges_only_when_asked(
     calibrated: GraphModule, ranges: str
 ) -> None:
-    graph = copy.deepcopy(calibrated)
+    graph = copy_graph(calibrated)
     activations, weights = _scales(graph, False), _scales(graph, True)
     assert activations and weights
     _train_forward(graph, ranges)
@@ -62,7 +60,7 @@ def test_training_moves_weight_ranges_and_activation_ranges_only_when_asked(
 
 
 def test_evaluation_mode_freezes_every_range(calibrated: GraphModule) -> None:
-    graph = copy.deepcopy(calibrated)
+    graph = copy_graph(calibrated)
     stage = QatStage(tiny_cfg(**{"stages.qat.ranges": "moving_average"}))
     stage.set_mode(graph, True)
     stage.set_mode(graph, False)
