@@ -22,9 +22,9 @@ from torch.utils.data import DataLoader, Subset
 
 from stereoq.cli.common import config_argument
 from stereoq.cli.output import print_table, write_json
-from stereoq.engine.evaluate import pair_input, val_dataset
-from stereoq.engine.metrics import DisparityMetrics
+from stereoq.engine.evaluate import accumulate, pair_input, val_dataset
 from stereoq.engine.optim import build_optimizer
+from stereoq.engine.report import Reporter
 from stereoq.errors import StereoqError
 from stereoq.settings import load_config
 
@@ -40,9 +40,8 @@ def activation_scales(graph: torch.nn.Module) -> dict[str, tuple[str, float]]:
     from stereoq.quant.sensitivity import layers
 
     names = {id(q): layer.name for layer in layers(graph) for q in layer.activations()}
-    return {name: (names.get(id(mod), "input"), float(mod.scale.max()))
-            for name, mod in graph.named_modules()
-            if id(mod) in names and not getattr(mod, "is_per_channel", False)}
+    return {name: (names[id(mod)], float(mod.scale.max()))
+            for name, mod in graph.named_modules() if id(mod) in names}
 
 
 def run(cfg_source: str | None, sets: list[str], name: str, steps: int, frames: int
@@ -61,11 +60,8 @@ def run(cfg_source: str | None, sets: list[str], name: str, steps: int, frames: 
 
     def score() -> dict[str, float]:
         stage.set_mode(graph, False)
-        metrics = DisparityMetrics(cfg.model.maxdisp)
-        with torch.no_grad():
-            for batch in val:
-                metrics.update(stage.predict(graph, pair_input(batch)).float(), batch["disp"])
-        return metrics.compute()
+        return accumulate(lambda x: stage.predict(graph, x), val, cfg.model.maxdisp,
+                          torch.device("cpu"), Reporter(), "val").compute()
 
     before, scales = score(), activation_scales(graph)
     optimizer = build_optimizer(graph, recipe.optimizer)

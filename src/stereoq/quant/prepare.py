@@ -240,16 +240,10 @@ def load_calibration(observed: GraphModule, fake_quant: GraphModule) -> int:
 @torch.no_grad()
 def _observe_weights(fake_quant: GraphModule) -> None:
     """One forward with only the per-channel (weight) observers enabled, then freeze them."""
-    q = pt2e()
-    mods = observers(fake_quant)
-    for mod in mods.values():
-        if getattr(mod, "is_per_channel", False):
-            mod.enable_observer()
-        else:
-            mod.disable_observer()
+    set_observers(fake_quant, True, activations=False)
     meta = fake_quant.meta
     fake_quant(example_input(meta[NUM_CANDIDATES_KEY], meta[SIZE_MULTIPLE_KEY], batch=1))
-    fake_quant.apply(q.disable_observer)
+    set_observers(fake_quant, False)
 
 
 def convert(fake_quant: GraphModule, min_channels: int | None = None) -> GraphModule:
