@@ -1,4 +1,5 @@
-"""The size multiple comes from the network: a neck of stride 8 (refine_levels 3) flows through
+"""The size multiple comes from the network: a neck of stride 8 (refine_levels 3) or 4
+(refine_levels 2) flows through
 the model's padding, export's size check and metadata, the exported graph's shapes and the
 padded predictor that infer runs; a registered neck may declare its stride as a class
 attribute instead of a parameter."""
@@ -47,9 +48,9 @@ class ClassStride8Neck(nn.Module):
         return self.inner(x)
 
 
-def with_stride8(tiny_config: Path, neck: dict) -> ExperimentConfig:
+def with_stride8(tiny_config: Path, neck: dict, levels: int = 3) -> ExperimentConfig:
     data = yaml.safe_load(tiny_config.read_text())
-    data["model"].update(refine_levels=3, loss={"weights": [0.3, 0.5, 0.5, 1.0]})
+    data["model"].update(refine_levels=levels, loss={"weights": [0.5] * levels + [1.0]})
     data["model"]["neck"].update(neck)
     tiny_config.write_text(yaml.safe_dump(data))
     return load_config(str(tiny_config))
@@ -58,6 +59,11 @@ def with_stride8(tiny_config: Path, neck: dict) -> ExperimentConfig:
 @pytest.fixture
 def stride8(tiny_config: Path) -> ExperimentConfig:
     return with_stride8(tiny_config, {"stride": 8})
+
+
+@pytest.fixture
+def stride4(tiny_config: Path) -> ExperimentConfig:
+    return with_stride8(tiny_config, {"stride": 4}, levels=2)
 
 
 def test_the_config_asks_the_neck(stride8: ExperimentConfig) -> None:
@@ -74,10 +80,13 @@ def test_a_neck_may_declare_its_stride_on_its_class(tiny_config: Path) -> None:
         assert model(torch.randn(1, 6, 24, 96)).shape == (1, 1, 24, 96)
 
 
-def test_stride8_features_are_at_one_eighth() -> None:
+def test_features_are_at_one_stride() -> None:
     neck = StereoNetNeck([8, 8, 8, 8, 8, 4], [1, 1, 1, 1], stride=8)
     gwc, cat = neck(torch.randn(2, 3, 32, 64))
     assert gwc.shape == (2, 16, 4, 8) and cat.shape == (2, 4, 4, 8)
+    neck4 = StereoNetNeck([8, 8, 8, 8, 8, 4], [1, 1, 1, 1], stride=4)
+    gwc4, cat4 = neck4(torch.randn(2, 3, 32, 64))
+    assert gwc4.shape == (2, 16, 8, 16) and cat4.shape == (2, 4, 8, 16)
     gwc16, _ = StereoNetNeck([8, 8, 8, 8, 8, 4], [1, 1, 1, 1])(torch.randn(2, 3, 32, 64))
     assert gwc16.shape == (2, 16, 2, 4)
 
@@ -105,7 +114,24 @@ def test_export_checks_and_records_the_multiple(stride8: ExperimentConfig) -> No
     assert describe(stride8, "float", "float32", 17, 24, 72).size_multiple == 8
 
 
-def test_exported_graph_and_predictor_take_the_multiple(stride8: ExperimentConfig) -> None:
+def test_stride4_has_two_levels_and_a_quarter_of_maxdisp_candidates(
+    stride4: ExperimentConfig,
+) -> None:
+    assert stride4.model.size_multiple == 4
+    assert stride4.model.num_candidates == 64 // 4
+    torch.manual_seed(0)
+    model = build_model(stride4.model)
+    outputs = model(torch.randn(1, 6, 32, 96))  # training: coarse at 1/4, 1/2, full
+    assert [tuple(o.shape[-2:]) for o in outputs] == [(8, 24), (16, 48), (32, 96)]
+    with torch.no_grad():
+        assert model.eval()(torch.randn(1, 6, 22, 70)).shape == (1, 1, 22, 70)
+
+
+@pytest.mark.parametrize("stride", [8, 4])
+def test_exported_graph_and_predictor_take_the_multiple(
+    stride: int, request: pytest.FixtureRequest
+) -> None:
+    stride8: ExperimentConfig = request.getfixturevalue(f"stride{stride}")
     from stereoq.quant.prepare import (
         LastTwo,
         RawOutputs,

@@ -20,7 +20,8 @@ class StereoNetNeck(nn.Module):
     ``out_channels`` = [stem, stage1 (1/4), stage2 (1/8), stage3 (1/16), stage4 (1/16),
     concat features]; the correlation features are stages 3 and 4 concatenated. With
     ``stride: 8`` stage 3 keeps stage 2's resolution (StereoNet's 8x variant): twice the
-    candidates per pixel of disparity and one refinement level less.
+    candidates per pixel of disparity and one refinement level less; with ``stride: 4`` stages
+    2 and 3 keep stage 1's (four times the candidates, two levels less).
     """
 
     class Params(BaseModel):
@@ -29,7 +30,7 @@ class StereoNetNeck(nn.Module):
             default=[32, 32, 64, 128, 128, 16], min_length=6, max_length=6
         )
         num_blocks: list[PositiveInt] = Field(default=[3, 16, 3, 3], min_length=4, max_length=4)
-        stride: Literal[8, 16] = 16
+        stride: Literal[4, 8, 16] = 16
         """Total stride of the features: the cost volume's resolution is 1/stride."""
 
     def __init__(self, out_channels: list[int], num_blocks: list[int], stride: int = 16) -> None:
@@ -39,7 +40,7 @@ class StereoNetNeck(nn.Module):
             conv_bn_relu(3, c[0], 3, 2), conv_bn_relu(c[0], c[0]), conv_bn_relu(c[0], c[0])
         )
         self.stage1 = make_stage(c[0], c[1], num_blocks[0], 2)
-        self.stage2 = make_stage(c[1], c[2], num_blocks[1], 2)
+        self.stage2 = make_stage(c[1], c[2], num_blocks[1], 1 if stride == 4 else 2)
         self.stage3 = make_stage(c[2], c[3], num_blocks[2], 2 if stride == 16 else 1)
         self.stage4 = make_stage(c[3], c[4], num_blocks[3], 1)
         self.gwc_channels = c[3] + c[4]
