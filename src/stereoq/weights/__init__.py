@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from stereoq.models.config import ModelConfig
     from stereoq.settings.config import ExperimentConfig
 
-DEFAULT = "light-scenes"
+DEFAULT = "light-scenes-4x"
 """What ``stereoq infer`` runs when there is no trained run yet."""
 
 CONFIG_FILE = "config.yaml"
