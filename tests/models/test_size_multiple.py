@@ -48,7 +48,7 @@ class ClassStride8Neck(nn.Module):
         return self.inner(x)
 
 
-def with_stride8(tiny_config: Path, neck: dict, levels: int = 3) -> ExperimentConfig:
+def with_stride(tiny_config: Path, neck: dict, levels: int = 3) -> ExperimentConfig:
     data = yaml.safe_load(tiny_config.read_text())
     data["model"].update(refine_levels=levels, loss={"weights": [0.5] * levels + [1.0]})
     data["model"]["neck"].update(neck)
@@ -58,12 +58,12 @@ def with_stride8(tiny_config: Path, neck: dict, levels: int = 3) -> ExperimentCo
 
 @pytest.fixture
 def stride8(tiny_config: Path) -> ExperimentConfig:
-    return with_stride8(tiny_config, {"stride": 8})
+    return with_stride(tiny_config, {"stride": 8})
 
 
 @pytest.fixture
 def stride4(tiny_config: Path) -> ExperimentConfig:
-    return with_stride8(tiny_config, {"stride": 4}, levels=2)
+    return with_stride(tiny_config, {"stride": 4}, levels=2)
 
 
 def test_the_config_asks_the_neck(stride8: ExperimentConfig) -> None:
@@ -73,7 +73,7 @@ def test_the_config_asks_the_neck(stride8: ExperimentConfig) -> None:
 
 
 def test_a_neck_may_declare_its_stride_on_its_class(tiny_config: Path) -> None:
-    cfg = with_stride8(tiny_config, {"type": NECK})
+    cfg = with_stride(tiny_config, {"type": NECK})
     assert cfg.model.size_multiple == 8
     model = build_model(cfg.model).eval()
     with torch.no_grad():
