@@ -34,6 +34,7 @@ import torch
 from stereoq import weights
 from stereoq.atomic import atomic_path
 from stereoq.cli.output import print_table, write_json
+from stereoq.data.lmdb_store import read_meta
 from stereoq.data.pack import target_path
 from stereoq.engine.checkpoint import load_checkpoint
 from stereoq.errors import StereoqError
@@ -50,6 +51,14 @@ def stereoq(argv: list[str], env: dict[str, str] | None = None) -> None:
     if done.returncode != 0:
         raise StereoqError(f"`stereoq {argv[0]}` failed (exit {done.returncode}); rerun the same "
                            "command to resume", exit_code=done.returncode)
+
+
+def check_packed(path: Path, count: int) -> None:
+    """A split packed by an earlier call must be this recipe's (a smoke run's 4 scenes are not)."""
+    held = read_meta(path).get("count")
+    if held != count:
+        raise StereoqError(f"{path} holds {held} scenes, this recipe packs {count}: use another "
+                           "--out (or delete it)", exit_code=2)
 
 
 def export_weights(checkpoint: Path, dest: Path) -> str:
@@ -73,14 +82,17 @@ def main() -> int:
         steps = recipes.recipe(args.name)
         if args.count is not None and args.count < 1:
             raise StereoqError(f"--count must be at least 1, not {args.count}", exit_code=2)
+        scenes = weights.config(args.name, args.sets).data.synthetic  # checks the --sets too
+        counts = {"train": args.count or steps.train_count, "test": scenes.val_count}
         args.out.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         for split in recipes.SPLITS:
             packed = target_path(recipes.data_dir(args.out), split)
             if packed.exists():
+                check_packed(packed, counts[split])
                 print(f"{split} scenes already packed: {packed}")
                 continue
-            count = (args.count or steps.train_count) if split == "train" else None
+            count = counts[split] if split == "train" else None
             stereoq(recipes.pack_argv(args.name, split, args.out, count, args.sets))
         wall: dict[str, float] = {}
         for run in steps.runs:

@@ -49,6 +49,12 @@ def test_a_tiny_recipe_run_gives_a_shippable_model_and_resumes(tmp_path: Path) -
     assert f"run {final} already finished" in again.stdout
     assert log.stat().st_mtime_ns == before
 
+    # Another recipe's scenes in the same folder are refused, not trained on.
+    other = _run(NAME, "--out", str(tmp_path), *TINY[2:], "--count", "5")
+    assert other.returncode == 2 and "Traceback" not in other.stderr
+    assert other.stderr.strip().splitlines()[-1].endswith(
+        "train_lmdb holds 4 scenes, this recipe packs 5: use another --out (or delete it)")
+
 
 def test_an_unknown_model_or_a_bad_count_is_a_one_line_error(tmp_path: Path) -> None:
     done = _run("no-such-model", "--out", str(tmp_path / "x"))
