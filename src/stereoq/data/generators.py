@@ -15,10 +15,16 @@ from stereoq.errors import StereoqError
 # view's disparity (float32 (H, W), px); deterministic in (seed, index).
 Renderer = Callable[[int, int, int, int, float], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
+OPEN_SHARE = 0.35
+"""``structures``: the share of its solid objects that are open (rings, frames, lattices)."""
+
 GENERATORS: dict[str, Renderer] = {
     "planes": synthetic.render_pair,
     "scenes": synthetic_scenes.render_pair,
+    "structures": functools.partial(synthetic_scenes.render_pair, open_share=OPEN_SHARE),
 }
+PHOTO_KINDS = ("scenes", "structures")
+"""The generators that take ``texture_dir``."""
 
 
 def renderer(kind: str, texture_dir: Path | None = None) -> Renderer:
@@ -30,7 +36,7 @@ def renderer(kind: str, texture_dir: Path | None = None) -> Renderer:
         )
     if texture_dir is None:
         return GENERATORS[kind]
-    if kind != "scenes":
-        raise StereoqError("data.synthetic.texture_dir is used only by kind 'scenes'",
-                           exit_code=2)
-    return functools.partial(synthetic_scenes.render_pair, photos=textures.load_photos(texture_dir))
+    if kind not in PHOTO_KINDS:
+        raise StereoqError("data.synthetic.texture_dir is used only by kinds "
+                           f"{' and '.join(repr(k) for k in PHOTO_KINDS)}", exit_code=2)
+    return functools.partial(GENERATORS[kind], photos=textures.load_photos(texture_dir))

@@ -34,7 +34,8 @@ class Surface:
     cxx: float
     cyy: float
     cxy: float
-    kind: str  # "full", "ellipse", "rect", "blob", "polygon", "capsules", "wire"
+    kind: str  # "full", "ellipse", "rect", "blob", "polygon", "capsules", "wire", "ring",
+    # "frame", "lattice"
     params: tuple[float, ...]
     bbox: tuple[int, int, int, int]
     ground: bool = False
@@ -71,10 +72,12 @@ class Surface:
         p = self.params
         if self.kind == "full":
             return np.ones(np.broadcast_shapes(x.shape, y.shape), bool)
-        if self.kind in ("ellipse", "rect", "blob"):
+        if self.kind in ("ellipse", "rect", "blob", "ring", "frame", "lattice"):
             cx, cy, rx, ry, cos_t, sin_t = p[:6]
             u = ((x - cx) * cos_t + (y - cy) * sin_t) / rx
             v = (-(x - cx) * sin_t + (y - cy) * cos_t) / ry
+            if self.kind in ("ring", "frame", "lattice"):
+                return _open_shape(self.kind, p[6:], u, v)
             if self.kind == "ellipse":
                 return u * u + v * v <= 1.0
             if self.kind == "rect":
@@ -109,3 +112,33 @@ class Surface:
             reach = half * np.sqrt(1.0 + slope * slope)
             return (np.abs(y - (ya + s * t + k * t * t)) <= reach) & (x >= xa) & (x <= xb)
         raise ValueError(f"unknown surface kind {self.kind!r}")
+
+
+def _open_shape(kind: str, p: tuple[float, ...], u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Shapes with holes, in the unit frame of their ellipse or rectangle (``u``, ``v``).
+
+    ring: an annulus of inner radius ``p[0]`` with ``p[1]`` spokes of half width ``p[3]``
+    starting at angle ``p[2]`` (a wheel). frame: the rectangle less its inside, bars ``p[0]`` and
+    ``p[1]`` thick (a window, a picture frame). lattice: the rectangle's border of thickness
+    ``p[4]``, ``p[5]`` and bars at ``p[0]``, ``p[1]`` per unit of ``u``, ``v`` (0: none), each
+    ``p[2]``, ``p[3]`` of its period wide (shelves, fences, slats, grids).
+    """
+    if kind == "ring":
+        inner, spokes, phase, half = p
+        r2 = u * u + v * v
+        on = (r2 <= 1.0) & (r2 >= inner * inner)
+        for k in range(int(spokes)):
+            a = phase + np.pi * k / spokes
+            on |= (r2 <= 1.0) & (np.abs(v * np.cos(a) - u * np.sin(a)) <= half)
+        return on
+    box = (np.abs(u) <= 1.0) & (np.abs(v) <= 1.0)
+    if kind == "frame":
+        bar_u, bar_v = p
+        return box & ((np.abs(u) >= 1.0 - bar_u) | (np.abs(v) >= 1.0 - bar_v))
+    per_u, per_v, width_u, width_v, edge_u, edge_v = p
+    on = (np.abs(u) >= 1.0 - edge_u) | (np.abs(v) >= 1.0 - edge_v)
+    if per_u > 0:
+        on |= np.mod((u + 1.0) * per_u, 1.0) < width_u
+    if per_v > 0:
+        on |= np.mod((v + 1.0) * per_v, 1.0) < width_v
+    return box & on

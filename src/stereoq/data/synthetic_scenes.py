@@ -41,26 +41,34 @@ class RenderedScene:
 
 
 def render_pair(
-    seed: int, index: int, height: int, width: int, max_disp: float, photos: Photos = ()
+    seed: int, index: int, height: int, width: int, max_disp: float, photos: Photos = (),
+    open_share: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One scene, deterministic in ``(seed, index)`` (and the photos).
+    """One scene, deterministic in ``(seed, index)`` (and the photos and ``open_share``: the
+    share of solid objects drawn with holes, see ``render_scene``).
 
     Returns ``left``, ``right``: uint8 (H, W, 3) RGB, and ``disp``: float32 (H, W) disparity of
     the left view in px, every pixel valid, within ``[0.01, 0.97] * max_disp``.
     """
     rng = np.random.default_rng([int(seed), int(index), 14])
-    scene = render_scene(rng, height, width, max_disp, photos)
+    scene = render_scene(rng, height, width, max_disp, photos, open_share)
     left, right = camera_effects.apply(rng, scene.left, scene.right)
     return left, right, scene.disp_left
 
 
 def render_scene(
-    rng: np.random.Generator, height: int, width: int, max_disp: float, photos: Photos = ()
+    rng: np.random.Generator, height: int, width: int, max_disp: float, photos: Photos = (),
+    open_share: float = 0.0,
 ) -> RenderedScene:
-    """Sample a scene from ``rng`` and render both views without camera effects."""
+    """Sample a scene from ``rng`` and render both views without camera effects.
+
+    ``open_share`` of the solid objects are open (rings with spokes, frames, lattices: what is
+    behind shows through them). With 0 no random number is drawn for it: the scenes are those
+    of the generator without open shapes, scene for scene.
+    """
     max_disp = float(max_disp)
     margin = int(np.ceil(max_disp)) + 2
-    surfaces = _scene(rng, height, width, max_disp, margin)
+    surfaces = _scene(rng, height, width, max_disp, margin, open_share)
     xs = np.arange(width, dtype=np.float32)[None, :]
     ys = np.arange(height, dtype=np.float32)[:, None]
 
@@ -202,7 +210,8 @@ def _field(
 
 
 def _scene(
-    rng: np.random.Generator, height: int, width: int, max_disp: float, margin: int
+    rng: np.random.Generator, height: int, width: int, max_disp: float, margin: int,
+    open_share: float = 0.0,
 ) -> list[Surface]:
     """Background first (it covers everything), then a ground plane and the objects."""
     lo, hi = LO * max_disp, HI * max_disp
@@ -241,7 +250,10 @@ def _scene(
         else:
             size = area_side * np.exp(rng.uniform(np.log(0.03), np.log(0.35)))
             size *= 0.6 + 0.8 * (d_c - lo) / span  # nearer objects tend to look bigger
-            kind, params, box = _solid(rng, ox, oy, size)
+            if open_share > 0.0 and rng.random() < open_share:
+                kind, params, box = _open(rng, ox, oy, size * 1.3)
+            else:
+                kind, params, box = _solid(rng, ox, oy, size)
         bx0, by0, bx1, by1 = box
         if bx1 < -2 or by1 < -2 or bx0 > width + margin or by0 > height + 2:
             continue
@@ -278,6 +290,43 @@ def _solid(
         ex, ey = abs(rx * cos_t) + abs(ry * sin_t), abs(rx * sin_t) + abs(ry * cos_t)
     else:  # ellipse (blobs within ``reach`` times theirs)
         ex, ey = np.hypot(rx * cos_t, ry * sin_t) * reach, np.hypot(rx * sin_t, ry * cos_t) * reach
+    return kind, params, (cx - ex, cy - ey, cx + ex, cy + ey)
+
+
+def _open(
+    rng: np.random.Generator, cx: float, cy: float, size: float
+) -> tuple[str, tuple[float, ...], tuple[float, float, float, float]]:
+    """A ring with spokes, a frame or a lattice (``Surface.covers``): kind, params, float box.
+    Bars are 1.5-8 px wide whatever the object's size, as real ones are."""
+    kind = str(rng.choice(["ring", "frame", "lattice"], p=[0.3, 0.25, 0.45]))
+    rx, ry = size * rng.uniform(0.4, 1.0), size * rng.uniform(0.4, 1.0)
+    rx, ry = max(rx, 6.0), max(ry, 6.0)
+    theta = rng.uniform(0.0, np.pi) if rng.random() < 0.5 else rng.normal(0.0, 0.1)
+    cos_t, sin_t = float(np.cos(theta)), float(np.sin(theta))
+    params: tuple[float, ...] = (cx, cy, rx, ry, cos_t, sin_t)
+    small = min(rx, ry)
+    if kind == "ring":
+        rim = rng.uniform(1.5, 8.0) / small
+        spokes = int(rng.choice([0, 0, 2, 3, 4, 6, 8]))
+        half = rng.uniform(0.75, 2.0) / small
+        params += (max(1.0 - rim, 0.2), float(spokes), float(rng.uniform(0.0, np.pi)),
+                   float(half))
+        ex, ey = np.hypot(rx * cos_t, ry * sin_t), np.hypot(rx * sin_t, ry * cos_t)
+    else:
+        bar_u, bar_v = rng.uniform(1.5, 8.0, 2) / [rx, ry]
+        if kind == "frame":
+            params += (float(min(bar_u, 0.6)), float(min(bar_v, 0.6)))
+        else:
+            # Bars one way (shelves, slats, pickets), or both (grids), 5-30 px apart.
+            ways = rng.choice(["u", "v", "uv"], p=[0.35, 0.35, 0.3])
+            gap_u, gap_v = rng.uniform(5.0, 30.0, 2)
+            per_u = 2 * rx / gap_u if "u" in ways else 0.0
+            per_v = 2 * ry / gap_v if "v" in ways else 0.0
+            width_u, width_v = rng.uniform(1.5, 6.0, 2) / [gap_u, gap_v]
+            edge = rng.uniform(0.0, 6.0, 2) / [rx, ry] * (rng.random() < 0.6)
+            params += (float(per_u), float(per_v), float(min(width_u, 0.6)),
+                       float(min(width_v, 0.6)), float(edge[0]), float(edge[1]))
+        ex, ey = abs(rx * cos_t) + abs(ry * sin_t), abs(rx * sin_t) + abs(ry * cos_t)
     return kind, params, (cx - ex, cy - ey, cx + ex, cy + ey)
 
 

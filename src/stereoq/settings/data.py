@@ -19,22 +19,24 @@ class SyntheticConfig(Section):
     width: PositiveInt = 512
     max_disp: PositiveFloat = 64.0
     seed: NonNegativeInt = 0
-    kind: Literal["planes", "scenes"] = Field(
+    kind: Literal["planes", "scenes", "structures"] = Field(
         default="planes",
         description="planes: a slanted background and 3-8 planar shapes with smooth textures; "
         "scenes: 10-30 planar, curved and thin objects at every depth, a ground plane, "
-        "natural-image textures and per-view camera differences",
+        "natural-image textures and per-view camera differences; structures: scenes in which "
+        "about a third of the objects are open (wheels with spokes, frames, lattices of bars) "
+        "so that what is behind shows through them",
     )
     texture_dir: Path | None = Field(
         default=None,
-        description="scenes only: a folder of photographs (png, jpg, ...) whose crops also "
-        "texture the objects",
+        description="scenes and structures only: a folder of photographs (png, jpg, ...) whose "
+        "crops also texture the objects",
     )
 
     @model_validator(mode="after")
     def _texture_dir_needs_scenes(self) -> SyntheticConfig:
-        if self.texture_dir is not None and self.kind != "scenes":
-            raise ValueError("texture_dir is used only by kind 'scenes'")
+        if self.texture_dir is not None and self.kind == "planes":
+            raise ValueError("texture_dir is used only by kinds 'scenes' and 'structures'")
         return self
 
 
