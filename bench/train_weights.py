@@ -96,7 +96,7 @@ def main() -> int:
             stereoq(recipes.pack_argv(args.name, split, args.out, count, args.sets))
         wall: dict[str, float] = {}
         for run in steps.runs:
-            float_dir = recipes.runs_dir(args.out) / run.name / "float"
+            float_dir = recipes.stage_dir(args.out, run.name)
             if (float_dir / "metrics.json").is_file():
                 print(f"run {run.name} already finished: {float_dir}")
                 continue
@@ -115,8 +115,7 @@ def main() -> int:
     card = weights.card(args.name)
     rows, runs = [], {}
     for run in steps.runs:
-        best = json.loads((recipes.runs_dir(args.out) / run.name / "float" / "metrics.json")
-                          .read_text())
+        best = json.loads((recipes.stage_dir(args.out, run.name) / "metrics.json").read_text())
         runs[run.name] = {"best_epoch": best["best_epoch"], "epochs": best["epochs"],
                           "val": {k: best["best"].get(k) for k in FIGURES},
                           "wall_s": wall.get(run.name)}

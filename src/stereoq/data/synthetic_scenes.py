@@ -286,11 +286,21 @@ def _solid(
         params += tuple(float(v) for pair in zip(amps, rng.uniform(0, 2 * np.pi, 3), strict=True)
                         for v in pair)
         reach = 1.0 + float(amps.sum())
-    if kind == "rect":
+    # Ellipses; blobs within ``reach`` times theirs.
+    return kind, params, _box(cx, cy, rx, ry, cos_t, sin_t, kind == "rect", reach)
+
+
+def _box(
+    cx: float, cy: float, rx: float, ry: float, cos_t: float, sin_t: float, rect: bool,
+    reach: float = 1.0,
+) -> tuple[float, float, float, float]:
+    """Float box of a rotated rectangle (``rect``) or ellipse of half axes ``rx``, ``ry``
+    (times ``reach``)."""
+    if rect:
         ex, ey = abs(rx * cos_t) + abs(ry * sin_t), abs(rx * sin_t) + abs(ry * cos_t)
-    else:  # ellipse (blobs within ``reach`` times theirs)
+    else:
         ex, ey = np.hypot(rx * cos_t, ry * sin_t) * reach, np.hypot(rx * sin_t, ry * cos_t) * reach
-    return kind, params, (cx - ex, cy - ey, cx + ex, cy + ey)
+    return cx - ex, cy - ey, cx + ex, cy + ey
 
 
 def _open(
@@ -311,7 +321,6 @@ def _open(
         half = rng.uniform(0.75, 2.0) / small
         params += (max(1.0 - rim, 0.2), float(spokes), float(rng.uniform(0.0, np.pi)),
                    float(half))
-        ex, ey = np.hypot(rx * cos_t, ry * sin_t), np.hypot(rx * sin_t, ry * cos_t)
     else:
         bar_u, bar_v = rng.uniform(1.5, 8.0, 2) / [rx, ry]
         if kind == "frame":
@@ -326,8 +335,7 @@ def _open(
             edge = rng.uniform(0.0, 6.0, 2) / [rx, ry] * (rng.random() < 0.6)
             params += (float(per_u), float(per_v), float(min(width_u, 0.6)),
                        float(min(width_v, 0.6)), float(edge[0]), float(edge[1]))
-        ex, ey = abs(rx * cos_t) + abs(ry * sin_t), abs(rx * sin_t) + abs(ry * cos_t)
-    return kind, params, (cx - ex, cy - ey, cx + ex, cy + ey)
+    return kind, params, _box(cx, cy, rx, ry, cos_t, sin_t, kind != "ring")
 
 
 def _thin(

@@ -85,8 +85,13 @@ def runs_dir(out: Path) -> Path:
     return out / "runs"
 
 
+def stage_dir(out: Path, run_name: str) -> Path:
+    """Where a run's float stage writes ``last.pt``, ``best.pt`` and ``metrics.json``."""
+    return runs_dir(out) / run_name / "float"
+
+
 def best_checkpoint(out: Path, run_name: str) -> Path:
-    return runs_dir(out) / run_name / "float" / "best.pt"
+    return stage_dir(out, run_name) / "best.pt"
 
 
 def pack_argv(name: str, split: str, out: Path, count: int | None,
