@@ -3,11 +3,13 @@
 For each shipped model: parameters and FLOPs (``stereoq.calops``) at each ``--sizes``; median
 latency over ``--runs`` calls at ``--threads`` threads, batch 1, of the float model as
 `stereoq infer` runs it (eager PyTorch, post-processing included) and of the deployed graph
-(pair -> (1/2 disparity, offset)) float and int8 on ONNX Runtime; EPE (per-image average, as
-`stereoq predict`) on ``--val`` generated validation scenes of the model's own config (float,
-int8 and OpenCV SGBM); and the Middlebury 2014 motorcycle pair (741x500, scikit-image, scored
-against its ground truth as examples/motorcycle.py does) for float, int8 and SGBM, overall
-and by region (occluded, depth edges, surfaces: ``stereoq.engine.regions``).
+(pair -> (1/2 disparity, offset)) float and int8 on ONNX Runtime, and of the photometric
+refinement that `stereoq infer` runs after the network (``stereoq.infer.refine``); EPE
+(per-image average, as `stereoq predict`) on ``--val`` generated validation scenes of the
+model's own config (float and int8, each alone and refined, and OpenCV SGBM); and the
+Middlebury 2014 motorcycle pair (741x500, scikit-image, scored against its ground truth as
+examples/motorcycle.py does) for the same five, overall and by region (occluded, depth edges,
+surfaces: ``stereoq.engine.regions``).
 
 The int8 model is the calibration stage's: BN folded, percentile observers over the stage's
 calibration batches of the model's training data (``stages.calibration``), converted; accuracy
@@ -46,6 +48,7 @@ from stereoq.data.transforms import prepare_pair
 from stereoq.engine.evaluate import evaluate_model, evaluate_sgbm
 from stereoq.engine.regions import NOTE as REGIONS_NOTE
 from stereoq.engine.regions import region_rows, region_scores
+from stereoq.infer.refine import refine, refined
 from stereoq.infer.run import estimate
 from stereoq.models.stereonet import DeployGraph
 from stereoq.quant.runtime_eval import runtime_eval
@@ -56,6 +59,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 import motorcycle  # noqa: E402
 
 METRIC_KEYS = ("epe", "bad2", "d1")
+METHODS = ("float", "float refined", "int8", "int8 refined", "sgbm")
+"""The rows of the accuracy tables: each network alone and refined as `stereoq infer` does."""
 
 
 def pair_estimator(cfg, predictor):
@@ -72,7 +77,11 @@ def latencies(cfg, model, q, size: tuple[int, int], args) -> dict:
     """Median (and p90) ms of the float predictor (eager), and of the deployed graph float and
     int8 on ONNX Runtime, on one generated pair of ``size``."""
     (x,) = frames(cfg, 1, *size)
-    out = {"float PyTorch eager (as infer)": time_torch(model, x, args.runs, 1)}
+    out = {"float PyTorch eager (network)": time_torch(model, x, args.runs, 1)}
+    with torch.inference_mode():
+        disp = model(x)
+    out["photometric refinement (PyTorch)"] = time_torch(
+        lambda pair: refine(pair, disp, cfg.data, cfg.refine), x, args.runs, 1)
     with tempfile.TemporaryDirectory(prefix="bench-weights-") as tmp:
         for label, graph in (("float ONNX Runtime", DeployGraph(model).eval()),
                              ("int8 ONNX Runtime", q)):
@@ -101,7 +110,8 @@ def bench(name: str, args, reporter) -> dict:
     cfg = weights.config(name, sets=sets)
     model = weights.eval_model(name)
     result: dict = {"params": sum(p.numel() for p in model.parameters()),
-                    "model_pt_bytes": weights.model_file(name).stat().st_size}
+                    "model_pt_bytes": weights.model_file(name).stat().st_size,
+                    "refine": cfg.refine.model_dump()}
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     result["gflops"] = {
         f"{h}x{w}": calops.summary(calops.count(model, torch.zeros(1, 6, h, w)))["total_flops"]
@@ -113,6 +123,8 @@ def bench(name: str, args, reporter) -> dict:
     result["int8"] = {"calibration_images": sum(len(b) for b in batches),
                       "calibration_s": time.perf_counter() - start}
     int8 = padded_predictor(cfg, runtime_eval(q))
+    predictors = {"float": model, "float refined": refined(model, cfg.data, cfg.refine),
+                  "int8": int8, "int8 refined": refined(int8, cfg.data, cfg.refine)}
 
     result["latency_ms"] = {}
     for h, w in sizes:
@@ -126,11 +138,11 @@ def bench(name: str, args, reporter) -> dict:
         "set": f"{args.val} generated validation scenes (kind "
         f"{cfg.data.synthetic.kind}, {cfg.data.synthetic.height}x{cfg.data.synthetic.width}, "
         f"seed {cfg.data.synthetic.seed})",
-        "float": evaluate_model(cfg, model, cpu, reporter, 1, f"{name} float val"),
-        "int8": evaluate_model(cfg, int8, cpu, reporter, 1, f"{name} int8 val"),
+        **{label: evaluate_model(cfg, predictor, cpu, reporter, 1, f"{name} {label} val")
+           for label, predictor in predictors.items()},
         "sgbm": evaluate_sgbm(cfg, reporter),
     }
-    result["motorcycle"] = motorcycle_scores(cfg, {"float": model, "int8": int8})
+    result["motorcycle"] = motorcycle_scores(cfg, predictors)
     return result
 
 
@@ -157,19 +169,23 @@ def card_measurements(result: dict, args, command: str) -> dict:
             size: {row: round(r["median_ms"], 1) for row, r in rows.items()}
             for size, rows in result["latency_ms"].items()},
         "latency_note": f"median of {args.runs} runs after 1 warm-up, batch 1, {args.threads} "
-        "threads; float PyTorch eager is the whole predictor as `stereoq infer` runs it, the "
-        "ONNX Runtime rows the deployed graph (post-processing outside). Shared machine: load "
+        "threads; float PyTorch eager is the network as `stereoq infer` runs it, the ONNX "
+        "Runtime rows the deployed graph (post-processing outside); `stereoq infer` adds the "
+        "photometric refinement row (--no-refine leaves it out). Shared machine: load "
         f"average {result['machine']['load_before']} before, {result['machine']['load_after']} "
         "after",
         "int8": "calibration stage's recipe (percentile observers, "
         f"{result['int8']['calibration_images']} generated training scenes), converted; "
         "accuracy as the deployment runtime computes it",
+        "refine": {"config": result["refine"],
+                   "note": "`stereoq infer` refines the network's disparity by default "
+                   "(stereoq.infer.refine); the rows named refined are that output"},
         "val": {"set": result["val"]["set"],
-                **{k: metrics(result["val"][k]) for k in ("float", "int8", "sgbm")}},
+                **{k: metrics(result["val"][k]) for k in METHODS}},
         "motorcycle": {
             "pair": "Middlebury 2014 motorcycle via skimage.data.stereo_motorcycle, "
             f"{result['motorcycle']['size']}, against its ground truth (0 < gt < maxdisp)",
-            **{k: metrics(result["motorcycle"][k]) for k in ("float", "int8", "sgbm")},
+            **{k: metrics(result["motorcycle"][k]) for k in METHODS},
             "regions": regions(result["motorcycle"]["regions"])},
     }
 
@@ -218,7 +234,7 @@ def main() -> None:
                     ["model", "val", "motorcycle"],
                     [(k, *(f"{d[k]['epe']:.2f} / {d[k]['bad2']:.1f}"
                            for d in (r["val"], r["motorcycle"])))
-                     for k in ("float", "int8", "sgbm")])
+                     for k in METHODS])
         by_region = r["motorcycle"]["regions"]
         print_table(f"{name}: motorcycle by region, EPE px / bad-2 %",
                     ["region", "share %", *by_region],

@@ -10,7 +10,8 @@ that size). Install it with ``pip install 'stereoq[examples]'``.
     python examples/motorcycle.py --weights light-scenes   # a shipped model, no run needed
 
 Runs the chosen stage through the same code as ``stereoq infer`` (all its outputs land in
-``OUT/infer/``), runs ``stereoq.baselines.sgbm`` on the same pair, and scores both against the
+``OUT/infer/``; its photometric refinement on unless ``--no-refine``), the same network without
+the refinement, and ``stereoq.baselines.sgbm`` on the same pair, and scores each against the
 ground truth over valid pixels (finite and 0 < gt < maxdisp): EPE (mean absolute error, px) and
 bad-2 (% of pixels with error > 2 px). SGBM's holes are filled from the left neighbour (see
 ``stereoq.baselines.sgbm``) so both methods are scored on every valid pixel. Both are also
@@ -46,7 +47,7 @@ from stereoq.engine.regions import NOTE as REGIONS_NOTE
 from stereoq.engine.regions import region_rows, region_scores
 from stereoq.errors import StereoqError
 from stereoq.infer import colormap, overview
-from stereoq.infer.run import Camera, InferSettings, run_pairs
+from stereoq.infer.run import Camera, DisparityEstimator, InferSettings, run_pairs
 from stereoq.settings import load_config
 
 # Calibration of the 4x-downsampled pair, from scikit-image's documentation of the data set.
@@ -142,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="output folder (default: <run_dir>/examples/motorcycle)")
     parser.add_argument("--set", dest="sets", action="append", default=[],
                         help="KEY.PATH=VALUE config override (as stereoq's --set)")
+    parser.add_argument("--no-refine", dest="refine", action="store_false",
+                        help="infer without its photometric refinement (one stereoq row)")
     args = parser.parse_args(argv)
     try:
         cfg = load_config(resolve_config(args.config), sets=args.sets)
@@ -161,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             BASELINE_M, FOCAL_PX * scale, CX_PX * scale, CY_PX * scale, DOFFS_PX * scale
         )
         settings = InferSettings(stage=args.stage, ply=True, checkpoint=args.checkpoint,
-                                 weights=args.weights)
+                                 weights=args.weights, refine=args.refine)
         summary = run_pairs(
             cfg, [Pair("motorcycle", inputs / "im0.png", inputs / "im1.png")], camera,
             out / "infer", settings,
@@ -172,7 +175,12 @@ def main(argv: list[str] | None = None) -> int:
         sgbm_params = SgbmParams.covering(maxdisp)
         sgbm_disp = sgbm_disparity(left, right, sgbm_params)
         model_label = f"stereoq {args.weights or args.stage}"
-        disparities = {model_label: model_disp, "OpenCV SGBM": sgbm_disp}
+        disparities = {model_label: model_disp}
+        if args.refine:  # infer's output is refined: the network's own beside it
+            network = DisparityEstimator(cfg, args.stage, args.checkpoint, weights=args.weights)
+            disparities = {model_label: network(left, right),
+                           f"{model_label} + refinement": model_disp}
+        disparities["OpenCV SGBM"] = sgbm_disp
         results = {name: score(d, gt, maxdisp) for name, d in disparities.items()}
         regions = {name: region_scores(d, gt, maxdisp) for name, d in disparities.items()}
     except StereoqError as err:
@@ -188,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": cfg.name,
         "stage": None if args.weights else args.stage,
         "weights": args.weights,
+        "refine": summary["refine"],
         "artifact": summary["artifact"],
         "downscale": scale,
         "size": list(gt.shape),

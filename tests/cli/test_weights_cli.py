@@ -80,6 +80,36 @@ def test_infer_runs_the_default_model_until_the_run_has_one(tiny_config, pair, t
     assert summary["weights"] is None and summary["artifact"].endswith("float/best.pt")
 
 
+def test_infer_refines_by_default_and_no_refine_gives_the_network(
+    tiny_config, pair, tmp_path, monkeypatch, capsys
+) -> None:
+    from stereoq.data.images import read_rgb
+    from stereoq.data.pfm import read_pfm
+    from stereoq.data.transforms import prepare_pair
+    from stereoq.infer.refine import refine
+    from stereoq.infer.run import DisparityEstimator
+
+    outputs = {}
+    for flag in ("--refine", "--no-refine"):
+        out_dir = tmp_path / flag
+        code, out, err = invoke(monkeypatch, capsys, "infer", "-c", str(tiny_config), *pair,
+                                "--weights", NAME, "--save-path", str(out_dir), flag)
+        assert code == 0, err
+        assert ("photometric refinement" in out) == (flag == "--refine")
+        summary = json.loads((out_dir / "summary.json").read_text())
+        outputs[flag] = (summary["refine"], read_pfm(out_dir / "disparity.pfm"))
+    cfg = load_config(str(tiny_config))
+    assert outputs["--refine"][0] == cfg.refine.model_dump() and outputs["--no-refine"][0] is None
+    left, right = read_rgb(Path(pair[1])), read_rgb(Path(pair[3]))
+    network = DisparityEstimator(cfg, "float", weights=NAME)
+    np.testing.assert_allclose(outputs["--no-refine"][1], network(left, right), atol=1e-5)
+    x = prepare_pair(left, right, network.cfg.data)[None]
+    expected = refine(x, torch.from_numpy(outputs["--no-refine"][1])[None, None],
+                      network.cfg.data, cfg.refine)[0, 0].numpy()
+    np.testing.assert_allclose(outputs["--refine"][1], expected, atol=1e-4)
+    assert not np.allclose(outputs["--refine"][1], outputs["--no-refine"][1], atol=1e-3)
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -114,6 +144,14 @@ def test_predict_weights_on_the_configured_val_set(tiny_config, tmp_path, monkey
     metrics = saved["results"][NAME]
     assert metrics["images"] == 4 and 0 < metrics["epe"] < 64
     assert saved["maxdisp"] == weights.config(NAME).model.maxdisp
+    code, _, err = invoke(monkeypatch, capsys, "predict", "-c", str(tiny_config),
+                          "--weights", NAME, "--refine", "--json", str(tmp_path / "r.json"))
+    assert code == 0, err
+    both = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert list(both) == [NAME, f"{NAME} refined"]
+    assert both[NAME]["epe"] == pytest.approx(metrics["epe"], abs=1e-6)
+    assert both[f"{NAME} refined"]["images"] == 4
+    assert both[f"{NAME} refined"]["epe"] != pytest.approx(metrics["epe"], abs=1e-4)
     for extra, needle in ((["--stage", "all"], "not with --stage all"),
                           (["--sensitivity", "2"], "--sensitivity: not with --weights")):
         code, _, err = invoke(monkeypatch, capsys, "predict", "-c", str(tiny_config),

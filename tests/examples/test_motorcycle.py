@@ -44,6 +44,7 @@ def test_motorcycle_example_scores_model_and_sgbm(tiny_config: Path, tmp_path: P
     assert report["gt_max_px"] <= 0.95 * 48 + 1e-3
     assert report["size"] == [round(500 * report["downscale"]), round(741 * report["downscale"])]
     sgbm, model = report["metrics"]["OpenCV SGBM"], report["metrics"]["stereoq float"]
+    assert report["metrics"]["stereoq float + refinement"]["pixels"] == model["pixels"]
     # SGBM on this pair is a known quantity (about 2 px EPE at full size): a wrong ground-truth
     # scale or a shifted ground truth would push it far up.
     assert sgbm["epe"] < 3.0 and sgbm["bad2"] < 20.0
@@ -70,13 +71,16 @@ def test_a_shipped_model_scores_its_cards_figures(tmp_path: Path) -> None:
     assert example().main(["--weights", name, "--out", str(out)]) == 0
     report = json.loads((out / "motorcycle.json").read_text())
     assert report["weights"] == name and report["stage"] is None
-    got = report["metrics"][f"stereoq {name}"]
     card = weights.card(name)["measured"]["motorcycle"]
-    assert got["epe"] == pytest.approx(card["float"]["epe"], abs=0.01)
-    assert got["bad2"] == pytest.approx(card["float"]["bad2"], abs=0.2)
-    for region in ("visible", "occluded"):
-        assert report["regions"][f"stereoq {name}"][region]["epe"] == pytest.approx(
-            card["regions"][region]["float"]["epe"], abs=0.01)
+    for row, method in ((f"stereoq {name}", "float"),
+                        (f"stereoq {name} + refinement", "float refined")):
+        got = report["metrics"][row]
+        assert got["epe"] == pytest.approx(card[method]["epe"], abs=0.01)
+        assert got["bad2"] == pytest.approx(card[method]["bad2"], abs=0.2)
+        for region in ("visible", "occluded"):
+            assert report["regions"][row][region]["epe"] == pytest.approx(
+                card["regions"][region][method]["epe"], abs=0.01)
+    assert report["refine"] == weights.card(name)["measured"]["refine"]["config"]
 
 
 @pytest.mark.parametrize("extra", [["--stage", "qat"], ["--checkpoint", "x.pt"]])

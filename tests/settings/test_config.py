@@ -90,6 +90,22 @@ def test_std_must_be_positive(tiny_config: Path, std: str) -> None:
         load_config(str(tiny_config), sets=[f"data.std={std}"])
 
 
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("refine.span_pct=0", "refine.span_pct: Input should be greater than 0"),
+        ("refine.steps=0", "refine.steps: Input should be greater than or equal to 1"),
+        ("refine.census_weight=1.5", "refine.census_weight: Input should be less than or equal"),
+        ("refine.span=3", "refine.span: unknown key"),
+    ],
+)
+def test_refine_section_is_validated(tiny_config: Path, item: str, message: str) -> None:
+    with pytest.raises(StereoqError, match=message) as info:
+        load_config(str(tiny_config), sets=[item])
+    assert info.value.exit_code == 2 and "\n" not in str(info.value)
+    assert load_config(str(tiny_config), sets=["refine.span_pct=2.5"]).refine.span_pct == 2.5
+
+
 def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     with pytest.raises(StereoqError, match="no such file"):
         load_config(str(tmp_path / "absent.yaml"))

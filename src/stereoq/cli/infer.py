@@ -40,6 +40,7 @@ class InferOptions(BaseModel):
     backend: str = "ort"
     ply: bool = False
     ply_ascii: bool = False
+    refine: bool = True
 
 
 def parse_model_inputs(text: str) -> dict[str, str]:
@@ -123,6 +124,12 @@ def infer(
         ),
     ] = None,
     ply: Annotated[bool, typer.Option(help="Also write a coloured point cloud (PLY).")] = False,
+    refine: Annotated[
+        bool,
+        typer.Option(help="Refine the network's disparity by matching the pair again at full "
+                     "resolution, within a few px of it (config section refine). --no-refine: "
+                     "the network's output as it is."),
+    ] = True,
     ply_ascii: Annotated[bool, typer.Option(help="Write the PLY as ASCII, not binary.")] = False,
     max_size: Annotated[
         int | None,
@@ -182,6 +189,7 @@ def infer(
         f=geometry["f"],
         ply=ply,
         ply_ascii=ply_ascii,
+        refine=refine,
         max_size=max_size,
         checkpoint=checkpoint,
         weights=weights,
@@ -219,6 +227,7 @@ def infer(
         checkpoint=opts.checkpoint,
         backend=opts.backend,
         weights=model_weights,
+        refine=opts.refine,
     )
     summary = run_pairs(cfg, pairs, camera, opts.save_path, settings, reporter=RichReporter())
     rows = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,6 +28,7 @@ class PredictOptions(BaseModel):
     batch_size: PositiveInt = 1
     json_path: Path | None = None
     sensitivity: PositiveInt | None = None
+    refine: bool = False
 
 
 def predict(
@@ -45,6 +47,12 @@ def predict(
         str | None, typer.Option(help="Also evaluate a classical method: sgbm (OpenCV StereoSGBM).")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Validation batch size.")] = 1,
+    refine: Annotated[
+        bool,
+        typer.Option(help="Also score each model with its disparity refined photometrically, as "
+                     "stereoq infer does by default (a second row, NAME refined; config section "
+                     "refine)."),
+    ] = False,
     json_path: Annotated[
         Path | None,
         typer.Option("--json", help="Where to save the metrics. Default: RUN_DIR/predict.json "
@@ -70,7 +78,7 @@ def predict(
     opts = validate_options(
         PredictOptions, stage=stage, config=config, sets=sets or [], checkpoint=checkpoint,
         weights=weights, baseline=baseline, batch_size=batch_size, json_path=json_path,
-        sensitivity=sensitivity,
+        sensitivity=sensitivity, refine=refine,
     )
     if opts.stage != "all":
         check_checkpoint(opts.stage, opts.checkpoint)
@@ -78,6 +86,9 @@ def predict(
     if opts.weights is not None and opts.sensitivity is not None:
         raise StereoqError("option --sensitivity: not with --weights (it reads a "
                            "fake-quantized stage)", exit_code=2)
+    if opts.refine and opts.sensitivity is not None:
+        raise StereoqError("option --refine: not with --sensitivity (it ranks the network's "
+                           "layers)", exit_code=2)
     from stereoq.cli.progress import RichReporter
     from stereoq.engine.evaluate import evaluate, evaluate_sgbm
     from stereoq.settings import load_config
@@ -96,7 +107,11 @@ def predict(
         results = evaluate_all(cfg, opts, reporter)
     else:
         stage = get_stage(cfg, opts.stage)
-        results = {opts.stage: evaluate(cfg, stage, opts.checkpoint, reporter, opts.batch_size)}
+        results = with_refined(
+            opts.stage, cfg, opts.refine,
+            lambda then, label: evaluate(cfg, stage, opts.checkpoint, reporter, opts.batch_size,
+                                         then, label),
+        )
     if opts.baseline == "sgbm":
         results["sgbm"] = evaluate_sgbm(cfg, reporter)
     print_results(cfg.name, results)
@@ -155,9 +170,12 @@ def evaluate_shipped(
     name = str(opts.weights)
     cfg = weights.configure(cfg, name)
     device = get_stage(cfg, FIRST_STAGE).eval_device()
-    metrics = evaluate_model(cfg, weights.eval_model(name), device, reporter, opts.batch_size,
-                             f"{name} val")
-    return cfg, {name: metrics}
+    model = weights.eval_model(name)
+    return cfg, with_refined(
+        name, cfg, opts.refine,
+        lambda then, label: evaluate_model(cfg, model, device, reporter, opts.batch_size, label,
+                                           then),
+    )
 
 
 def evaluate_all(cfg: Any, opts: PredictOptions, reporter: Any) -> dict[str, dict[str, Any]]:
@@ -170,11 +188,33 @@ def evaluate_all(cfg: Any, opts: PredictOptions, reporter: Any) -> dict[str, dic
         stage = get_stage(cfg, name)
         checkpoint = opts.checkpoint if stage.takes_checkpoint else None
         try:
-            results[name] = evaluate(cfg, stage, checkpoint, reporter, opts.batch_size)
+            results.update(with_refined(
+                name, cfg, opts.refine,
+                lambda then, label, stage=stage, checkpoint=checkpoint: evaluate(
+                    cfg, stage, checkpoint, reporter, opts.batch_size, then, label),
+            ))
         except StereoqError as err:
             console.print(f"skipped {name}: {err}", highlight=False)
     if not results:
         raise StereoqError(f"no stage has a model yet: run `stereoq train --stage {FIRST_STAGE}`")
+    return results
+
+
+REFINED = " refined"
+"""Suffix of the row of a model whose disparity ``stereoq.infer.refine`` refined."""
+
+
+def with_refined(
+    name: str, cfg: Any, refine: bool, score: Callable[[Any, str], dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """``{name: score(None, label)}``, plus with ``refine`` the row ``name + REFINED`` scored
+    with the model followed by ``stereoq.infer.refine`` (``score(wrapper, label)``)."""
+    results = {name: score(None, f"{name} val")}
+    if refine:
+        from stereoq.infer.refine import refined
+
+        results[name + REFINED] = score(
+            lambda model: refined(model, cfg.data, cfg.refine), f"{name}{REFINED} val")
     return results
 
 

@@ -17,6 +17,10 @@ from stereoq.engine.report import Reporter
 from stereoq.engine.stage import Stage
 from stereoq.settings.config import ExperimentConfig
 
+Predictor = Callable[[Tensor], Tensor]
+Wrapper = Callable[[Predictor], Predictor]
+"""Post-processing around a predictor, e.g. ``stereoq.infer.refine.refined``."""
+
 
 def val_dataset(cfg: ExperimentConfig) -> Dataset:
     """The validation split at full size (no crop)."""
@@ -82,11 +86,14 @@ def evaluate(
     checkpoint: Path | None = None,
     reporter: Reporter | None = None,
     batch_size: int = 1,
+    then: Wrapper | None = None,
+    label: str | None = None,
 ) -> dict[str, Any]:
-    """Metrics (``stereoq.engine.metrics``) of ``stage``'s model on the validation set."""
+    """Metrics (``stereoq.engine.metrics``) of ``stage``'s model on the validation set; with
+    ``then``, of ``then(model)`` (the model followed by post-processing)."""
     keep_freed_memory()
     return evaluate_model(cfg, stage.predictor(checkpoint), stage.eval_device(), reporter,
-                          batch_size, f"{stage.name} val")
+                          batch_size, label or f"{stage.name} val", then)
 
 
 def evaluate_model(
@@ -96,14 +103,17 @@ def evaluate_model(
     reporter: Reporter | None = None,
     batch_size: int = 1,
     label: str = "val",
+    then: Wrapper | None = None,
 ) -> dict[str, Any]:
     """Metrics of a predictor ((B, 6, H, W) -> (B, 1, H, W) px, eval mode) on the validation
-    set, run on ``device``."""
+    set, run on ``device``; with ``then``, of ``then(model)``."""
     reporter = reporter or Reporter()
     if device.type != "cpu":  # exported graphs stay as loaded
         model = model.to(device)
+    predictor = model if then is None else then(model)
     loader = val_loader(val_dataset(cfg), batch_size)
-    return _run(cfg, lambda batch: model(pair_input(batch).to(device)), loader, reporter, label)
+    return _run(cfg, lambda batch: predictor(pair_input(batch).to(device)), loader, reporter,
+                label)
 
 
 def _run(cfg: ExperimentConfig, forward: Callable[[dict[str, Any]], Tensor], loader: DataLoader,

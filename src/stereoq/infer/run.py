@@ -99,21 +99,25 @@ class InferSettings:
     """Whose artifact the ``deployed`` stage runs."""
     weights: str | None = None
     """A shipped model (``stereoq.weights``) to run instead of the stage's."""
+    refine: bool = True
+    """Refine the network's disparity photometrically (``stereoq.infer.refine``)."""
 
     @property
     def model_label(self) -> str:
         """The model in one phrase, for pictures and tables."""
-        return f"shipped model {self.weights}" if self.weights else f"stage {self.stage}"
+        model = f"shipped model {self.weights}" if self.weights else f"stage {self.stage}"
+        return model + (" + photometric refinement" if self.refine else "")
 
 
 class DisparityEstimator:
     """A stage's model (or a shipped one: ``weights``) loaded once; maps an RGB uint8 pair of
     any size to disparity in px. A shipped model brings its model section and input
-    normalisation into ``cfg`` (``stereoq.weights.configure``)."""
+    normalisation into ``cfg`` (``stereoq.weights.configure``). With ``refine``, the model's
+    disparity is refined photometrically (``stereoq.infer.refine``, config section ``refine``)."""
 
     def __init__(
         self, cfg: ExperimentConfig, stage: str, checkpoint: Path | None = None,
-        backend: str = "ort", weights: str | None = None,
+        backend: str = "ort", weights: str | None = None, refine: bool = False,
     ) -> None:
         start = time.perf_counter()
         if weights is not None:
@@ -126,16 +130,20 @@ class DisparityEstimator:
         self.load_s = time.perf_counter() - start
         self.cfg = cfg
         self.stage = stage
+        self.refine = refine
 
     def __call__(self, left_rgb: np.ndarray, right_rgb: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 RGB pair -> (H, W) float32 disparity of the left view in px."""
         import torch
 
         from stereoq.data.transforms import prepare_pair
+        from stereoq.infer.refine import refine
 
         x = prepare_pair(left_rgb, right_rgb, self.cfg.data)[None]
         with torch.inference_mode():
             disp = self.model(x)
+            if self.refine:
+                disp = refine(x, disp, self.cfg.data, self.cfg.refine)
         return disp[0, 0].float().numpy()
 
 
@@ -381,7 +389,7 @@ def run_pairs(
         except StereoqError as err:
             raise StereoqError(f"{_naming(pair, err)}; nothing written", err.exit_code) from None
     estimator = DisparityEstimator(cfg, settings.stage, settings.checkpoint, settings.backend,
-                                   settings.weights)
+                                   settings.weights, settings.refine)
     results: list[dict[str, Any]] = []
     if several:
         reporter.task(f"infer ({settings.weights or settings.stage})", total=len(pairs))
@@ -423,6 +431,7 @@ def run_pairs(
         "depth_png": f"uint16 millimetres, 0 = invalid, clipped at {DEPTH_PNG_MAX_MM} mm",
         "min_disparity_px": settings.min_disparity_px,
         "max_size": settings.max_size,
+        "refine": estimator.cfg.refine.model_dump() if settings.refine else None,
         "timings_s": {
             "load": estimator.load_s,
             "inference_mean": float(np.mean(times)) if times else None,

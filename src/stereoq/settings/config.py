@@ -13,6 +13,7 @@ from stereoq.errors import StereoqError
 from stereoq.models.config import ModelConfig
 from stereoq.section import Section
 from stereoq.settings.data import DataConfig
+from stereoq.settings.refine import RefineConfig
 from stereoq.settings.stages import StagesConfig
 
 DEFAULT_CONFIG = "stereonet_synthetic"
@@ -27,6 +28,7 @@ class ExperimentConfig(Section):
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     stages: StagesConfig = StagesConfig()
+    refine: RefineConfig = RefineConfig()
 
     @property
     def run_dir(self) -> Path:
