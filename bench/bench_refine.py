@@ -78,6 +78,7 @@ def main() -> None:
     results: dict = {}
     for label, items in scored.items():
         metrics = {span: DisparityMetrics(cfg.model.maxdisp) for span in spans}
+        settings = {span: cfg.refine.model_copy(update={"span_pct": span}) for span in spans[1:]}
         times: dict = {span: [] for span in spans[1:]}
         for x, gt in items:
             with torch.inference_mode():
@@ -86,8 +87,7 @@ def main() -> None:
                     out = disp
                     if span is not None:
                         start = time.perf_counter()
-                        out = refine(x, disp, cfg.data, cfg.refine.model_copy(
-                            update={"span_pct": span}))
+                        out = refine(x, disp, cfg.data, settings[span])
                         times[span].append(time.perf_counter() - start)
                     metrics[span].update(out, gt)
         width = items[0][0].shape[-1]
@@ -96,7 +96,7 @@ def main() -> None:
                 **{k: v for k, v in metrics[span].compute().items()
                    if k in ("epe", "bad1", "bad2", "d1")},
                 **({} if span is None else {
-                    "span_px": cfg.refine.model_copy(update={"span_pct": span}).span_px(width),
+                    "span_px": settings[span].span_px(width),
                     "ms_median": 1000 * statistics.median(times[span])})}
             for span in spans}
         rows = [(name, f"{m.get('span_px', 0):.2f}" if "span_px" in m else "", m["epe"],

@@ -8,18 +8,17 @@ import torch
 
 from stereoq.data import synthetic_scenes
 from stereoq.data.transforms import prepare_pair
-from stereoq.engine.regions import occlusion_mask
+from stereoq.engine.regions import occluded, occlusion_mask
 from stereoq.infer.refine import (
     best_offset,
     box,
     census,
     luma,
-    occluded,
     offsets,
     popcount,
     refine,
-    warp,
 )
+from stereoq.losses.photometric import warp_right_to_left as warp
 from stereoq.settings.data import DataConfig
 from stereoq.settings.refine import RefineConfig
 

@@ -34,8 +34,14 @@ def _known(disp: np.ndarray) -> np.ndarray:
 
 
 def occlusion_mask(disp: np.ndarray, tol_px: float = EDGE_JUMP_PX) -> np.ndarray:
-    """Left pixels the right view cannot see, from the left view's (H, W) disparity ``disp``
-    (px; non-finite or non-positive: unknown, never occluded and never occluding).
+    """(H, W) bool: :func:`occluded` of the left view's (H, W) disparity ``disp``, in float64."""
+    tensor = torch.from_numpy(np.asarray(disp, dtype=np.float64))[None, None]
+    return occluded(tensor, tol_px)[0, 0].numpy()
+
+
+def occluded(disp: torch.Tensor, tol_px: float = EDGE_JUMP_PX) -> torch.Tensor:
+    """Left pixels the right view cannot see, from the left view's (B, 1, H, W) disparity
+    ``disp`` (px; non-finite or non-positive: unknown, never occluded and never occluding).
 
     Left pixel ``x`` lands at ``x - d`` in the right view. The right view is rendered with a
     z-buffer: every known left pixel writes its disparity to the two right pixels either side of
@@ -43,22 +49,16 @@ def occlusion_mask(disp: np.ndarray, tol_px: float = EDGE_JUMP_PX) -> np.ndarray
     is hidden when it lands left of the image, or when both right pixels either side of it hold
     a disparity more than ``tol_px`` above its own (a nearer surface covers it).
     """
-    disp = np.asarray(disp, dtype=np.float64)
-    height, width = disp.shape
-    known = _known(disp)
-    d = np.where(known, disp, 0.0)
-    landing = np.arange(width, dtype=np.float64)[None] - d
-    lo = np.floor(landing).astype(np.int64)
-    inside = known & (lo >= 0)
-    lo_c = np.clip(lo, 0, width - 1)
-    hi_c = np.clip(lo + 1, 0, width - 1)
-    rows = np.broadcast_to(np.arange(height)[:, None] * width, (height, width))
-    nearest = np.zeros(height * width)
+    width = disp.shape[-1]
+    known = torch.isfinite(disp) & (disp > 0)
+    d = torch.where(known, disp, torch.zeros_like(disp))
+    lo = torch.floor(torch.arange(width, dtype=d.dtype, device=d.device) - d).long()
+    lo_c, hi_c = lo.clamp(0, width - 1), (lo + 1).clamp(0, width - 1)
+    landed = torch.where(known & (lo >= 0), d, torch.zeros_like(d))
+    nearest = torch.zeros_like(d)
     for column in (lo_c, hi_c):
-        np.maximum.at(nearest, (rows + column)[inside], d[inside])
-    nearest = nearest.reshape(height, width)
-    row_index = np.arange(height)[:, None]
-    covered = np.minimum(nearest[row_index, lo_c], nearest[row_index, hi_c]) > d + tol_px
+        nearest = nearest.scatter_reduce(-1, column, landed, reduce="amax")
+    covered = torch.minimum(nearest.gather(-1, lo_c), nearest.gather(-1, hi_c)) > d + tol_px
     return known & ((lo < 0) | covered)
 
 

@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from stereoq.data.transforms import Y_COEFFS
+from stereoq.engine.regions import occluded
+from stereoq.losses.photometric import warp_right_to_left
 from stereoq.settings.data import DataConfig
 from stereoq.settings.refine import RefineConfig
 
@@ -38,8 +40,6 @@ GRADIENT_TRUNCATION = 2.0 / 255.0
 """The same for horizontal gradients (Sobel / 8, of full scale)."""
 GRADIENT_SHARE = 0.9
 """Of the non-census cost: the gradient's share (the rest is the luma difference)."""
-OCCLUSION_TOLERANCE_PX = 1.0
-"""A surface nearer by more than this hides a pixel (as ``stereoq.engine.regions``)."""
 
 Predictor = Callable[[Tensor], Tensor]
 
@@ -124,41 +124,6 @@ def gradient_x(gray: Tensor) -> Tensor:
     return F.conv2d(F.pad(gray, (1, 1, 1, 1), mode="replicate"), kernel)
 
 
-def warp(right: Tensor, disp: Tensor) -> Tensor:
-    """(B, C, H, W) right view sampled at x - disp (bilinear, borders replicated): the right
-    view as the left camera would see it where ``disp`` (B, 1, H, W, px) is right."""
-    batch, _, height, width = right.shape
-    xs = torch.arange(width, dtype=disp.dtype, device=disp.device).view(1, 1, width)
-    ys = torch.arange(height, dtype=disp.dtype, device=disp.device).view(1, height, 1)
-    x = (xs - disp[:, 0]) * (2.0 / max(width - 1, 1)) - 1.0
-    y = (ys * (2.0 / max(height - 1, 1)) - 1.0).expand(batch, height, width)
-    grid = torch.stack([x, y], dim=-1)
-    return F.grid_sample(right, grid, mode="bilinear", padding_mode="border",
-                         align_corners=True)
-
-
-def occluded(disp: Tensor, tol_px: float = OCCLUSION_TOLERANCE_PX) -> Tensor:
-    """(B, 1, H, W) bool: left pixels the right view cannot see according to ``disp`` itself.
-
-    Each pixel with a positive disparity lands at x - d in the right view and writes its
-    disparity to the two right pixels either side; a right pixel keeps the largest (nearest).
-    A left pixel is hidden when it lands left of the image or when both right pixels either
-    side of it hold a disparity more than ``tol_px`` above its own.
-    """
-    width = disp.shape[-1]
-    d = torch.where(disp > 0, disp, torch.zeros_like(disp))
-    xs = torch.arange(width, dtype=disp.dtype, device=disp.device)
-    lo = torch.floor(xs - d).long()
-    inside = (lo >= 0) & (d > 0)
-    lo_c, hi_c = lo.clamp(0, width - 1), (lo + 1).clamp(0, width - 1)
-    src = torch.where(inside, d, torch.zeros_like(d))
-    nearest = torch.zeros_like(d)
-    for index in (lo_c, hi_c):
-        nearest = nearest.scatter_reduce(-1, index, src, reduce="amax")
-    cover = torch.minimum(nearest.gather(-1, lo_c), nearest.gather(-1, hi_c))
-    return (d > 0) & ((lo < 0) | (cover > d + tol_px))
-
-
 def offsets(cfg: RefineConfig, width: int) -> list[float]:
     """The offsets tried on an image ``width`` px wide, px: ``2 steps + 1`` evenly spaced from
     ``-span_px`` to ``+span_px`` (0 included)."""
@@ -187,7 +152,7 @@ def matching_cost(
     costs = []
     for offset in offsets(cfg, width):
         shifted = disp + offset
-        right_w, grad_right_w = warp(views, shifted).split(1, dim=1)
+        right_w, grad_right_w = warp_right_to_left(views, shifted).split(1, dim=1)
         nearest = (xs - shifted).round().clamp(0, width - 1).long()
         census_cost = popcount(code_right.gather(-1, nearest) ^ code_left, bits) / bits
         ad = (left - right_w).abs().clamp(max=AD_TRUNCATION) / AD_TRUNCATION
