@@ -1,14 +1,16 @@
-"""How much the photometric refinement (``stereoq.infer.refine``) buys, by span, and what it costs.
+"""How much the photometric refinement (``stereoq.infer.refine``) buys, by setting, and what it
+costs.
 
-A shipped model's disparity alone and refined with each ``--spans`` (``refine.span_pct``: the
-offsets tried reach that % of the image width either way), scored on ``--val`` generated
+A shipped model's disparity alone and refined with each value of each ``--sweep KEY=V1,V2,..``
+(a ``refine`` setting; the others at the model config's values), scored on ``--val`` generated
 validation scenes of the model's generator at ``--size`` (default: its config's) and on the
 Middlebury motorcycle pair (741x500, as examples/motorcycle.py scores it); plus the median
-refinement time per image at each size.
+refinement time per image. Without ``--sweep``: the span, the edge window and its distance
+cost, four values each.
 
     python bench/bench_refine.py                                   # default model, its scenes
     python bench/bench_refine.py --size 384x768 --max-disp 90 --val 24
-    python bench/bench_refine.py --weights light-scenes --spans 0.5,1,2
+    python bench/bench_refine.py --weights light-scenes --sweep span_pct=0.5,1,2
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from pydantic import ValidationError
 
 from stereoq import weights
 from stereoq.cli.output import print_table, write_json
@@ -28,6 +31,7 @@ from stereoq.data.transforms import prepare_pair
 from stereoq.engine.metrics import DisparityMetrics
 from stereoq.errors import StereoqError
 from stereoq.infer.refine import refine
+from stereoq.settings.refine import RefineConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 import motorcycle  # noqa: E402
@@ -57,10 +61,32 @@ def pairs(args, cfg) -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:
             f"motorcycle {gt.shape[1]}x{gt.shape[0]}": moto}
 
 
+DEFAULT_SWEEPS = ("span_pct=0.5,1,1.5,2", "edge_window_pct=0,1,2,3",
+                  "distance_cost=0,0.005,0.01,0.02")
+
+
+def variants(sweeps: list[str], base: RefineConfig) -> dict[str, RefineConfig]:
+    """``KEY=V1,V2`` items -> {"KEY V1": the base settings with KEY=V1, ...}, validated."""
+    out = {}
+    for item in sweeps:
+        key, sep, values = item.partition("=")
+        if not sep or not values or key not in RefineConfig.model_fields:
+            raise ValueError(f"--sweep {item!r}: expected KEY=V1,V2,.. with KEY one of "
+                             f"{', '.join(RefineConfig.model_fields)}")
+        for value in values.split(","):
+            try:
+                settings = RefineConfig.model_validate({**base.model_dump(), key: value})
+            except ValidationError as err:
+                raise ValueError(f"--sweep {key}={value}: {err.errors()[0]['msg']}") from None
+            out[f"{key} {value}"] = settings
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", default=weights.DEFAULT)
-    parser.add_argument("--spans", default="0.5,1,1.5,2", help="refine.span_pct values")
+    parser.add_argument("--sweep", action="append", default=None,
+                        help="KEY=V1,V2,..: each value of a refine setting (repeatable)")
     parser.add_argument("--size", default=None, help="HxW of the validation scenes")
     parser.add_argument("--max-disp", type=float, default=None, help="of the scenes, px")
     parser.add_argument("--val", type=int, default=48, help="generated validation scenes")
@@ -71,34 +97,33 @@ def main() -> None:
     try:
         cfg = weights.config(args.weights)
         model = weights.eval_model(args.weights)
-        spans = [None, *(float(v) for v in args.spans.split(","))]
+        settings = variants(args.sweep or list(DEFAULT_SWEEPS), cfg.refine)
         scored = pairs(args, cfg)
     except (StereoqError, ValueError) as err:
         sys.exit(f"error: {err}")
+    names = [None, *settings]
     results: dict = {}
     for label, items in scored.items():
-        metrics = {span: DisparityMetrics(cfg.model.maxdisp) for span in spans}
-        settings = {span: cfg.refine.model_copy(update={"span_pct": span}) for span in spans[1:]}
-        times: dict = {span: [] for span in spans[1:]}
+        metrics = {name: DisparityMetrics(cfg.model.maxdisp) for name in names}
+        times: dict = {name: [] for name in settings}
         for x, gt in items:
             with torch.inference_mode():
                 disp = model(x)
-                for span in spans:
-                    out = disp
-                    if span is not None:
-                        start = time.perf_counter()
-                        out = refine(x, disp, cfg.data, settings[span])
-                        times[span].append(time.perf_counter() - start)
-                    metrics[span].update(out, gt)
+                metrics[None].update(disp, gt)
+                for name, refine_cfg in settings.items():
+                    start = time.perf_counter()
+                    out = refine(x, disp, cfg.data, refine_cfg)
+                    times[name].append(time.perf_counter() - start)
+                    metrics[name].update(out, gt)
         width = items[0][0].shape[-1]
         results[label] = {
-            "network" if span is None else f"span_pct {span:g}": {
-                **{k: v for k, v in metrics[span].compute().items()
+            "network" if name is None else name: {
+                **{k: v for k, v in metrics[name].compute().items()
                    if k in ("epe", "bad1", "bad2", "d1")},
-                **({} if span is None else {
-                    "span_px": settings[span].span_px(width),
-                    "ms_median": 1000 * statistics.median(times[span])})}
-            for span in spans}
+                **({} if name is None else {
+                    "span_px": settings[name].span_px(width),
+                    "ms_median": 1000 * statistics.median(times[name])})}
+            for name in names}
         rows = [(name, f"{m.get('span_px', 0):.2f}" if "span_px" in m else "", m["epe"],
                  m["bad1"], m["bad2"], f"{m['ms_median']:.0f}" if "ms_median" in m else "")
                 for name, m in results[label].items()]

@@ -97,6 +97,9 @@ def test_std_must_be_positive(tiny_config: Path, std: str) -> None:
         ("refine.steps=0", "refine.steps: Input should be greater than or equal to 1"),
         ("refine.census_weight=1.5", "refine.census_weight: Input should be less than or equal"),
         ("refine.span=3", "refine.span: unknown key"),
+        ("refine.edge_window_pct=-1",
+         "refine.edge_window_pct: Input should be greater than or equal to 0"),
+        ("refine.distance_cost=2", "refine.distance_cost: Input should be less than or equal"),
     ],
 )
 def test_refine_section_is_validated(tiny_config: Path, item: str, message: str) -> None:
