@@ -191,8 +191,9 @@ def window_extremes(disp: Tensor, radius: int) -> tuple[Tensor, Tensor]:
     """The smallest and the largest of ``disp`` (B, 1, H, W) within (2 radius + 1)^2 of each
     pixel (borders replicated): the farthest and the nearest surface close by.
 
-    On the CPU, OpenCV's erosion and dilation (about 100x faster there than torch's pooling at a
-    31 px window); elsewhere separable max pooling. The two give the same values.
+    On the CPU, OpenCV's erosion and dilation (both 3.3 ms at 741x500 and a 31 px window, one
+    thread, where the pooling path took 112 ms in float64); elsewhere separable max pooling.
+    The two give the same values.
     """
     size = 2 * radius + 1
     if disp.device.type == "cpu" and disp.dtype == torch.float32:
