@@ -127,7 +127,9 @@ def infer(
     refine: Annotated[
         bool,
         typer.Option(help="Refine the network's disparity by matching the pair again at full "
-                     "resolution, within a few px of it (config section refine). --no-refine: "
+                     "resolution, within a few px of it and of the nearest and farthest "
+                     "disparity close by (config section refine; --set "
+                     "refine.edge_window_pct=0 for the faster span-only form). --no-refine: "
                      "the network's output as it is."),
     ] = True,
     ply_ascii: Annotated[bool, typer.Option(help="Write the PLY as ASCII, not binary.")] = False,
