@@ -185,7 +185,7 @@ def test_best_offset_is_the_parabola_vertex_and_distrusts_the_range_ends() -> No
     shifts = torch.tensor(offsets(cfg, 100))  # -2 .. 2 px, 0.5 apart
     assert shifts.tolist() == [-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0]
     cost = torch.stack([(shifts - 0.3) ** 2, (shifts + 5.0) ** 2]).T.reshape(1, 9, 1, 2)
-    delta, trusted = best_offset(cost, 0.5, 2.0)
+    delta, trusted, _ = best_offset(cost, 0.5, 2.0)
     assert delta[0, 0, 0, 0].item() == pytest.approx(0.3, abs=1e-6)
     assert trusted[0, 0, 0].tolist() == [True, False]  # the second's minimum is past -2 px
 
