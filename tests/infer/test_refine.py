@@ -17,6 +17,7 @@ from stereoq.infer.refine import (
     offsets,
     popcount,
     refine,
+    sample_rows,
     window_extremes,
 )
 from stereoq.losses.photometric import warp_right_to_left as warp
@@ -199,6 +200,31 @@ def test_census_codes_and_their_popcount() -> None:
     codes = torch.randint(0, 2**48, (1000,), generator=torch.Generator().manual_seed(0))
     expected = torch.tensor([bin(v).count("1") for v in codes.tolist()], dtype=torch.float32)
     assert torch.equal(popcount(codes, 48), expected)
+    small = codes % 2**24  # radius 2's 24 bits, held in int32
+    expected = torch.tensor([bin(v).count("1") for v in small.tolist()], dtype=torch.float32)
+    assert torch.equal(popcount(small.int(), 24), expected)
+
+
+@pytest.mark.parametrize("radius", [1, 2, 3])
+def test_census_codes_are_the_same_in_int32_and_int64(radius: int) -> None:
+    """Up to 24 bits (radius 2) the codes are int32, above int64: the same bits either way."""
+    gray = torch.rand((2, 1, 11, 13), generator=torch.Generator().manual_seed(radius))
+    code = census(gray, radius)
+    assert code.dtype == (torch.int32 if radius <= 2 else torch.int64)
+    size, centre = 2 * radius + 1, gray[0, 0, 5, 6]
+    window = gray[0, 0, 5 - radius: 6 + radius, 6 - radius: 7 + radius].flatten()
+    darker = [bool(v < centre) for i, v in enumerate(window) if i != size * size // 2]
+    assert code[0, 0, 5, 6].item() == sum(1 << bit for bit, d in enumerate(darker) if d)
+
+
+def test_sample_rows_is_the_bilinear_warp_along_each_row(clean_scene) -> None:
+    """The refinement's row sampler against ``grid_sample`` (bilinear, border values): the
+    same views at any sub-pixel column, out of the image too."""
+    views = clean_scene["pair"][:, :2].float()
+    disp = torch.rand((1, 1, *views.shape[-2:]), generator=torch.Generator().manual_seed(0))
+    disp = disp * 260.0 - 30.0  # columns from x - 230 to x + 30: off both sides of 192 px
+    columns = torch.arange(views.shape[-1], dtype=torch.float32) - disp
+    torch.testing.assert_close(sample_rows(views, columns), warp(views, disp), atol=5e-5, rtol=0)
 
 
 @pytest.mark.parametrize("radius", [1, 7])

@@ -38,7 +38,6 @@ from torch import Tensor
 
 from stereoq.data.transforms import Y_COEFFS
 from stereoq.engine.regions import occluded
-from stereoq.losses.photometric import warp_right_to_left
 from stereoq.settings.data import DataConfig
 from stereoq.settings.refine import RefineConfig
 
@@ -64,17 +63,20 @@ def luma(images: Tensor, data: DataConfig) -> Tensor:
 
 
 def census(gray: Tensor, radius: int) -> Tensor:
-    """(B, 1, H, W) -> (B, 1, H, W) int64 census codes: bit i set when neighbour i of the
-    (2 radius + 1)^2 window is darker than the centre (borders replicated; radius <= 3, so
-    the 48 bits fit)."""
+    """(B, 1, H, W) -> (B, 1, H, W) integer census codes: bit i set when neighbour i of the
+    (2 radius + 1)^2 window is darker than the centre (borders replicated). int32 while the
+    bits fit (radius <= 2: half the memory traffic of int64, about 1.6x faster to compare),
+    int64 above (radius 3: 48 bits)."""
     height, width = gray.shape[-2:]
+    bits = (2 * radius + 1) ** 2 - 1
+    dtype = torch.int32 if bits <= 31 else torch.int64
     padded = F.pad(gray, (radius,) * 4, mode="replicate")
-    code = torch.zeros(gray.shape, dtype=torch.int64, device=gray.device)
+    code = torch.zeros(gray.shape, dtype=dtype, device=gray.device)
     neighbours = [(dy, dx) for dy in range(-radius, radius + 1)
                   for dx in range(-radius, radius + 1) if dy or dx]
     for bit, (dy, dx) in enumerate(neighbours):
         darker = padded[..., radius + dy: radius + dy + height, radius + dx: radius + dx + width]
-        code |= (darker < gray).long() << bit
+        code |= (darker < gray).to(dtype) << bit
     return code
 
 
@@ -83,7 +85,7 @@ _POPCOUNT_12 = torch.tensor([bin(v).count("1") for v in range(4096)], dtype=torc
 
 
 def popcount(codes: Tensor, bits: int) -> Tensor:
-    """Set bits of each int64 of ``codes`` (below 2**bits), float32."""
+    """Set bits of each integer of ``codes`` (non-negative, below 2**bits), float32."""
     table = _POPCOUNT_12.to(codes.device)
     count = table[codes & 0xFFF]
     for shift in range(12, bits, 12):
@@ -132,6 +134,25 @@ def gradient_x(gray: Tensor) -> Tensor:
     return F.conv2d(F.pad(gray, (1, 1, 1, 1), mode="replicate"), kernel)
 
 
+def sample_rows(views: Tensor, column: Tensor) -> Tensor:
+    """(B, C, H, W) views sampled along each row at ``column`` (B, 1, H, W) px, linearly
+    between the two nearest pixels, clamped to the image (its border values outside).
+
+    The right view at x - d, as ``grid_sample`` (bilinear, border, align_corners) gives it to
+    float32 rounding, but a warp that never leaves its row needs no 2-D grid: at 741x500 on one
+    thread building that grid took 5 ms a cost plane and the sampling 1.5, this 2.4 in all.
+    """
+    width, channels = views.shape[-1], views.shape[1]
+    column = column.clamp(0, width - 1)
+    start = column.floor()
+    frac = column - start
+    left = start.long()
+    right = (left + 1).clamp(max=width - 1)
+    at_left = views.gather(-1, left.expand(-1, channels, -1, -1))
+    at_right = views.gather(-1, right.expand(-1, channels, -1, -1))
+    return at_left + frac * (at_right - at_left)
+
+
 def offsets(cfg: RefineConfig, width: int) -> list[float]:
     """The offsets tried on an image ``width`` px wide, px: ``2 steps + 1`` evenly spaced from
     ``-span_px`` to ``+span_px`` (0 included)."""
@@ -158,12 +179,13 @@ class Matcher:
 
         The census term compares the left pixel's code with the right code at the nearest whole
         pixel (census matching as SGBM-style matchers do it); the luma and gradient terms sample
-        the right view bilinearly, so the cost varies smoothly with sub-pixel disparities.
+        the right view linearly along the row, so the cost varies smoothly with sub-pixel
+        disparities.
         """
         cfg, width = self.cfg, self.width
-        right_w, grad_right_w = warp_right_to_left(self.views, disp).split(1, dim=1)
-        xs = torch.arange(width, dtype=disp.dtype, device=disp.device)
-        nearest = (xs - disp).round().clamp(0, width - 1).long()
+        column = torch.arange(width, dtype=disp.dtype, device=disp.device) - disp
+        right_w, grad_right_w = sample_rows(self.views, column).split(1, dim=1)
+        nearest = column.round().clamp(0, width - 1).long()
         census_cost = popcount(self.code_right.gather(-1, nearest) ^ self.code_left,
                                self.bits) / self.bits
         ad = (self.left - right_w).abs().clamp(max=AD_TRUNCATION) / AD_TRUNCATION
