@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -48,7 +49,7 @@ from stereoq.engine.regions import region_rows, region_scores
 from stereoq.errors import StereoqError
 from stereoq.infer import colormap, overview
 from stereoq.infer.run import Camera, DisparityEstimator, InferSettings, run_pairs
-from stereoq.settings import load_config
+from stereoq.settings import ExperimentConfig, load_config
 
 # Calibration of the 4x-downsampled pair, from scikit-image's documentation of the data set.
 FOCAL_PX = 994.978
@@ -130,6 +131,55 @@ def comparison_picture(
     return np.concatenate(rows, axis=0)
 
 
+class Comparison(NamedTuple):
+    """One model's run on the pair, SGBM's beside it, scored."""
+
+    left: np.ndarray
+    gt: np.ndarray
+    scale: float
+    maxdisp: int
+    disparities: dict[str, np.ndarray]
+    """Per method (the network alone, refined as ``stereoq infer`` writes it, SGBM), px."""
+    results: dict[str, dict[str, float]]
+    regions: dict[str, dict]
+    summary: dict
+    """``stereoq infer``'s summary of its run."""
+    sgbm: SgbmParams
+
+
+def compare(cfg: ExperimentConfig, out: Path, stage: str = "float", checkpoint: Path | None = None,
+            weights_name: str | None = None, refine: bool = True) -> Comparison:
+    """Run ``stereoq infer`` (stage, checkpoint or shipped weights) on the pair into
+    ``out/infer``, the network alone beside it when ``refine``, and SGBM; score each."""
+    maxdisp = cfg.model.maxdisp
+    left, right, gt, scale = fit_to_maxdisp(*load_motorcycle(), maxdisp)
+    inputs = out / "inputs"
+    write_png(inputs / "im0.png", left)
+    write_png(inputs / "im1.png", right)
+    camera = Camera(BASELINE_M, FOCAL_PX * scale, CX_PX * scale, CY_PX * scale, DOFFS_PX * scale)
+    settings = InferSettings(stage=stage, ply=True, checkpoint=checkpoint, weights=weights_name,
+                             refine=refine)
+    summary = run_pairs(cfg, [Pair("motorcycle", inputs / "im0.png", inputs / "im1.png")],
+                        camera, out / "infer", settings)
+    write_json(out / "infer" / "summary.json", summary)
+    model_disp = read_pfm(out / "infer" / "disparity.pfm")
+
+    sgbm_params = SgbmParams.covering(maxdisp)
+    model_label = f"stereoq {weights_name or stage}"
+    disparities = {model_label: model_disp}
+    if refine:  # infer's output is refined: the network's own beside it
+        network = DisparityEstimator(cfg, stage, checkpoint, weights=weights_name)
+        disparities = {model_label: network(left, right),
+                       f"{model_label} + refinement": model_disp}
+    disparities["OpenCV SGBM"] = sgbm_disparity(left, right, sgbm_params)
+    return Comparison(
+        left, gt, scale, maxdisp, disparities,
+        results={name: score(d, gt, maxdisp) for name, d in disparities.items()},
+        regions={name: region_scores(d, gt, maxdisp) for name, d in disparities.items()},
+        summary=summary, sgbm=sgbm_params,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", "-c", default=None, help="config file or shipped name")
@@ -154,41 +204,14 @@ def main(argv: list[str] | None = None) -> int:
                                    exit_code=2)
             cfg = weights.configure(cfg, args.weights)  # its maxdisp decides the downscale
         out = args.out or cfg.run_dir / "examples" / "motorcycle"
-        maxdisp = cfg.model.maxdisp
-        left, right, gt, scale = fit_to_maxdisp(*load_motorcycle(), maxdisp)
-
-        inputs = out / "inputs"
-        write_png(inputs / "im0.png", left)
-        write_png(inputs / "im1.png", right)
-        camera = Camera(
-            BASELINE_M, FOCAL_PX * scale, CX_PX * scale, CY_PX * scale, DOFFS_PX * scale
-        )
-        settings = InferSettings(stage=args.stage, ply=True, checkpoint=args.checkpoint,
-                                 weights=args.weights, refine=args.refine)
-        summary = run_pairs(
-            cfg, [Pair("motorcycle", inputs / "im0.png", inputs / "im1.png")], camera,
-            out / "infer", settings,
-        )
-        write_json(out / "infer" / "summary.json", summary)
-        model_disp = read_pfm(out / "infer" / "disparity.pfm")
-
-        sgbm_params = SgbmParams.covering(maxdisp)
-        sgbm_disp = sgbm_disparity(left, right, sgbm_params)
-        model_label = f"stereoq {args.weights or args.stage}"
-        disparities = {model_label: model_disp}
-        if args.refine:  # infer's output is refined: the network's own beside it
-            network = DisparityEstimator(cfg, args.stage, args.checkpoint, weights=args.weights)
-            disparities = {model_label: network(left, right),
-                           f"{model_label} + refinement": model_disp}
-        disparities["OpenCV SGBM"] = sgbm_disp
-        results = {name: score(d, gt, maxdisp) for name, d in disparities.items()}
-        regions = {name: region_scores(d, gt, maxdisp) for name, d in disparities.items()}
+        run = compare(cfg, out, args.stage, args.checkpoint, args.weights, args.refine)
     except StereoqError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
 
+    gt, results, regions = run.gt, run.results, run.regions
     picture = comparison_picture(
-        left, gt, [(name, d, results[name]) for name, d in disparities.items()]
+        run.left, gt, [(name, d, results[name]) for name, d in run.disparities.items()]
     )
     write_png(out / "comparison.png", picture)
     report = {
@@ -196,25 +219,25 @@ def main(argv: list[str] | None = None) -> int:
         "config": cfg.name,
         "stage": None if args.weights else args.stage,
         "weights": args.weights,
-        "refine": summary["refine"],
-        "artifact": summary["artifact"],
-        "downscale": scale,
+        "refine": run.summary["refine"],
+        "artifact": run.summary["artifact"],
+        "downscale": run.scale,
         "size": list(gt.shape),
-        "maxdisp_px": maxdisp,
+        "maxdisp_px": run.maxdisp,
         "gt_max_px": float(gt[np.isfinite(gt)].max()),
         "valid_pixels": "finite ground truth with 0 < gt < maxdisp",
-        "sgbm": {"num_disparities": sgbm_params.num_disparities,
-                 "block_size": sgbm_params.block_size, "holes": "filled from the left"},
-        "inference_s": summary["pairs"][0]["timings_s"]["inference"],
+        "sgbm": {"num_disparities": run.sgbm.num_disparities,
+                 "block_size": run.sgbm.block_size, "holes": "filled from the left"},
+        "inference_s": run.summary["pairs"][0]["timings_s"]["inference"],
         "metrics": results,
         "regions": regions,
         "regions_note": REGIONS_NOTE,
-        "doffs_px": DOFFS_PX * scale,
+        "doffs_px": DOFFS_PX * run.scale,
     }
     write_json(out / "motorcycle.json", report)
     print_table(
         f"motorcycle {gt.shape[1]}x{gt.shape[0]}"
-        + (f" (downscaled x{scale:.3f})" if scale != 1.0 else "")
+        + (f" (downscaled x{run.scale:.3f})" if run.scale != 1.0 else "")
         + f", {cfg.name}",
         ["method", "EPE px", "bad-1 %", "bad-2 %", "bad-3 %", "D1 %"],
         [(k, v["epe"], v["bad1"], v["bad2"], v["bad3"], v["d1"]) for k, v in results.items()],
