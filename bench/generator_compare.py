@@ -27,6 +27,7 @@ from stereoq.cli.output import print_table, write_json
 from stereoq.cli.progress import RichReporter
 from stereoq.data.images import write_png
 from stereoq.engine.evaluate import evaluate, evaluate_sgbm
+from stereoq.errors import StereoqError
 from stereoq.settings import load_config
 from stereoq.stages import get_stage, run_stage
 
@@ -44,6 +45,14 @@ def main() -> None:
                         "applied to every run (the same budget for both)")
     parser.add_argument("--skip-train", action="store_true")
     args = parser.parse_args()
+    try:
+        compare_generators(args)
+    except StereoqError as err:  # a bad --set, a missing run with --skip-train: one line
+        sys.exit(f"error: {err}")
+
+
+def compare_generators(args: argparse.Namespace) -> None:
+    """Train (unless there) and score both generators' models; print and save the results."""
     reporter = RichReporter()
 
     def config(model_kind: str, data_kind: str):

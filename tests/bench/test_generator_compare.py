@@ -53,3 +53,18 @@ def test_each_model_is_scored_alone_and_refined_on_the_real_pair(tmp_path: Path)
     picture = read_rgb(tmp_path / "motorcycle_errors.png")
     assert picture.shape[1] >= 6 * gt.shape[1]
     assert np.isfinite(picture).all()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--skip-train"], "checkpoint "),
+    (["--set", "stages.float.epochs=0"], "stages.float.epochs"),
+])
+def test_a_missing_run_or_a_bad_setting_is_a_one_line_error(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    done = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path), *args],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert not (tmp_path / "generator_compare.json").exists()
