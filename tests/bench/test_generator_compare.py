@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from stereoq.data.images import read_rgb
@@ -52,7 +51,6 @@ def test_each_model_is_scored_alone_and_refined_on_the_real_pair(tmp_path: Path)
     # Ground truth column, then both forms of both models and SGBM: six panels across.
     picture = read_rgb(tmp_path / "motorcycle_errors.png")
     assert picture.shape[1] >= 6 * gt.shape[1]
-    assert np.isfinite(picture).all()
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -206,8 +206,8 @@ def test_census_codes_and_their_popcount() -> None:
 
 
 @pytest.mark.parametrize("radius", [1, 2, 3])
-def test_census_codes_are_the_same_in_int32_and_int64(radius: int) -> None:
-    """Up to 24 bits (radius 2) the codes are int32, above int64: the same bits either way."""
+def test_census_codes_are_the_window_written_out_in_either_integer_type(radius: int) -> None:
+    """Up to 24 bits (radius 2) the codes are int32, above int64: each the window's bits."""
     gray = torch.rand((2, 1, 11, 13), generator=torch.Generator().manual_seed(radius))
     code = census(gray, radius)
     assert code.dtype == (torch.int32 if radius <= 2 else torch.int64)
