@@ -60,6 +60,11 @@ def compare_generators(args: argparse.Namespace) -> None:
                                        f"data.synthetic.kind={data_kind}", *args.sets])
 
     results: dict = {"sets": args.sets, "train_wall_s": {}, "val": {}, "motorcycle": {}}
+    if args.skip_train:  # before any scoring: a missing run stops the script at once
+        missing = [str(config(k, k).run_dir / "float" / "best.pt") for k in KINDS
+                   if not (config(k, k).run_dir / "float" / "best.pt").exists()]
+        if missing:
+            raise StereoqError(f"--skip-train: no trained run at {', '.join(missing)}")
     for kind in KINDS:
         cfg = config(kind, kind)
         if not args.skip_train and not (cfg.run_dir / "float" / "best.pt").exists():

@@ -54,7 +54,7 @@ def test_each_model_is_scored_alone_and_refined_on_the_real_pair(tmp_path: Path)
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--skip-train"], "checkpoint "),
+    (["--skip-train"], "--skip-train: no trained run at "),
     (["--set", "stages.float.epochs=0"], "stages.float.epochs"),
 ])
 def test_a_missing_run_or_a_bad_setting_is_a_one_line_error(
