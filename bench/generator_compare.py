@@ -60,14 +60,14 @@ def compare_generators(args: argparse.Namespace) -> None:
                                        f"data.synthetic.kind={data_kind}", *args.sets])
 
     results: dict = {"sets": args.sets, "train_wall_s": {}, "val": {}, "motorcycle": {}}
+    best = {kind: config(kind, kind).run_dir / "float" / "best.pt" for kind in KINDS}
     if args.skip_train:  # before any scoring: a missing run stops the script at once
-        missing = [str(config(k, k).run_dir / "float" / "best.pt") for k in KINDS
-                   if not (config(k, k).run_dir / "float" / "best.pt").exists()]
+        missing = [str(path) for path in best.values() if not path.exists()]
         if missing:
             raise StereoqError(f"--skip-train: no trained run at {', '.join(missing)}")
     for kind in KINDS:
         cfg = config(kind, kind)
-        if not args.skip_train and not (cfg.run_dir / "float" / "best.pt").exists():
+        if not args.skip_train and not best[kind].exists():
             start = time.perf_counter()
             # An interrupted run (a last.pt, no best.pt yet) continues.
             run_stage(cfg, "float", reporter=reporter,
@@ -85,10 +85,9 @@ def compare_generators(args: argparse.Namespace) -> None:
 
     # Each model on the pair as `stereoq infer` writes it (refined) and the network alone.
     methods, left, gt = [], None, None
+    cfg = load_config(None, sets=args.sets)
     for kind in KINDS:
-        cfg = load_config(None, sets=args.sets)
-        run = motorcycle.compare(cfg, args.out / f"motorcycle_{kind}",
-                                 checkpoint=args.out / "runs" / kind / "float" / "best.pt")
+        run = motorcycle.compare(cfg, args.out / f"motorcycle_{kind}", checkpoint=best[kind])
         network, refined, sgbm = run.disparities.values()
         left, gt = run.left, run.gt
         for form, disp in (("network", network), ("refined", refined)):

@@ -62,14 +62,18 @@ def luma(images: Tensor, data: DataConfig) -> Tensor:
     return y / 255.0
 
 
+def census_bits(radius: int) -> int:
+    """Bits of a census code over a (2 radius + 1)^2 window: one per neighbour."""
+    return (2 * radius + 1) ** 2 - 1
+
+
 def census(gray: Tensor, radius: int) -> Tensor:
     """(B, 1, H, W) -> (B, 1, H, W) integer census codes: bit i set when neighbour i of the
     (2 radius + 1)^2 window is darker than the centre (borders replicated). int32 while the
     bits fit (radius <= 2: half the memory traffic of int64, about 1.6x faster to compare),
     int64 above (radius 3: 48 bits)."""
     height, width = gray.shape[-2:]
-    bits = (2 * radius + 1) ** 2 - 1
-    dtype = torch.int32 if bits <= 31 else torch.int64
+    dtype = torch.int32 if census_bits(radius) <= 31 else torch.int64
     padded = F.pad(gray, (radius,) * 4, mode="replicate")
     code = torch.zeros(gray.shape, dtype=dtype, device=gray.device)
     neighbours = [(dy, dx) for dy in range(-radius, radius + 1)
@@ -167,7 +171,7 @@ class Matcher:
 
     def __init__(self, left: Tensor, right: Tensor, cfg: RefineConfig) -> None:
         self.cfg, self.left, self.width = cfg, left, left.shape[-1]
-        self.bits = (2 * cfg.census_radius + 1) ** 2 - 1
+        self.bits = census_bits(cfg.census_radius)
         self.code_left = census(left, cfg.census_radius)
         self.code_right = census(right, cfg.census_radius)
         self.grad_left = gradient_x(left)
