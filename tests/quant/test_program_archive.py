@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from stereoq.errors import StereoqError
-from stereoq.quant.artifacts import load_program, save_program
+from stereoq.quant.artifacts import load_program, load_program_module, save_program
 
 WEIGHTS_CONFIG = "data/weights/model_weights_config.json"
 
@@ -73,6 +73,30 @@ def test_a_saved_program_loads(saved: Path) -> None:
     program = load_program(saved)
     x = torch.randn(1, 3, 8, 8)
     assert program.module()(x).shape == (1, 4, 6, 6)
+
+
+def test_a_programs_module_is_loaded_once_a_content_and_each_caller_gets_its_own(
+    tmp_path: Path,
+) -> None:
+    x = torch.randn(1, 3, 8, 8)
+    torch.manual_seed(0)
+    first = _Tiny().eval()
+    path = save_program(tmp_path / "model.pt2", torch.export.export(first, (x,)))
+    a, b = load_program_module(path), load_program_module(path)
+    assert a is not b
+    with torch.no_grad():
+        expected = first(x)
+        a.conv.weight.zero_()  # one caller's change never reaches another's copy
+        assert torch.equal(b(x), expected)
+        assert torch.equal(load_program_module(path)(x), expected)
+    # the file rewritten in place (same name) is another model: loaded anew
+    second = _Tiny().eval()
+    save_program(path, torch.export.export(second, (x,)))
+    with torch.no_grad():
+        assert torch.equal(load_program_module(path)(x), second(x))
+    path.write_text("not a zip")
+    with pytest.raises(StereoqError, match="cannot be read"):
+        load_program_module(path)
 
 
 @pytest.mark.filterwarnings("ignore:Duplicate name")

@@ -15,7 +15,10 @@ Checkpoints load with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import io
+import warnings
 from pathlib import Path
 
 import torch
@@ -85,14 +88,45 @@ def save_program(path: Path, program: torch.export.ExportedProgram) -> Path:
 def load_program(path: Path, hint: str = "") -> torch.export.ExportedProgram:
     """Load an integer program; a missing or unreadable file is a one-line error."""
     path = Path(path)
+    return _load_checked(path, _read_program(path, hint))
+
+
+def load_program_module(path: Path, hint: str = "") -> GraphModule:
+    """``load_program(path).module()``, deserialized once per process for each content.
+
+    Loading a program takes seconds even for a tiny model (``torch.export.load`` rebuilds
+    its symbolic shapes), and a pipeline run in one process (int_infer, predict, compile and
+    its validation) asks for the same file several times. The cache is keyed by the bytes'
+    SHA-256, so a rewritten file is loaded anew; each caller gets its own deep copy.
+    """
+    path = Path(path)
+    data = _read_program(path, hint)
+    key = hashlib.sha256(data).hexdigest()
+    if key not in _MODULES:
+        module = _load_checked(path, data).module()
+        _MODULES.clear()
+        _MODULES[key] = module
+    with warnings.catch_warnings():
+        # deepcopy of an exported graph trips a pytree LeafSpec deprecation inside torch
+        warnings.simplefilter("ignore", FutureWarning)
+        return copy.deepcopy(_MODULES[key])
+
+
+_MODULES: dict[str, GraphModule] = {}
+
+
+def _read_program(path: Path, hint: str) -> bytes:
     if not path.is_file():
         raise StereoqError(f"model {path} does not exist" + (f": {hint}" if hint else ""))
-    import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers the Q/DQ ops)
-
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as err:
         raise StereoqError(f"model {path} cannot be read: {err.strerror}") from None
+
+
+def _load_checked(path: Path, data: bytes) -> torch.export.ExportedProgram:
+    import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers the Q/DQ ops)
+
     check_program_archive(path, data)
     try:
         return torch.export.load(io.BytesIO(data))

@@ -35,9 +35,9 @@ class IntInferStage(QuantizedStage):
         self.previous = cfg.stages.int_infer.source
 
     def graph(self) -> nn.Module:
-        from stereoq.quant.artifacts import load_program
+        from stereoq.quant.artifacts import load_program_module
 
-        return load_program(self.artifact(), hint=self.hint).module()
+        return load_program_module(self.artifact(), hint=self.hint)
 
     def run(self, reporter: Reporter) -> dict[str, Any]:
         from stereoq.quant.artifacts import save_program
