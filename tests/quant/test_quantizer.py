@@ -206,3 +206,49 @@ def test_an_unknown_module_kind_gets_the_default_rule() -> None:
         "b": ("levels.0.offset.0", "torch.nn.modules.conv.Conv2d"),
     }
     assert rule_for(softmax).disparity
+
+
+def test_a_second_model_of_one_config_reuses_the_export_and_keeps_its_own_weights() -> None:
+    from stereoq.quant import prepare as prepare_module
+
+    cfg = tiny_cfg()
+    torch.manual_seed(1)
+    first = build_model(cfg.model).eval()
+    torch.manual_seed(2)
+    second = build_model(cfg.model).eval()
+    for bn in (m for m in second.modules() if isinstance(m, nn.BatchNorm2d | nn.BatchNorm3d)):
+        bn.running_mean.normal_()  # folding must carry this model's statistics too
+    x = random_pair(1, seed=3)
+
+    def prepared_and_converted(model: nn.Module) -> tuple[torch.Tensor, ...]:
+        observed = prepare(model, QuantRecipe(bins=256))
+        calibrate(observed, [x])
+        with torch.no_grad():
+            return (*observed(x), *convert(observed)(x))
+
+    prepare_module._EXPORTED.clear()
+    fresh = prepared_and_converted(second)
+    prepared_and_converted(first)  # exports the config: the cache holds the first's graph
+    assert len(prepare_module._EXPORTED) == 1
+    reused = prepared_and_converted(second)
+    assert len(prepare_module._EXPORTED) == 1  # no new export
+    for a, b in zip(reused, fresh, strict=True):
+        assert torch.equal(a, b)
+    # another config is another graph: exported anew, never given the cached one
+    other = build_model(tiny_cfg().model.model_copy(update={"maxdisp": 48})).eval()
+    with torch.no_grad():
+        direct = RawOutputs(fold_batchnorm(other))(x)
+        out = prepare_module.exported_model(other)(x)
+    for a, b in zip(out, direct, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_a_model_not_built_from_a_config_is_exported_every_time() -> None:
+    from stereoq.quant import prepare as prepare_module
+
+    torch.manual_seed(1)
+    model = build_model(tiny_cfg().model).eval()
+    model.built_from = None
+    prepare_module._EXPORTED.clear()
+    prepare_module.exported_model(model)
+    assert prepare_module._EXPORTED == {}

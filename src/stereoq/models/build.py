@@ -23,7 +23,9 @@ def build_model(cfg: ModelConfig) -> StereoNet:
         **cfg.refinement.params()
     )
     post = build_postprocess(cfg)
-    return StereoNet(neck_, head_, refinement_, post, cfg.maxdisp, cfg.size_multiple)
+    model = StereoNet(neck_, head_, refinement_, post, cfg.maxdisp, cfg.size_multiple)
+    model.built_from = cfg.model_dump_json()
+    return model
 
 
 def build_postprocess(cfg: ModelConfig) -> nn.Module:

@@ -36,6 +36,9 @@ class StereoNet(nn.Module):
         # The cost volume shifts the 1/stride features by up to num_candidates - 1 columns;
         # narrower features cannot hold the largest shift.
         self.min_size = (self.size_multiple, self.size_multiple * max(1, head.num_candidates - 1))
+        # The model config it was built from (``build_model``), as JSON: two models with the
+        # same one have the same graph, whatever their weights (``stereoq.quant.prepare``).
+        self.built_from: str | None = None
 
     def raw(self, x: Tensor) -> tuple[Tensor, ...]:
         """(B, 6, H, W) -> normalised outputs: coarse, refined levels, full-resolution offset.

@@ -123,6 +123,47 @@ def export_graph(module: nn.Module, num_candidates: int, multiple: int) -> Graph
     return torch.export.export(module, example, dynamic_shapes=dynamic_shapes(multiple)).module()
 
 
+def exported_model(model: StereoNet) -> GraphModule:
+    """``export_graph`` of the BN-folded model's five raw outputs.
+
+    Exporting takes seconds, and a budget search or a pipeline run in one process exports
+    models of one architecture several times (each calibration try, each fresh fake-quant
+    graph). A model built by ``build_model`` carries its config: the last export of that
+    config (and of the same module tree, parameter shapes and constant buffers) is copied and
+    given this model's weights instead of exporting again; the outputs are the same, bit for
+    bit (tested).
+    """
+    wrapped = RawOutputs(fold_batchnorm(model))
+    key = _export_key(model, wrapped)
+    cached = _EXPORTED.get(key) if key is not None else None
+    if cached is None:
+        cached = export_graph(wrapped, model.head.num_candidates, model.size_multiple)
+        _EXPORTED.clear()
+        if key is not None:
+            _EXPORTED[key] = cached
+    # always a copy: prepare and calibration change the graph in place
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # pytree LeafSpec, inside torch
+        graph = copy.deepcopy(cached)
+    graph.load_state_dict(wrapped.state_dict(), strict=True)
+    return graph
+
+
+_EXPORTED: dict[tuple, GraphModule] = {}
+
+
+def _export_key(model: StereoNet, wrapped: nn.Module) -> tuple | None:
+    """What the exported graph depends on besides the weights; None: not known (no cache)."""
+    built_from = getattr(model, "built_from", None)
+    if built_from is None:
+        return None
+    persistent = wrapped.state_dict()
+    shapes = tuple((k, tuple(v.shape), str(v.dtype)) for k, v in persistent.items())
+    constants = tuple((k, v.detach().cpu().numpy().tobytes()) for k, v in wrapped.named_buffers()
+                      if k not in persistent)
+    return built_from, repr(wrapped), shapes, constants
+
+
 def prepare(model: StereoNet, recipe: QuantRecipe) -> GraphModule:
     """Fold BN, export the five-output graph and insert observers (PTQ) or fake quants (QAT).
 
@@ -132,7 +173,7 @@ def prepare(model: StereoNet, recipe: QuantRecipe) -> GraphModule:
     q = pt2e()
     num_candidates = model.head.num_candidates
     multiple = model.size_multiple
-    graph = export_graph(RawOutputs(fold_batchnorm(model)), num_candidates, multiple)
+    graph = exported_model(model)
     quantizer = StereoQuantizer(recipe)
     if recipe.is_qat:
         prepared = q.quantize_pt2e.prepare_qat_pt2e(graph, quantizer)
