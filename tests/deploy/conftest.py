@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import shutil
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,52 @@ def float_export(deploy_cfg: ExperimentConfig):  # noqa: ANN201
     from stereoq.deploy.onnx_export import export_stage
 
     return export_stage(deploy_cfg, "float", 64, 128)
+
+
+INT_STAGES = {"calibration": {"batches": 2, "batch_size": 1, "bins": 256},
+              "int_infer": {"source": "calibration"}}
+
+
+@pytest.fixture(scope="session")
+def int_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """The tiny run with calibration and int_infer (from calibration) done: its runs folder.
+
+    Built once per test session, whichever worker asks first (the others wait on a lock):
+    the three modules that take the integer model through a backend would each spend half a
+    minute on the same two stages. Tests write into their own copy (``int_run_copy``).
+    """
+    from stereoq.engine.checkpoint import save_checkpoint
+    from stereoq.models.build import build_model
+    from stereoq.settings import load_config
+    from stereoq.stages import run_stage
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if worker_id != "master" else base
+    root = shared / "int_run"
+    with open(shared / "int_run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / "complete").is_file():
+            shutil.rmtree(root, ignore_errors=True)
+            path = root / "tiny.yaml"
+            root.mkdir(parents=True)
+            path.write_text(yaml.safe_dump({**DEPLOY_TINY, "output_dir": str(root / "runs"),
+                                            "stages": INT_STAGES}))
+            cfg = load_config(str(path))
+            torch.manual_seed(0)
+            save_checkpoint(cfg.run_dir / "float" / "best.pt",
+                            {"model": build_model(cfg.model).state_dict()})
+            run_stage(cfg, "calibration")
+            run_stage(cfg, "int_infer")
+            (root / "complete").write_text("")
+    return root / "runs"
+
+
+def int_run_copy(int_run: Path, dest: Path) -> ExperimentConfig:
+    """A copy of ``int_run`` under ``dest`` (times kept) and its config."""
+    from stereoq.settings import load_config
+
+    shutil.copytree(int_run, dest / "runs")
+    path = dest / "tiny.yaml"
+    path.write_text(yaml.safe_dump({**DEPLOY_TINY, "output_dir": str(dest / "runs"),
+                                    "stages": INT_STAGES}))
+    return load_config(str(path))

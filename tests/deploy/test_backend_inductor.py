@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from torch import nn
 
 from stereoq.deploy.check import FLOAT, INT8, INT8_DATA
@@ -160,29 +159,15 @@ FRESH_NO_STEREOQ = (
 
 @pytest.mark.slow
 def test_int_infer_compiles_to_int8_qconv_package_that_runs_without_stereoq(
-    tmp_path: Path,
+    int_run: Path, tmp_path: Path,
 ) -> None:
     from stereoq.deploy.backends import get_backend
     from stereoq.deploy.compile import compile_stage, validate
     from stereoq.deploy.onnx_export import compare, run_torch, stage_graph
-    from stereoq.engine.checkpoint import save_checkpoint
-    from stereoq.models.build import build_model
-    from stereoq.settings import load_config
-    from stereoq.stages import run_stage
 
-    from .conftest import DEPLOY_TINY
+    from .conftest import int_run_copy
 
-    data = {**DEPLOY_TINY, "output_dir": str(tmp_path / "runs"),
-            "stages": {"calibration": {"batches": 1, "batch_size": 1, "bins": 256},
-                       "int_infer": {"source": "calibration"}}}
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(data))
-    cfg = load_config(str(path))
-    torch.manual_seed(0)
-    save_checkpoint(cfg.run_dir / "float" / "best.pt",
-                    {"model": build_model(cfg.model).state_dict()})
-    run_stage(cfg, "calibration")
-    run_stage(cfg, "int_infer")
+    cfg = int_run_copy(int_run, tmp_path)  # calibration -> int_infer done (conftest)
 
     result = compile_stage(cfg, "int_infer", "inductor", 64, 128, runs=2, warmup=1, threads=1)
     result.commit()

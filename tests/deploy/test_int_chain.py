@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from stereoq.deploy.check import INT8
 from stereoq.deploy.onnx_export import (
@@ -24,30 +23,14 @@ from .test_compile import FRESH
 
 @pytest.mark.slow
 def test_int_infer_exports_runs_int8_convs_and_matches_after_compile(
-    tmp_path: Path,
+    int_run: Path, tmp_path: Path,
 ) -> None:
-    import torch
-
     from stereoq.deploy.backends import get_backend
     from stereoq.deploy.compile import check_stage, compile_stage, validate
-    from stereoq.engine.checkpoint import save_checkpoint
-    from stereoq.models.build import build_model
-    from stereoq.settings import load_config
-    from stereoq.stages import run_stage
 
-    from .conftest import DEPLOY_TINY
+    from .conftest import int_run_copy
 
-    data = {**DEPLOY_TINY, "output_dir": str(tmp_path / "runs"),
-            "stages": {"calibration": {"batches": 2, "batch_size": 1, "bins": 256},
-                       "int_infer": {"source": "calibration"}}}
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(data))
-    cfg = load_config(str(path))
-    torch.manual_seed(0)
-    save_checkpoint(cfg.run_dir / "float" / "best.pt",
-                    {"model": build_model(cfg.model).state_dict()})
-    run_stage(cfg, "calibration")
-    run_stage(cfg, "int_infer")
+    cfg = int_run_copy(int_run, tmp_path)  # calibration -> int_infer done (conftest)
 
     exported = export_stage(cfg, "int_infer", 64, 128).agreement
     # outputs within one step of PyTorch's integer model and every quantized tensor within one

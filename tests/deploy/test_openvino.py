@@ -11,8 +11,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import torch
-import yaml
 from onnx import TensorProto, helper, numpy_helper
 
 pytest.importorskip("openvino", reason="openvino is not installed (pip install stereoq[openvino])")
@@ -205,34 +203,11 @@ def test_backends_are_registered_with_their_precision() -> None:
 
 
 @pytest.fixture(scope="module")
-def int_cfg(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def int_cfg(int_run: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     """The tiny deploy config with calibration and int_infer run (seeded float weights)."""
-    from stereoq.engine.checkpoint import save_checkpoint
-    from stereoq.models.build import build_model
-    from stereoq.settings import load_config
-    from stereoq.stages import run_stage
+    from .conftest import int_run_copy
 
-    from .conftest import DEPLOY_TINY
-
-    root = tmp_path_factory.mktemp("openvino")
-    data = {
-        **DEPLOY_TINY,
-        "output_dir": str(root / "runs"),
-        "stages": {
-            "calibration": {"batches": 2, "batch_size": 1, "bins": 256},
-            "int_infer": {"source": "calibration"},
-        },
-    }
-    path = root / "tiny.yaml"
-    path.write_text(yaml.safe_dump(data))
-    cfg = load_config(str(path))
-    torch.manual_seed(0)
-    save_checkpoint(
-        cfg.run_dir / "float" / "best.pt", {"model": build_model(cfg.model).state_dict()}
-    )
-    run_stage(cfg, "calibration")
-    run_stage(cfg, "int_infer")
-    return cfg
+    return int_run_copy(int_run, tmp_path_factory.mktemp("openvino"))
 
 
 @pytest.mark.slow

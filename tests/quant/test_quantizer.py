@@ -227,28 +227,25 @@ def test_a_second_model_of_one_config_reuses_the_export_and_keeps_its_own_weight
             return (*observed(x), *convert(observed)(x))
 
     prepare_module._EXPORTED.clear()
-    fresh = prepared_and_converted(second)
-    prepared_and_converted(first)  # exports the config: the cache holds the first's graph
-    assert len(prepare_module._EXPORTED) == 1
+    fresh = prepared_and_converted(second)  # exported from the second model itself
+    prepare_module._EXPORTED.clear()
+    prepared_and_converted(first)  # the cache now holds the first model's export
+    (cached,) = prepare_module._EXPORTED.values()
     reused = prepared_and_converted(second)
-    assert len(prepare_module._EXPORTED) == 1  # no new export
+    assert list(prepare_module._EXPORTED.values()) == [cached]  # not exported again
     for a, b in zip(reused, fresh, strict=True):
         assert torch.equal(a, b)
-    # another config is another graph: exported anew, never given the cached one
-    other = build_model(tiny_cfg().model.model_copy(update={"maxdisp": 48})).eval()
-    with torch.no_grad():
-        direct = RawOutputs(fold_batchnorm(other))(x)
-        out = prepare_module.exported_model(other)(x)
-    for a, b in zip(out, direct, strict=True):
-        assert torch.allclose(a, b, atol=1e-5)
+    # another config, another graph: its key differs, so it never gets this one
+    other = build_model(cfg.model.model_copy(update={"maxdisp": 48}))
+    keys = [prepare_module._export_key(m, RawOutputs(fold_batchnorm(m))) for m in (first, other)]
+    assert keys[0] != keys[1]
 
 
-def test_a_model_not_built_from_a_config_is_exported_every_time() -> None:
-    from stereoq.quant import prepare as prepare_module
+def test_a_model_not_built_from_a_config_is_never_taken_from_the_cache() -> None:
+    from stereoq.quant.prepare import _export_key
 
     torch.manual_seed(1)
     model = build_model(tiny_cfg().model).eval()
-    model.built_from = None
-    prepare_module._EXPORTED.clear()
-    prepare_module.exported_model(model)
-    assert prepare_module._EXPORTED == {}
+    assert _export_key(model, RawOutputs(fold_batchnorm(model))) is not None
+    model.built_from = None  # e.g. a StereoNet assembled by hand
+    assert _export_key(model, RawOutputs(fold_batchnorm(model))) is None
