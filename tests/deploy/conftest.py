@@ -78,7 +78,6 @@ def int_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
     """
     from stereoq.engine.checkpoint import save_checkpoint
     from stereoq.models.build import build_model
-    from stereoq.settings import load_config
     from stereoq.stages import run_stage
 
     base = tmp_path_factory.getbasetemp()
@@ -88,11 +87,8 @@ def int_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (root / "complete").is_file():
             shutil.rmtree(root, ignore_errors=True)
-            path = root / "tiny.yaml"
             root.mkdir(parents=True)
-            path.write_text(yaml.safe_dump({**DEPLOY_TINY, "output_dir": str(root / "runs"),
-                                            "stages": INT_STAGES}))
-            cfg = load_config(str(path))
+            cfg = _int_config(root)
             torch.manual_seed(0)
             save_checkpoint(cfg.run_dir / "float" / "best.pt",
                             {"model": build_model(cfg.model).state_dict()})
@@ -104,10 +100,15 @@ def int_run(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
 
 def int_run_copy(int_run: Path, dest: Path) -> ExperimentConfig:
     """A copy of ``int_run`` under ``dest`` (times kept) and its config."""
+    shutil.copytree(int_run, dest / "runs")
+    return _int_config(dest)
+
+
+def _int_config(root: Path) -> ExperimentConfig:
+    """The integer run's config, written as ``root/tiny.yaml`` with its runs in ``root/runs``."""
     from stereoq.settings import load_config
 
-    shutil.copytree(int_run, dest / "runs")
-    path = dest / "tiny.yaml"
-    path.write_text(yaml.safe_dump({**DEPLOY_TINY, "output_dir": str(dest / "runs"),
+    path = root / "tiny.yaml"
+    path.write_text(yaml.safe_dump({**DEPLOY_TINY, "output_dir": str(root / "runs"),
                                     "stages": INT_STAGES}))
     return load_config(str(path))

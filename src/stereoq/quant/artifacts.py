@@ -15,10 +15,8 @@ Checkpoints load with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import io
-import warnings
 from pathlib import Path
 
 import torch
@@ -99,6 +97,8 @@ def load_program_module(path: Path, hint: str = "") -> GraphModule:
     its validation) asks for the same file several times. The cache is keyed by the bytes'
     SHA-256, so a rewritten file is loaded anew; each caller gets its own deep copy.
     """
+    from stereoq.quant.prepare import deepcopy_graph
+
     path = Path(path)
     data = _read_program(path, hint)
     key = hashlib.sha256(data).hexdigest()
@@ -106,10 +106,7 @@ def load_program_module(path: Path, hint: str = "") -> GraphModule:
         module = _load_checked(path, data).module()
         _MODULES.clear()
         _MODULES[key] = module
-    with warnings.catch_warnings():
-        # deepcopy of an exported graph trips a pytree LeafSpec deprecation inside torch
-        warnings.simplefilter("ignore", FutureWarning)
-        return copy.deepcopy(_MODULES[key])
+    return deepcopy_graph(_MODULES[key])
 
 
 _MODULES: dict[str, GraphModule] = {}

@@ -141,10 +141,7 @@ def exported_model(model: StereoNet) -> GraphModule:
         _EXPORTED.clear()
         if key is not None:
             _EXPORTED[key] = cached
-    # always a copy: prepare and calibration change the graph in place
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # pytree LeafSpec, inside torch
-        graph = copy.deepcopy(cached)
+    graph = deepcopy_graph(cached)  # always a copy: prepare and calibration change it in place
     graph.load_state_dict(wrapped.state_dict(), strict=True)
     return graph
 
@@ -381,12 +378,17 @@ def _output_quantize(conv: torch.fx.Node) -> torch.fx.Node | None:
     return None
 
 
+def deepcopy_graph(graph: GraphModule) -> GraphModule:
+    """``copy.deepcopy`` of an exported graph, without the pytree LeafSpec deprecation warning
+    that it trips inside torch."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return copy.deepcopy(graph)
+
+
 def copy_graph(graph: GraphModule) -> GraphModule:
     """A deep copy of a prepared graph that still switches with ``.train()`` / ``.eval()``."""
-    with warnings.catch_warnings():
-        # deepcopy of an exported graph trips a pytree LeafSpec deprecation inside torch
-        warnings.simplefilter("ignore", FutureWarning)
-        copied = copy.deepcopy(graph)
+    copied = deepcopy_graph(graph)
     pt2e().allow_exported_model_train_eval(copied)  # a copy gets GraphModule's own train/eval
     return copied
 
