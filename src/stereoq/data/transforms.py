@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from stereoq.data.augment import Augment
 from stereoq.errors import StereoqError
 from stereoq.settings.data import DataConfig
 
@@ -115,8 +116,11 @@ class Compose:
 
 
 def build_transform(data_cfg: DataConfig, crop: bool) -> Compose:
-    """The configured pipeline; ``crop`` adds RandomCrop(data.train_crop) (training only)."""
+    """The configured pipeline; ``crop`` (training only) adds the augmentation when
+    ``data.augment.enabled`` and RandomCrop(data.train_crop)."""
     steps: list[Callable[[Sample], Sample]] = []
+    if crop and data_cfg.augment.enabled:
+        steps.append(Augment(data_cfg.augment, data_cfg.train_crop))
     if crop and data_cfg.train_crop is not None:
         steps.append(RandomCrop(data_cfg.train_crop))
     steps.append(ToTensor())

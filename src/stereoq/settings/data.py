@@ -40,6 +40,40 @@ class SyntheticConfig(Section):
         return self
 
 
+class AugmentConfig(Section):
+    """Training-time augmentation (``stereoq.data.augment``); off unless ``enabled``."""
+
+    enabled: bool = False
+    scale: tuple[PositiveFloat, PositiveFloat] | None = Field(
+        default=(0.7, 1.5), description="zoom factor range of both views and the disparity "
+        "(raised where the training crop would not fit); null: no zoom",
+    )
+    color: bool = True
+    asymmetric_prob: float = Field(default=0.2, ge=0.0, le=1.0,
+                                   description="chance that each view gets its own colour draw")
+    brightness: tuple[PositiveFloat, PositiveFloat] = (0.7, 1.3)
+    contrast: tuple[PositiveFloat, PositiveFloat] = (0.7, 1.3)
+    gamma: tuple[PositiveFloat, PositiveFloat] = (0.8, 1.25)
+    saturation: tuple[float, float] = (0.5, 1.4)
+    eraser_prob: float = Field(default=0.5, ge=0.0, le=1.0,
+                               description="chance of painting patches of the right view")
+    eraser_max: PositiveInt = 2
+    eraser_size: tuple[PositiveFloat, PositiveFloat] = Field(
+        default=(0.1, 0.25), description="patch side as a fraction of the image side")
+
+    @model_validator(mode="after")
+    def _ranges_are_ordered(self) -> AugmentConfig:
+        for name in ("scale", "brightness", "contrast", "gamma", "saturation", "eraser_size"):
+            pair = getattr(self, name)
+            if pair is not None and pair[0] > pair[1]:
+                raise ValueError(f"{name}: the low end {pair[0]} is above the high end {pair[1]}")
+        if self.saturation[0] < 0:
+            raise ValueError("saturation: must be >= 0")
+        if self.eraser_size[1] > 1:
+            raise ValueError("eraser_size: a fraction of the image side, at most 1")
+        return self
+
+
 class DataConfig(Section):
     """Data source and input pipeline shared by training, evaluation and calibration."""
 
@@ -58,6 +92,7 @@ class DataConfig(Section):
         default=None, description="directory holding train_lmdb/ and test_lmdb/ from `pack`"
     )
     synthetic: SyntheticConfig = SyntheticConfig()
+    augment: AugmentConfig = AugmentConfig()
     train_crop: tuple[PositiveInt, PositiveInt] | None = (256, 512)
     color: Literal["yuv444", "rgb"] = "yuv444"
     mean: float = 128.0
