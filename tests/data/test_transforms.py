@@ -8,7 +8,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from stereoq.data import build_dataset
-from stereoq.data.transforms import RandomCrop, prepare_pair, rgb_to_yuv444
+from stereoq.data.color import rgb_to_yuv444
+from stereoq.data.transforms import RandomCrop, prepare_pair
 from stereoq.settings.data import DataConfig, SyntheticConfig
 
 

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import torch
 
+from stereoq.data.color import Y_COEFFS
 from stereoq.settings.data import AugmentConfig
 
 Sample = dict[str, Any]
@@ -38,7 +39,7 @@ class Augment:
         self.min_size = min_size
 
     def __call__(self, sample: Sample) -> Sample:
-        out = dict(sample)
+        out = sample
         if self.cfg.scale is not None:
             out = self._zoom(out)
         if self.cfg.color:
@@ -105,6 +106,6 @@ def _apply_color(img: np.ndarray, brightness: float, contrast: float, gamma: flo
     x = (img.astype(np.float32) / 255.0) ** gamma
     x = (x - x.mean()) * contrast + x.mean()
     x = x * brightness
-    grey = x @ np.array([0.299, 0.587, 0.114], np.float32)
+    grey = x @ np.array(Y_COEFFS, np.float32)
     x = grey[..., None] + (x - grey[..., None]) * saturation
     return (x * 255.0).round().clip(0, 255).astype(np.uint8)

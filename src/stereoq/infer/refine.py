@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from stereoq.data.transforms import Y_COEFFS
+from stereoq.data.color import Y_COEFFS
 from stereoq.engine.regions import occluded
 from stereoq.settings.data import DataConfig
 from stereoq.settings.refine import RefineConfig
