@@ -10,14 +10,28 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+STRENGTH = (0.0, 1.0)
+"""The default range of a scene's camera strength: some pairs nearly clean, some far apart."""
+
 
 def apply(
-    rng: np.random.Generator, left: np.ndarray, right: np.ndarray
+    rng: np.random.Generator, left: np.ndarray, right: np.ndarray,
+    strength: tuple[float, float] | None = STRENGTH,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Both views (float32 (H, W, 3), grey levels) through their cameras -> uint8 RGB."""
+    """Both views (float32 (H, W, 3), grey levels) through their cameras -> uint8 RGB.
+
+    The strength, drawn from ``strength`` once for both views, scales every difference; with
+    ``None`` the views are only rounded (no random number is drawn).
+    """
+    if strength is None:
+        return _rounded(left), _rounded(right)
     exposure = rng.uniform(0.6, 1.3)  # shared: the scene's brightness
-    strength = rng.uniform(0.0, 1.0)  # some pairs are nearly clean, some far apart
-    return _camera(rng, left, exposure, strength), _camera(rng, right, exposure, strength)
+    s = rng.uniform(*strength)
+    return _camera(rng, left, exposure, s), _camera(rng, right, exposure, s)
+
+
+def _rounded(img: np.ndarray) -> np.ndarray:
+    return np.clip(img + np.float32(0.5), 0, 255).astype(np.uint8)
 
 
 def _camera(rng: np.random.Generator, img: np.ndarray, exposure: float,

@@ -33,7 +33,8 @@ class SyntheticStereo(Dataset):
         self.count = cfg.train_count if split == "train" else cfg.val_count
         self.offset = 0 if split == "train" else synthetic.VAL_INDEX_OFFSET
         self.transform = transform
-        self.render = generators.renderer(cfg.kind, cfg.texture_dir)
+        self.render = generators.renderer(cfg.kind, cfg.texture_dir, cfg.objects,
+                                          cfg.camera_strength)
 
     def __len__(self) -> int:
         return self.count

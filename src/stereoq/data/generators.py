@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from stereoq.data import synthetic, synthetic_scenes, textures
+from stereoq.data.camera_effects import STRENGTH
+from stereoq.data.synthetic_scenes import OBJECTS
 from stereoq.errors import StereoqError
 
 # render(seed, index, height, width, max_disp) -> left, right (uint8 (H, W, 3) RGB) and the left
@@ -24,19 +26,33 @@ GENERATORS: dict[str, Renderer] = {
     "structures": functools.partial(synthetic_scenes.render_pair, open_share=OPEN_SHARE),
 }
 PHOTO_KINDS = ("scenes", "structures")
-"""The generators that take ``texture_dir``."""
+"""The generators that take ``texture_dir``, ``objects`` and ``camera_strength``."""
 
 
-def renderer(kind: str, texture_dir: Path | None = None) -> Renderer:
+def renderer(
+    kind: str, texture_dir: Path | None = None, objects: tuple[int, int] = OBJECTS,
+    camera_strength: tuple[float, float] | None = STRENGTH,
+) -> Renderer:
     """The generator ``kind``; with ``texture_dir`` (scenes only) its photographs are loaded
-    once here, so a folder without a readable image fails before any rendering."""
+    once here, so a folder without a readable image fails before any rendering. ``objects``
+    and ``camera_strength`` (scenes only) are those of ``synthetic_scenes.render_pair``."""
     if kind not in GENERATORS:
         raise StereoqError(
             f"data.synthetic.kind {kind!r}: expected one of {', '.join(GENERATORS)}", exit_code=2
         )
-    if texture_dir is None:
+    strength = None if camera_strength is None else tuple(camera_strength)
+    options: dict[str, object] = {}
+    if tuple(objects) != OBJECTS:
+        options["objects"] = tuple(objects)
+    if strength != STRENGTH:
+        options["camera_strength"] = strength
+    if texture_dir is not None:
+        options["texture_dir"] = texture_dir
+    if not options:
         return GENERATORS[kind]
     if kind not in PHOTO_KINDS:
-        raise StereoqError("data.synthetic.texture_dir is used only by kinds "
+        raise StereoqError(f"data.synthetic.{next(iter(options))} is used only by kinds "
                            f"{' and '.join(repr(k) for k in PHOTO_KINDS)}", exit_code=2)
-    return functools.partial(GENERATORS[kind], photos=textures.load_photos(texture_dir))
+    if texture_dir is not None:
+        options["photos"] = textures.load_photos(options.pop("texture_dir"))
+    return functools.partial(GENERATORS[kind], **options)

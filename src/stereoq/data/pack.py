@@ -134,12 +134,14 @@ class SyntheticSource:
     split: str = "train"
     generator: str = "planes"  # data.synthetic.kind
     texture_dir: Path | None = None
+    objects: tuple[int, int] = generators.OBJECTS
+    camera_strength: tuple[float, float] | None = generators.STRENGTH
     _render: generators.Renderer = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Loads the photographs once, and fails before any worker starts.
-        object.__setattr__(self, "_render", generators.renderer(self.generator,
-                                                                self.texture_dir))
+        object.__setattr__(self, "_render", generators.renderer(
+            self.generator, self.texture_dir, self.objects, self.camera_strength))
 
     def __len__(self) -> int:
         return self.count
@@ -150,6 +152,13 @@ class SyntheticSource:
                      "index_offset": self.index_offset, "generator": self.generator}
         if self.texture_dir is not None:
             described["texture_dir"] = str(Path(self.texture_dir).resolve())
+        # Named only when not the default, so packs made before these options keep their
+        # fingerprint (and an interrupted one still resumes).
+        if tuple(self.objects) != generators.OBJECTS:
+            described["objects"] = list(self.objects)
+        if self.camera_strength is None or tuple(self.camera_strength) != generators.STRENGTH:
+            described["camera_strength"] = (None if self.camera_strength is None
+                                            else list(self.camera_strength))
         return described
 
     def fingerprint_items(self) -> list[str]:
@@ -208,6 +217,8 @@ def make_source(
         split=split,
         generator=syn.kind,
         texture_dir=syn.texture_dir,
+        objects=syn.objects,
+        camera_strength=syn.camera_strength,
     )
 
 

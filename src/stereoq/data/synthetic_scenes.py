@@ -25,6 +25,8 @@ from stereoq.data.textures import Photos, periodic_pink_noise, random_texture
 # Disparities stay within [LO, HI] * max_disp: positive, and valid below the model's maxdisp.
 LO, HI = 0.01, 0.97
 GROUND_TEXTURE_PX = 512
+OBJECTS = (10, 30)
+"""The default range of a scene's object count."""
 
 
 @dataclass(frozen=True)
@@ -42,25 +44,29 @@ class RenderedScene:
 
 def render_pair(
     seed: int, index: int, height: int, width: int, max_disp: float, photos: Photos = (),
-    open_share: float = 0.0,
+    open_share: float = 0.0, objects: tuple[int, int] = OBJECTS,
+    camera_strength: tuple[float, float] | None = camera_effects.STRENGTH,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One scene, deterministic in ``(seed, index)`` (and the photos and ``open_share``: the
-    share of solid objects drawn with holes, see ``render_scene``).
+    """One scene, deterministic in ``(seed, index)`` (and the photos, ``open_share``: the
+    share of solid objects drawn with holes, and ``objects``: see ``render_scene``; the
+    cameras' ``camera_strength``: see :func:`stereoq.data.camera_effects.apply`).
 
     Returns ``left``, ``right``: uint8 (H, W, 3) RGB, and ``disp``: float32 (H, W) disparity of
     the left view in px, every pixel valid, within ``[0.01, 0.97] * max_disp``.
     """
     rng = np.random.default_rng([int(seed), int(index), 14])
-    scene = render_scene(rng, height, width, max_disp, photos, open_share)
-    left, right = camera_effects.apply(rng, scene.left, scene.right)
+    scene = render_scene(rng, height, width, max_disp, photos, open_share, objects)
+    left, right = camera_effects.apply(rng, scene.left, scene.right, camera_strength)
     return left, right, scene.disp_left
 
 
 def render_scene(
     rng: np.random.Generator, height: int, width: int, max_disp: float, photos: Photos = (),
-    open_share: float = 0.0,
+    open_share: float = 0.0, objects: tuple[int, int] = OBJECTS,
 ) -> RenderedScene:
     """Sample a scene from ``rng`` and render both views without camera effects.
+
+    A scene has ``objects[0]`` to ``objects[1]`` objects besides its background and ground.
 
     ``open_share`` of the solid objects are open (rings with spokes, frames, lattices: what is
     behind shows through them). With 0 no random number is drawn for it: the scenes are those
@@ -68,7 +74,7 @@ def render_scene(
     """
     max_disp = float(max_disp)
     margin = int(np.ceil(max_disp)) + 2
-    surfaces = _scene(rng, height, width, max_disp, margin, open_share)
+    surfaces = _scene(rng, height, width, max_disp, margin, open_share, objects)
     xs = np.arange(width, dtype=np.float32)[None, :]
     ys = np.arange(height, dtype=np.float32)[:, None]
 
@@ -211,7 +217,7 @@ def _field(
 
 def _scene(
     rng: np.random.Generator, height: int, width: int, max_disp: float, margin: int,
-    open_share: float = 0.0,
+    open_share: float = 0.0, objects: tuple[int, int] = OBJECTS,
 ) -> list[Surface]:
     """Background first (it covers everything), then a ground plane and the objects."""
     lo, hi = LO * max_disp, HI * max_disp
@@ -237,7 +243,7 @@ def _scene(
                                 (scale_u, scale_v), full, ground=True))
 
     area_side = np.sqrt(height * width)
-    count = int(rng.integers(10, 31))
+    count = int(rng.integers(objects[0], objects[1] + 1))
     thin = int(rng.integers(1, 6))
     for i in range(count):
         ox = rng.uniform(-0.1, 1.1) * width

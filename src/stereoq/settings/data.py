@@ -33,10 +33,32 @@ class SyntheticConfig(Section):
         "crops also texture the objects",
     )
 
+    objects: tuple[NonNegativeInt, NonNegativeInt] = Field(
+        default=(10, 30),
+        description="scenes and structures only: the number of objects in a scene, drawn "
+        "uniformly from this range (the background and ground plane not counted)",
+    )
+    camera_strength: tuple[float, float] | None = Field(
+        default=(0.0, 1.0),
+        description="scenes and structures only: how far apart the two cameras are (gain, "
+        "gamma, colour, blur, noise, JPEG), drawn per scene from this range, 0 to 2; "
+        "1 is the default's strongest; null: no camera effects, the exact rendering",
+    )
+
     @model_validator(mode="after")
-    def _texture_dir_needs_scenes(self) -> SyntheticConfig:
-        if self.texture_dir is not None and self.kind == "planes":
-            raise ValueError("texture_dir is used only by kinds 'scenes' and 'structures'")
+    def _scene_options_need_scenes(self) -> SyntheticConfig:
+        if self.kind == "planes":
+            for name in ("texture_dir", "objects", "camera_strength"):
+                if getattr(self, name) != type(self).model_fields[name].default:
+                    raise ValueError(f"{name} is used only by kinds 'scenes' and 'structures'")
+        if self.objects[0] > self.objects[1]:
+            raise ValueError(f"objects: the low end {self.objects[0]} is above the high end "
+                             f"{self.objects[1]}")
+        if self.camera_strength is not None:
+            lo, hi = self.camera_strength
+            if not 0.0 <= lo <= hi <= 2.0:
+                raise ValueError(f"camera_strength: expected 0 <= low <= high <= 2, got "
+                                 f"[{lo}, {hi}]")
         return self
 
 
