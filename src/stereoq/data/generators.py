@@ -40,12 +40,7 @@ def renderer(
         raise StereoqError(
             f"data.synthetic.kind {kind!r}: expected one of {', '.join(GENERATORS)}", exit_code=2
         )
-    strength = None if camera_strength is None else tuple(camera_strength)
-    options: dict[str, object] = {}
-    if tuple(objects) != OBJECTS:
-        options["objects"] = tuple(objects)
-    if strength != STRENGTH:
-        options["camera_strength"] = strength
+    options = scene_options(objects, camera_strength)
     if texture_dir is not None:
         options["texture_dir"] = texture_dir
     if not options:
@@ -56,3 +51,16 @@ def renderer(
     if texture_dir is not None:
         options["photos"] = textures.load_photos(options.pop("texture_dir"))
     return functools.partial(GENERATORS[kind], **options)
+
+
+def scene_options(
+    objects: tuple[int, int] = OBJECTS, camera_strength: tuple[float, float] | None = STRENGTH,
+) -> dict[str, object]:
+    """The scenes generator's options that differ from its defaults, by keyword (tuples)."""
+    options: dict[str, object] = {}
+    if tuple(objects) != OBJECTS:
+        options["objects"] = tuple(objects)
+    strength = None if camera_strength is None else tuple(camera_strength)
+    if strength != STRENGTH:
+        options["camera_strength"] = strength
+    return options

@@ -154,11 +154,8 @@ class SyntheticSource:
             described["texture_dir"] = str(Path(self.texture_dir).resolve())
         # Named only when not the default, so packs made before these options keep their
         # fingerprint (and an interrupted one still resumes).
-        if tuple(self.objects) != generators.OBJECTS:
-            described["objects"] = list(self.objects)
-        if self.camera_strength is None or tuple(self.camera_strength) != generators.STRENGTH:
-            described["camera_strength"] = (None if self.camera_strength is None
-                                            else list(self.camera_strength))
+        for name, value in generators.scene_options(self.objects, self.camera_strength).items():
+            described[name] = None if value is None else list(value)
         return described
 
     def fingerprint_items(self) -> list[str]:
