@@ -106,7 +106,8 @@ def motorcycle_scores(cfg, predictors: dict) -> dict:
 
 
 def bench(name: str, args, reporter) -> dict:
-    sets = [f"data.synthetic.val_count={args.val}", f"output_dir={args.out / 'runs'}"]
+    sets = [f"data.synthetic.val_count={args.val}", f"output_dir={args.out / 'runs'}",
+            *args.set]
     cfg = weights.config(name, sets=sets)
     model = weights.eval_model(name)
     result: dict = {"params": sum(p.numel() for p in model.parameters()),
@@ -198,6 +199,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--val", type=int, default=48, help="generated validation scenes")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override after the model's own (e.g. "
+                        "stages.calibration.weight_bits=8); repeatable")
     parser.add_argument("--write-card", action="store_true",
                         help="store the figures in each model's card.json (source tree)")
     args = parser.parse_args()

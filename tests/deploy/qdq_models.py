@@ -8,7 +8,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from stereoq.quant.quantizer import QuantRecipe, weight_qmax
+
 OPSET = 21
+W_MAX = weight_qmax(QuantRecipe().weight_bits)
+"""Largest |int8 weight| of the quantizer's default scheme: wider weights saturate the int16 pair
+sums of ONNX Runtime's and OpenVINO's kernels on CPUs without VNNI."""
 
 
 class _Graph:
@@ -45,11 +50,14 @@ class _Graph:
         return self.dq(self.q(x, scale, dtype, zero), scale, dtype, zero)
 
     def conv(
-        self, x: str, channels: int, quantized_weight: bool, bias: np.ndarray | None = None
+        self, x: str, channels: int, quantized_weight: bool, bias: np.ndarray | None = None,
+        weight_max: int = W_MAX,
     ) -> str:
+        """3x3 conv, ``channels`` in and out; a quantized weight spans [-weight_max, weight_max]
+        per output channel."""
         w = (self.rng.standard_normal((channels, channels, 3, 3)) * 0.1).astype(np.float32)
         if quantized_weight:
-            scales = np.abs(w).reshape(channels, -1).max(1) / 127
+            scales = np.abs(w).reshape(channels, -1).max(1) / weight_max
             wq = np.round(w / scales[:, None, None, None]).astype(np.int8)
             wname = self.const("w", wq)
             s = self.const("ws", scales.astype(np.float32))

@@ -16,6 +16,8 @@ from torch import nn
 from stereoq.deploy.check import FLOAT, INT8, INT8_DATA
 from stereoq.errors import StereoqError
 
+from .qdq_models import W_MAX
+
 
 def _qd():  # noqa: ANN202
     import torch.ao.quantization.fx._decomposed  # noqa: F401  (registers the ops)
@@ -31,7 +33,7 @@ class QdqNet(nn.Module):
         super().__init__()
         g = torch.Generator().manual_seed(0)
         for name, shape in (("w2", (4, 3, 3, 3)), ("w16", (4, 4, 3, 3)), ("w3", (2, 1, 3, 3, 3))):
-            self.register_buffer(name, torch.randint(-127, 128, shape, generator=g,
+            self.register_buffer(name, torch.randint(-W_MAX, W_MAX + 1, shape, generator=g,
                                                      dtype=torch.int8))
             self.register_buffer(f"{name}_s", torch.rand(shape[0], generator=g) * 0.01 + 1e-3)
             self.register_buffer(f"{name}_zp", torch.zeros(shape[0], dtype=torch.int64))
@@ -40,7 +42,7 @@ class QdqNet(nn.Module):
     def _w(self, name: str) -> torch.Tensor:
         q = _qd()
         return q.dequantize_per_channel(getattr(self, name), getattr(self, f"{name}_s"),
-                                        getattr(self, f"{name}_zp"), 0, -127, 127, torch.int8)
+                                        getattr(self, f"{name}_zp"), 0, -W_MAX, W_MAX, torch.int8)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         q = _qd()

@@ -22,6 +22,7 @@ from stereoq.deploy.compile import check_stage, compile_stage, validate  # noqa:
 from stereoq.deploy.ov_graph import for_openvino  # noqa: E402
 from stereoq.deploy.qdq_graph import QdqGraph  # noqa: E402
 
+from .qdq_models import W_MAX  # noqa: E402
 from .test_compile import FRESH  # noqa: E402
 
 
@@ -47,7 +48,7 @@ def _shift_and_conv(path: Path) -> Path:
     ]
     x = "dq1"
     for k in range(2):
-        w = rng.integers(-127, 128, (8, 8, 3, 3)).astype(np.int8)
+        w = rng.integers(-W_MAX, W_MAX + 1, (8, 8, 3, 3)).astype(np.int8)
         inits.append(numpy_helper.from_array(w, f"w{k}"))
         nodes += [
             helper.make_node(

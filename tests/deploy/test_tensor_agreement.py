@@ -12,6 +12,8 @@ from torch import Tensor, nn
 from stereoq.deploy.onnx_export import Agreement, to_onnx
 from stereoq.deploy.tensor_agreement import compare_tensors, quantized_tensors
 
+from .qdq_models import W_MAX
+
 qd = torch.ops.quantized_decomposed
 
 
@@ -28,9 +30,9 @@ class TinyQdq(nn.Module):
         super().__init__()
         torch.manual_seed(0)
         conv = nn.Conv2d(6, 6, 3, padding=1)
-        scale = conv.weight.detach().abs().amax((1, 2, 3)) / 127
+        scale = conv.weight.detach().abs().amax((1, 2, 3)) / W_MAX
         self.register_buffer("w_int8", qd.quantize_per_channel.default(
-            conv.weight.detach(), scale, torch.zeros(6, dtype=torch.int64), 0, -127, 127,
+            conv.weight.detach(), scale, torch.zeros(6, dtype=torch.int64), 0, -W_MAX, W_MAX,
             torch.int8))
         self.register_buffer("w_scale", scale)
         self.register_buffer("w_zero", torch.zeros(6, dtype=torch.int64))
@@ -39,7 +41,7 @@ class TinyQdq(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         xin = qdq(x, 1 / 128, 128)
         w = qd.dequantize_per_channel.default(
-            self.w_int8, self.w_scale, self.w_zero, 0, -127, 127, torch.int8)
+            self.w_int8, self.w_scale, self.w_zero, 0, -W_MAX, W_MAX, torch.int8)
         y = qdq(torch.relu(nn.functional.conv2d(xin, w, self.bias, padding=1)), 1 / 64, 0)
         return qdq(y + xin, 1 / 32, 64), y
 

@@ -115,13 +115,27 @@ def test_weights_per_channel_symmetric_and_input_fixed_scale(
     assert len(per_channel) == len(convs)
     for node in per_channel:
         _, _, zero_points, axis, qmin, qmax, dtype = node.args
-        assert (qmin, qmax, dtype, axis) == (-127, 127, torch.int8, 0)
+        assert (qmin, qmax, dtype, axis) == (-63, 63, torch.int8, 0)
         assert not getattr(converted, zero_points.target).any()
+        weights = getattr(converted, node.args[0].target)
+        # 7 bits: each channel's largest weight reaches the end of the grid (the channels
+        # padded to a full kernel block are zero)
+        peaks = weights.abs().amax(dim=tuple(range(1, weights.dim())))
+        assert 63 in peaks and set(peaks.tolist()) <= {0, 63}
     # the first quantizer sees the network input: pixel - 128 exactly (scale 1/128, zp 128)
     first_q = next(n for n in converted.graph.nodes
                    if str(n.target).startswith("quantized_decomposed.quantize_per_tensor"))
     assert first_q.args[0].op == "placeholder"
     assert first_q.args[1:4] == (1.0 / 128.0, 128, 0)
+
+
+def test_8_bit_weights_on_request() -> None:
+    torch.manual_seed(0)
+    observed = prepare(build_model(tiny_cfg().model), QuantRecipe(bins=256, weight_bits=8))
+    calibrate(observed, [random_pair(1, seed=1)])
+    per_channel = [n for n in convert(observed).graph.nodes
+                   if n.target == torch.ops.quantized_decomposed.dequantize_per_channel.default]
+    assert per_channel and all(n.args[4:6] == (-127, 127) for n in per_channel)
 
 
 def test_converted_graph_tracks_the_float_model() -> None:

@@ -23,7 +23,8 @@ from .conftest import TINY_MODEL, random_pair, tiny_cfg
 def test_default_recipes_are_the_calibration_scheme() -> None:
     cfg = tiny_cfg()
     scheme = {"observer": "percentile", "percentile": 99.985, "bins": 2048,
-              "input_scale": 1.0 / 128.0, "disparity_conv_bits": 8, "precision": ()}
+              "input_scale": 1.0 / 128.0, "disparity_conv_bits": 8, "weight_bits": 7,
+              "precision": ()}
     assert calibration_recipe(cfg) == QuantRecipe(is_qat=False, **scheme)
     assert qat_recipe(cfg) == QuantRecipe(is_qat=True, **scheme)
 

@@ -51,6 +51,9 @@ def test_overrides_apply(tiny_config: Path) -> None:
         (["stages.calibration.disparity_conv_bits=12"],
          "stages.calibration.disparity_conv_bits: Input should be 8 or 16"),
         (["stages.qat.disparity_conv_bits=16"], "set stages.calibration.disparity_conv_bits"),
+        (["stages.calibration.weight_bits=4"],
+         "stages.calibration.weight_bits: Input should be 7 or 8"),
+        (["stages.qat.weight_bits=8"], "set stages.calibration.weight_bits"),
     ],
 )
 def test_bad_values_name_the_key(tiny_config: Path, sets: list[str], expected: str) -> None:

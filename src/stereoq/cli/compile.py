@@ -114,7 +114,7 @@ def compile(  # noqa: A001  (the command's name)
                 raise StereoqError(
                     f"the {opts.backend} artifact departs from PyTorch's {opts.stage} model on "
                     f"{result.validation['samples']} validation frames, not installed: "
-                    + "; ".join(result.validation["problems"])
+                    + "; ".join(result.validation["problems"]) + result.saturation_hint()
                 )
         path = result.commit(result.to_json())
     console.print(f"saved {path}", highlight=False)

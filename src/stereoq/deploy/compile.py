@@ -53,6 +53,16 @@ class CompileResult:
     extra: dict[str, Any] = field(default_factory=dict)
     staged_dir: Path | None = None
     """The staging folder holding the artifact until ``commit`` (None after it or ``discard``)."""
+    source: Path | None = None
+    """The graph file the artifact was built from (the stage's ONNX export for most backends)."""
+
+    def saturation_hint(self) -> str:
+        """Why a validation failure may come from int16 pair sums on this CPU, or ''."""
+        if self.source is None or self.source.suffix != ".onnx":
+            return ""
+        from stereoq.deploy.saturation import saturation_hint
+
+        return saturation_hint(self.source)
 
     @property
     def current_dir(self) -> Path:
@@ -166,7 +176,7 @@ def compile_stage(
     }
     return CompileResult(
         target, metadata, perf, exported, extra={"backend": backend_name, "machine": machine},
-        staged_dir=staged,
+        staged_dir=staged, source=source.path,
     )
 
 

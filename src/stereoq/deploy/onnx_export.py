@@ -31,6 +31,7 @@ from stereoq.deploy.acceptance import (
 from stereoq.deploy.metadata import INPUT_NAME, OUTPUT_NAMES, DeployMetadata, describe
 from stereoq.deploy.ort_runner import postprocess
 from stereoq.deploy.qdq_graph import QdqGraph, node_scopes
+from stereoq.deploy.saturation import saturation_hint
 from stereoq.deploy.tensor_agreement import TensorAgreement, compare_tensors
 from stereoq.engine.stage import stage_dir
 from stereoq.errors import StereoqError
@@ -418,7 +419,7 @@ def export_stage(
             dict(sorted(counts.items())), strict,
         )
         if not result.ok:
-            raise StereoqError(failure_message(stage, result))
+            raise StereoqError(failure_message(stage, result) + saturation_hint(model))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

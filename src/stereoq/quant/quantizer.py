@@ -4,10 +4,14 @@ Runtime fuses.
 Placement follows ONNX Runtime's QDQ fusion conventions, so the exported graph runs as
 QLinearConv / QLinearAdd / QLinearConcat there:
 - conv (2-D and 3-D) (+ ReLU): uint8 per-tensor input, int8 per-channel symmetric weight in
-  [-127, 127], one uint8 output quantizer after the ReLU (BN is folded before export), int32
-  accumulation. This holds for the convolutions that read or write disparity too (refinement
-  stems and offset convs, the cost-aggregation score conv): ONNX Runtime has no int16
-  convolution kernel, so a 16-bit conv would run in float there;
+  [-63, 63] (7 bits; [-127, 127] with ``QuantRecipe.weight_bits = 8``), one uint8 output
+  quantizer after the ReLU (BN is folded before export), int32 accumulation. This holds for the
+  convolutions that read or write disparity too (refinement stems and offset convs, the
+  cost-aggregation score conv): ONNX Runtime has no int16 convolution kernel, so a 16-bit conv
+  would run in float there. Why 7 bits: on x86 CPUs without VNNI (AVX2, AVX-512 without VNNI)
+  ONNX Runtime's and oneDNN's uint8 x int8 kernels add products in pairs in int16
+  (``vpmaddubsw``), which saturates once ``255 * (|w_a| + |w_b|)`` passes 32767; with
+  ``|w| <= 63`` no pair can, so every runtime computes the exact int32 sum on every CPU;
 - add (+ ReLU), concat/stack, mul, mean, sum, softmax: every input and the output quantized;
 - data movement (slice, pad, reshape, squeeze, ...) and bilinear resize: share their input's
   parameters.
@@ -203,6 +207,7 @@ class QuantRecipe:
     input_scale: float | None = 1.0 / 128.0  # None: observe the input like any activation
     input_zero_point: int = 128
     disparity_conv_bits: int = 8  # 8: integer convs everywhere in ORT; 16: int16 disparity convs
+    weight_bits: int = 7  # 7: no uint8 x int8 pair sum saturates int16 (CPUs without VNNI)
     precision: tuple[tuple[str, str], ...] = ()
     """(layer glob pattern, "int8" | "int16" | "float") overrides, in order; the last match wins."""
 
@@ -235,6 +240,11 @@ def _act_spec(recipe: QuantRecipe, bits: int) -> Any:
     )
 
 
+def weight_qmax(bits: int) -> int:
+    """Largest |q_w| of symmetric ``bits``-bit weights: 63 for 7 bits, 127 for 8."""
+    return 2 ** (bits - 1) - 1
+
+
 def _weight_spec(recipe: QuantRecipe) -> Any:
     if recipe.is_qat:
         ctor = pt2e().FakeQuantize.with_args(
@@ -244,8 +254,8 @@ def _weight_spec(recipe: QuantRecipe) -> Any:
         ctor = pt2e().PerChannelMinMaxObserver.with_args(eps=2**-20)
     return QuantizationSpec(
         dtype=torch.int8,
-        quant_min=-127,
-        quant_max=127,
+        quant_min=-weight_qmax(recipe.weight_bits),
+        quant_max=weight_qmax(recipe.weight_bits),
         qscheme=torch.per_channel_symmetric,
         ch_axis=0,
         observer_or_fake_quant_ctr=ctor,

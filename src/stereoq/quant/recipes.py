@@ -70,6 +70,7 @@ def _scheme(cfg: ExperimentConfig, extra: dict[str, str] | None = None) -> dict[
         "bins": cal.bins,
         "input_scale": 1.0 / 128.0 if exact_input else None,
         "disparity_conv_bits": cal.disparity_conv_bits,
+        "weight_bits": cal.weight_bits,
         "precision": precision_overrides(cfg, extra),
     }
 

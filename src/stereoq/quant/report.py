@@ -64,7 +64,8 @@ def _precision(dtypes: list[str]) -> str:
 
 SCHEME = {
     "convolutions": "uint8 activations in and out (per tensor), int8 per-channel symmetric "
-    "weights in [-127, 127], int32 accumulation: ONNX Runtime runs them as QLinearConv. This "
+    "weights in [-63, 63] (7 bits, stages.calibration.weight_bits; 8 bits: [-127, 127]), int32 "
+    "accumulation: ONNX Runtime runs them as QLinearConv. This "
     "includes the convolutions that read or write disparity (refinement stems and offset "
     "convs, cost-aggregation score) unless the config sets "
     "stages.calibration.disparity_conv_bits: 16",

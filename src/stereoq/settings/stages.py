@@ -246,6 +246,12 @@ class CalibrationRecipe(Section):
         description="8: every convolution int8 (integer kernels in ONNX Runtime); 16: the "
         "convolutions that read or write disparity in int16, for runtimes with such kernels",
     )
+    weight_bits: Literal[7, 8] = Field(
+        default=7,
+        description="7: int8 weights in [-63, 63], exact on every x86 CPU; 8: [-127, 127], "
+        "exact only where the CPU has VNNI: without it (AVX2) ONNX Runtime and OpenVINO add "
+        "uint8 x int8 products in pairs in int16, which saturates",
+    )
     precision: dict[str, Precision] = Field(
         default_factory=dict,
         description="layer name or glob pattern -> int8 | int16 | float, overriding the scheme "
@@ -364,11 +370,12 @@ class StagesConfig(Section):
         """A partial ``qat`` or ``adapt`` section keeps that stage's defaults for the keys it
         leaves out."""
         if isinstance(data, dict) and isinstance(data.get("qat"), dict):
-            if "disparity_conv_bits" in data["qat"]:
-                raise ValueError(
-                    "qat.disparity_conv_bits: set stages.calibration.disparity_conv_bits "
-                    "(QAT trains the calibrated graph and keeps its scheme)"
-                )
+            for key in ("disparity_conv_bits", "weight_bits"):
+                if key in data["qat"]:
+                    raise ValueError(
+                        f"qat.{key}: set stages.calibration.{key} "
+                        "(QAT trains the calibrated graph and keeps its scheme)"
+                    )
             base = _qat_default().model_dump()
             data = {**data, "qat": _merge(base, data["qat"])}
         if isinstance(data, dict) and isinstance(data.get("adapt"), dict):
