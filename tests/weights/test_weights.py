@@ -91,9 +91,11 @@ def test_predicts_finite_disparity_better_than_untrained(name: str) -> None:
 def test_int8_agrees_with_float(name: str, tmp_path: Path) -> None:
     """The calibration recipe's int8 model (BN folded, percentile observers over two generated
     training scenes, converted), run as the deployment runtime computes it, against float on
-    two validation scenes at 128x256. Measured for light-scenes: EPE +0.2 % (192x384: -0.4 %),
-    mean |int8 - float| 0.18 and 0.26 px; the bounds leave room for other machines' rounding,
-    not for a broken scheme (random ranges or a lost layer give px-scale errors)."""
+    two validation scenes at 128x256. Measured with the default 7-bit weights: light-scenes EPE
+    3.092 -> 3.218 px (+4.0 %), mean |int8 - float| 0.36 px; light-scenes-4x 2.740 -> 2.909
+    (+6.2 %), 0.44 px (8-bit weights gave light-scenes +0.2 % and 0.18 px). The bounds leave
+    room for other machines' rounding, not for a broken scheme (random ranges or a lost layer
+    give px-scale errors)."""
     from stereoq.engine.report import Reporter
     from stereoq.quant.prepare import LastTwo, calibrate, convert, prepare
     from stereoq.quant.recipes import calibration_recipe
@@ -113,10 +115,10 @@ def test_int8_agrees_with_float(name: str, tmp_path: Path) -> None:
     frames = generated_val(name, 2)
     float_epe = epe(model, frames, cfg.model.maxdisp)
     int8_epe = epe(int8, frames, cfg.model.maxdisp)
-    assert abs(int8_epe - float_epe) <= 0.05 * float_epe, (float_epe, int8_epe)
     with torch.no_grad():
         gap = torch.cat([(int8(f["x"]) - model(f["x"])).abs().flatten() for f in frames])
-    assert gap.mean() <= 0.5, gap.mean()
+    assert abs(int8_epe - float_epe) <= 0.10 * float_epe, (float_epe, int8_epe)
+    assert gap.mean() <= 0.6, gap.mean()
 
 
 def test_unknown_name_names_the_known_ones() -> None:
