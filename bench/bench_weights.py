@@ -122,7 +122,8 @@ def bench(name: str, args, reporter) -> dict:
     batches = CalibrationStage(cfg).calibration_batches(reporter)
     q = int8_graph(cfg, model, batches)
     result["int8"] = {"calibration_images": sum(len(b) for b in batches),
-                      "calibration_s": time.perf_counter() - start}
+                      "calibration_s": time.perf_counter() - start,
+                      "weight_bits": cfg.stages.calibration.weight_bits}
     int8 = padded_predictor(cfg, runtime_eval(q))
     predictors = {"float": model, "float refined": refined(model, cfg.data, cfg.refine),
                   "int8": int8, "int8 refined": refined(int8, cfg.data, cfg.refine)}
@@ -176,7 +177,8 @@ def card_measurements(result: dict, args, command: str) -> dict:
         f"average {result['machine']['load_before']} before, {result['machine']['load_after']} "
         "after",
         "int8": "calibration stage's recipe (percentile observers, "
-        f"{result['int8']['calibration_images']} generated training scenes), converted; "
+        f"{result['int8']['calibration_images']} generated training scenes, "
+        f"{result['int8']['weight_bits']}-bit weights), converted; "
         "accuracy as the deployment runtime computes it",
         "refine": {"config": result["refine"],
                    "note": "`stereoq infer` refines the network's disparity by default "
