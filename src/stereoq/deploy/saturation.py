@@ -22,8 +22,10 @@ PAIR_SAFE_WEIGHT = 32767 // (2 * 255)
 
 
 def cpu_has_vnni() -> bool:
-    """VNNI (AVX512-VNNI or AVX-VNNI): int8 products summed in int32, no int16 step."""
-    return bool(torch.cpu._is_vnni_supported())
+    """VNNI (AVX512-VNNI or AVX-VNNI): int8 products summed in int32, no int16 step. Asked of
+    torch's CPU probe (private in torch 2.13: without it, assume none, which only adds a hint)."""
+    probe = getattr(torch.cpu, "_is_vnni_supported", None)
+    return bool(probe()) if probe is not None else False
 
 
 def widest_weight(model: onnx.ModelProto) -> int:
