@@ -9,7 +9,12 @@ import onnx
 import pytest
 
 from stereoq.deploy import saturation
-from stereoq.deploy.saturation import PAIR_SAFE_WEIGHT, saturation_hint, widest_weight
+from stereoq.deploy.saturation import (
+    PAIR_SAFE_WEIGHT,
+    saturation_hint,
+    saturation_risk,
+    widest_weight,
+)
 
 from .qdq_models import W_MAX, _Graph
 
@@ -55,8 +60,9 @@ def test_the_hint_names_weight_bits_only_where_saturation_can_happen(
     hint = saturation_hint(eight)
     assert "reach 127" in hint and "stages.calibration.weight_bits: 7" in hint
     assert saturation_hint(seven) == ""
+    assert hint == f"; {saturation_risk(eight)}"  # check's warning, as a message's tail
     monkeypatch.setattr(saturation, "cpu_has_vnni", lambda: True)
-    assert saturation_hint(eight) == ""
+    assert saturation_hint(eight) == "" and saturation_risk(eight) == ""
 
 
 def test_onnx_runtime_sums_7_bit_weights_exactly_and_8_bit_ones_only_with_vnni(

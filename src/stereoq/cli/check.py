@@ -73,6 +73,8 @@ def check(
         f"{len(report.fallbacks)} compute op(s) fall back to float",
         highlight=False,
     )
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
     path = write_json(
         cfg.run_dir / "deploy" / f"check_{opts.backend}_{opts.stage}.json", report.to_json()
     )

@@ -45,6 +45,8 @@ class CheckReport:
     overrides: dict[str, str] = field(default_factory=dict)
     """Layers whose precision was set by name (config or accuracy budget), from the stage's
     precision report: layer -> int8 | int16 | float."""
+    warnings: list[str] = field(default_factory=list)
+    """What may make the backend compute differently from PyTorch's integer model here."""
 
     @property
     def fallbacks(self) -> list[NodeVerdict]:
@@ -75,4 +77,5 @@ class CheckReport:
             ],
             "fallback_nodes": [asdict(n) for n in self.fallbacks],
             "overrides": self.overrides,
+            "warnings": self.warnings,
         }

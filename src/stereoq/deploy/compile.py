@@ -113,8 +113,13 @@ def check_stage(
     backend runs each of its ops."""
     backend = get_backend(backend_name)
     check_size(cfg, height, width)
-    report = backend.check(backend.stage_source(cfg, stage, height, width).path)
+    source = backend.stage_source(cfg, stage, height, width).path
+    report = backend.check(source)
     report.overrides = precision_overrides(cfg, stage)
+    if source.suffix == ".onnx":
+        from stereoq.deploy.saturation import saturation_risk
+
+        report.warnings = [w for w in (saturation_risk(source),) if w]
     return report
 
 

@@ -39,13 +39,19 @@ def widest_weight(model: onnx.ModelProto) -> int:
     return widest
 
 
-def saturation_hint(model: onnx.ModelProto | Path) -> str:
-    """A sentence for an agreement failure when saturation may explain it, else ''."""
+def saturation_risk(model: onnx.ModelProto | Path) -> str:
+    """What can go wrong on this CPU with this model's int8 weights, in one sentence, or ''."""
     if isinstance(model, Path):
         model = onnx.load(str(model), load_external_data=False)
     widest = widest_weight(model)
     if widest <= PAIR_SAFE_WEIGHT or cpu_has_vnni():
         return ""
-    return (f"; its int8 weights reach {widest} and this CPU has no VNNI, where ONNX Runtime "
-            "and OpenVINO add uint8 x int8 products in pairs in int16, which saturates: "
-            "quantize again with stages.calibration.weight_bits: 7 (weights in [-63, 63])")
+    return (f"its int8 weights reach {widest} and this CPU has no VNNI, where ONNX Runtime and "
+            "OpenVINO add uint8 x int8 products in pairs in int16, which saturates: quantize "
+            "again with stages.calibration.weight_bits: 7 (weights in [-63, 63])")
+
+
+def saturation_hint(model: onnx.ModelProto | Path) -> str:
+    """``saturation_risk`` as the tail of a failure message ('; ...'), or ''."""
+    risk = saturation_risk(model)
+    return f"; {risk}" if risk else ""
