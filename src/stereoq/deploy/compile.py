@@ -58,11 +58,9 @@ class CompileResult:
 
     def saturation_hint(self) -> str:
         """Why a validation failure may come from int16 pair sums on this CPU, or ''."""
-        if self.source is None or self.source.suffix != ".onnx":
-            return ""
         from stereoq.deploy.saturation import saturation_hint
 
-        return saturation_hint(self.source)
+        return "" if self.source is None else saturation_hint(self.source)
 
     @property
     def current_dir(self) -> Path:
@@ -116,10 +114,9 @@ def check_stage(
     source = backend.stage_source(cfg, stage, height, width).path
     report = backend.check(source)
     report.overrides = precision_overrides(cfg, stage)
-    if source.suffix == ".onnx":
-        from stereoq.deploy.saturation import saturation_risk
+    from stereoq.deploy.saturation import saturation_risk
 
-        report.warnings = [w for w in (saturation_risk(source),) if w]
+    report.warnings = [w for w in (saturation_risk(source),) if w]
     return report
 
 

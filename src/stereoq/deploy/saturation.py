@@ -40,11 +40,16 @@ def widest_weight(model: onnx.ModelProto) -> int:
 
 
 def saturation_risk(model: onnx.ModelProto | Path) -> str:
-    """What can go wrong on this CPU with this model's int8 weights, in one sentence, or ''."""
+    """What can go wrong on this CPU with this model's int8 weights, in one sentence, or ''.
+    A path that is not an ONNX file (another backend's source) has nothing to say."""
+    if cpu_has_vnni():
+        return ""
     if isinstance(model, Path):
+        if model.suffix != ".onnx":
+            return ""
         model = onnx.load(str(model), load_external_data=False)
     widest = widest_weight(model)
-    if widest <= PAIR_SAFE_WEIGHT or cpu_has_vnni():
+    if widest <= PAIR_SAFE_WEIGHT:
         return ""
     return (f"its int8 weights reach {widest} and this CPU has no VNNI, where ONNX Runtime and "
             "OpenVINO add uint8 x int8 products in pairs in int16, which saturates: quantize "
