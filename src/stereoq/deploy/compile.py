@@ -28,6 +28,7 @@ from stereoq.deploy.onnx_export import (
     stage_graph,
 )
 from stereoq.deploy.ort_runner import postprocess
+from stereoq.deploy.saturation import saturation_hint, saturation_risk
 from stereoq.engine.report import Reporter
 from stereoq.errors import StereoqError
 from stereoq.models.padding import fit
@@ -58,8 +59,6 @@ class CompileResult:
 
     def saturation_hint(self) -> str:
         """Why a validation failure may come from int16 pair sums on this CPU, or ''."""
-        from stereoq.deploy.saturation import saturation_hint
-
         return "" if self.source is None else saturation_hint(self.source)
 
     @property
@@ -114,9 +113,8 @@ def check_stage(
     source = backend.stage_source(cfg, stage, height, width).path
     report = backend.check(source)
     report.overrides = precision_overrides(cfg, stage)
-    from stereoq.deploy.saturation import saturation_risk
-
-    report.warnings = [w for w in (saturation_risk(source),) if w]
+    risk = saturation_risk(source)
+    report.warnings = [risk] if risk else []
     return report
 
 
